@@ -1,0 +1,77 @@
+"""lm-eval, in process, on a model object that is already loaded.
+
+Tasks come from the YAML files shipped in evals/tasks (offline: their data are local files). A
+subset is a seeded random sample of the task's documents (lm-eval's `limit` would take the first
+N), so base and finetuned models are scored on the same items.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TASK_DIR = Path(__file__).parent / "tasks"
+
+
+@dataclass(frozen=True)
+class Score:
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+
+
+def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path) -> None:
+    for name in tasks:
+        src = TASK_DIR / f"{name}.yaml"
+        if not src.is_file():
+            raise ValueError(f"unknown eval task '{name}'; available: {', '.join(available_tasks())}")
+        text = src.read_text()
+        for key, value in substitutions.items():
+            text = text.replace("{" + key + "}", value)
+        (into / src.name).write_text(text)
+
+
+def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, seed: int = 1234,
+             substitutions: dict[str, str] | None = None, batch_size: int = 16,
+             apply_chat_template: bool = True) -> dict[str, Score]:
+    """Score model on tasks; returns the first metric of each task with its stderr and item count."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
+        _materialise(tasks, substitutions or {}, Path(tmp))
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        samples = None
+        if limit is not None:
+            samples = {}
+            for name, task in get_task_dict(tasks, manager).items():
+                n = len(task.eval_docs)
+                samples[name] = sorted(random.Random(seed).sample(range(n), min(limit, n)))
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks, task_manager=manager, samples=samples,
+            apply_chat_template=apply_chat_template, random_seed=seed, numpy_random_seed=seed,
+            torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=1000, verbosity="ERROR",
+        )
+    scores = {}
+    for name in tasks:
+        result = out["results"][name]
+        key = next(k for k in result if "," in k and "_stderr" not in k)
+        metric, _, flt = key.partition(",")
+        stderr = result.get(f"{metric}_stderr,{flt}")
+        n = out.get("n-samples", {}).get(name, {}).get("effective", 0)
+        scores[name] = Score(name, metric, float(result[key]),
+                             float(stderr) if isinstance(stderr, (int, float)) else None, int(n))
+    return scores

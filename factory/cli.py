@@ -1,0 +1,185 @@
+"""The `factory` command. Light commands (--help, validate, lint) import no torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from factory.errors import UserError
+
+EPILOG = """\
+examples:
+  factory demo                      the whole job offline on the CPU: tiny base, synthetic data,
+                                    LoRA with packing, eval base vs finetuned, merge, card, publish
+  factory validate my.yaml          check a request (schema + lint) in well under a second
+  factory validate --keys           every accepted request key with its default
+  factory lint --list               the lint rules and why each exists
+  factory run my.yaml               run a request; re-running the same request resumes it
+
+State lives under $FACTORY_HOME (default ~/.factory): hub/ (the local hub), runs/, evals/.
+"""
+
+
+def _facts(request):
+    """Base-model facts for lint, read from JSON files only (no torch, no download)."""
+    import json
+
+    from factory.hub import default_hub
+    from factory.lint import Facts, facts_from_folder
+
+    local = Path(request.base_model).expanduser()
+    if (local / "config.json").is_file():
+        folder = local
+    else:
+        hub = default_hub()
+        if not hub.exists(request.base_model):
+            raise UserError(f"base_model '{request.base_model}' is not in the {hub.name} hub ({hub.root}); "
+                            "check the id, or run `factory demo` once to create the demo base model")
+        folder = hub.snapshot(request.base_model)[0]
+
+    def read(name):
+        p = folder / name
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    if not (folder / "config.json").is_file():
+        return Facts()
+    return facts_from_folder(read("config.json"), read("tokenizer_config.json") or {},
+                             (folder / "chat_template.jinja").is_file())
+
+
+def _check(path: str, out=sys.stdout):
+    """Load, validate and lint a request; print findings; raise UserError on any error."""
+    from evals.harness import available_tasks
+    from factory.config import load_request
+    from factory.lint import lint
+
+    request = load_request(path)
+    unknown = [t for t in request.evals.tasks if t not in available_tasks()]
+    if unknown:
+        raise UserError(f"{path}: evals.tasks: unknown task(s) {', '.join(unknown)}; available: {', '.join(available_tasks())}")
+    findings = lint(request, _facts(request))
+    for f in findings:
+        print(f"  {f.severity:7} {f.rule}: {f.message}", file=out)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise UserError(f"{path}: {len(errors)} lint error(s) above must be fixed")
+    return request
+
+
+def cmd_validate(args) -> int:
+    if args.keys:
+        from factory.config import accepted_keys
+
+        print(accepted_keys())
+        return 0
+    if not args.request:
+        raise UserError("give a request file: factory validate REQUEST.yaml")
+    _check(args.request)
+    print(f"{args.request}: valid")
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from factory.lint import RULES
+
+    for rule in RULES:
+        print(f"{rule.id} [{rule.severity}]\n    {rule.reason}")
+    return 0
+
+
+def _summary(run, results: dict, out=sys.stdout) -> None:
+    scores = results["eval"]["scores"]
+    print("\n=== factory summary ===", file=out)
+    if scores:
+        print(f"{'task':24} {'metric':12} {'items':>5} {'base':>7} {'finetuned':>9} {'delta':>7}", file=out)
+        for task, pair in scores.items():
+            b, f = pair["base"], pair["finetuned"]
+            print(f"{task:24} {f['metric']:12} {f['n']:>5} {b['value']:>7.3f} {f['value']:>9.3f} "
+                  f"{f['value'] - b['value']:>+7.3f}", file=out)
+    pub = results["publish"]
+    print(f"published: {pub.get('repo_id', '-')} @ {pub.get('revision', '-')[:12]} ({pub.get('url', pub.get('skipped'))})", file=out)
+    print(f"run folder: {run.dir}", file=out)
+    print("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items())
+          + f" (total {sum(run.timings.values()):.1f}s)", file=out)
+
+
+def _execute(request, substitutions: dict | None = None):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-file load/save bars; the stages report progress themselves
+    from factory.hub import default_hub
+    from factory.pipeline import Run, execute, run_dir_for
+    from factory.progress import Console
+
+    run = Run(request=request, hub=default_hub(), reporter=Console(), dir=run_dir_for(request),
+              substitutions=substitutions or {})
+    results = execute(run)
+    _summary(run, results)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from factory.home import factory_home
+
+    request = _check(args.request)
+    return _execute(request, {"factory_home": str(factory_home())})
+
+
+def cmd_demo(args) -> int:
+    import shutil
+
+    from factory import demo
+    from factory.config import load_request
+    from factory.hub import default_hub
+    from factory.pipeline import run_dir_for
+    from factory.progress import Console
+
+    t0 = time.time()
+    hub = default_hub()
+    request = load_request(demo.REQUEST)
+    if args.fresh:
+        demo.reset(hub)
+        shutil.rmtree(run_dir_for(request), ignore_errors=True)
+    subs = demo.ensure_assets(hub, Console())
+    request = _check(str(demo.REQUEST))
+    code = _execute(request, subs)
+    print(f"demo wall time: {time.time() - t0:.1f}s")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="factory", description="Finetune open LLMs from one YAML request and ship them to the Hub.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    v = sub.add_parser("validate", help="check a request: schema errors (with file:line) and lint findings; exit 0 or 2")
+    v.add_argument("request", nargs="?", help="the request YAML")
+    v.add_argument("--keys", action="store_true", help="print every accepted key with its type and default")
+    v.set_defaults(fn=cmd_validate)
+    lt = sub.add_parser("lint", help="the lint rules")
+    lt.add_argument("--list", action="store_true", required=True, help="print each rule with the reason it exists")
+    lt.set_defaults(fn=cmd_lint)
+    r = sub.add_parser("run", help="run a request: data, train, merge, eval, card, publish (resumes when re-run)")
+    r.add_argument("request", help="the request YAML")
+    r.set_defaults(fn=cmd_run)
+    d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
+    d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

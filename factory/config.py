@@ -1,0 +1,316 @@
+"""The finetune request: one typed pydantic model with Axolotl key names, and its YAML loader.
+
+Unknown keys are errors with a 'did you mean'; Axolotl keys this factory does not implement are
+errors that say so by name. Imports no torch: `factory validate` must stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from factory.errors import UserError
+from factory.ids import looks_like_repo_id, repo_id_problem
+
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+
+# Axolotl options a user may bring that this factory does not implement (yet). Rejected by name.
+AXOLOTL_UNSUPPORTED = {
+    "rl": "preference training (DPO/KTO/ORPO/GRPO)",
+    "dpo_beta": "preference training", "rl_beta": "preference training",
+    "load_in_8bit": "8-bit loading (use adapter: qlora with load_in_4bit)",
+    "gptq": "GPTQ bases", "deepspeed": "DeepSpeed (multi-GPU comes in a later release)",
+    "fsdp": "FSDP (multi-GPU comes in a later release)", "fsdp_config": "FSDP",
+    "relora_steps": "ReLoRA", "peft_use_dora": "DoRA", "peft_use_rslora": "rsLoRA",
+    "lora_model_dir": "starting from an existing adapter", "unfrozen_parameters": "partial unfreezing",
+    "rope_scaling": "RoPE scaling", "noisy_embedding_alpha": "NEFTune", "neftune_noise_alpha": "NEFTune",
+    "wandb_project": "Weights & Biases logging", "wandb_entity": "Weights & Biases logging",
+    "wandb_name": "Weights & Biases logging", "wandb_watch": "Weights & Biases logging",
+    "wandb_log_model": "Weights & Biases logging", "mlflow_tracking_uri": "MLflow logging",
+    "special_tokens": "adding special tokens", "tokens": "adding tokens",
+    "xformers_attention": "xformers attention", "s2_attention": "shifted-sparse attention",
+    "group_by_length": "length-grouped batches (use sample_packing)",
+    "pad_to_sequence_len": "padding to sequence_len (packing pads nothing)",
+    "eval_sample_packing": "packed evaluation", "dataset_prepared_path": "a prepared-data path",
+    "early_stopping_patience": "early stopping", "resume_from_checkpoint": "an explicit resume path",
+    "unsloth_lora_mlp": "Unsloth kernels", "liger_kernel": "Liger kernels", "plugins": "Axolotl plugins",
+    "chat_template_jinja": "chat_template_jinja (put the Jinja string in chat_template)",
+    "tokenizer_type": "tokenizer_type (the tokenizer comes with the base model)",
+    "model_type": "model_type (the class comes from the base model's config)",
+    "is_llama_derived_model": "is_llama_derived_model", "strict": "strict",
+    "torch_compile": "torch.compile", "hub_strategy": "hub_strategy", "local_rank": "local_rank",
+}
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    path: str = Field(description="Hub dataset id 'org/name' or a local .json/.jsonl/.parquet/.csv file")
+    type: Literal["alpaca", "sharegpt", "messages", "completion"] = "alpaca"
+    split: str = "train"
+    name: str | None = Field(None, description="dataset config name (Hub datasets)")
+    field: str | None = Field(None, description="column with the raw text (completion)")
+    field_instruction: str = "instruction"
+    field_input: str = "input"
+    field_output: str = "output"
+    field_system: str = "system"
+    field_messages: str | None = Field(None, description="conversation column (sharegpt: conversations, messages: messages)")
+    message_property_mappings: dict[Literal["role", "content"], str] | None = None
+    roles: dict[Role, list[str]] | None = Field(None, description="extra source role names mapped to system/user/assistant")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if v.endswith(DATA_SUFFIXES):
+            if ".." in Path(v).parts:
+                raise ValueError(f"'{v}' climbs out of the request's folder with '..'; give a path inside it or an absolute path")
+            return v
+        problem = repo_id_problem(v)
+        if problem:
+            raise ValueError(problem + f", nor a local data file ({', '.join(DATA_SUFFIXES)})")
+        return v
+
+    @property
+    def is_local(self) -> bool:
+        return self.path.endswith(DATA_SUFFIXES)
+
+
+class EvalSpec(Strict):
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task names (or registry names)")
+    limit: int | None = Field(None, ge=1, description="a seeded random subset of this many items per task")
+    seed: int = 1234
+    max_new_tokens: int = Field(32, ge=1)
+
+
+class PublishSpec(Strict):
+    enabled: bool = True
+    private: bool = False
+
+
+class Request(Strict):
+    # model
+    base_model: str
+    revision_of_model: str | None = None
+    chat_template: str | None = Field(None, description="built-in name (chatml, llama3, zephyr, mistral, phi3) or a Jinja string")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"] = "sdpa"
+    flash_attention: bool = False
+    # data
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    val_set_size: float = Field(0.0, ge=0, description="fraction (<1) or number of rows (>=1) held out for eval loss")
+    sequence_len: int = Field(2048, ge=16)
+    sample_packing: bool = True
+    excess_length_strategy: Literal["drop", "truncate"] = "drop"
+    train_on_inputs: bool = False
+    max_malformed_fraction: float = Field(0.05, ge=0, le=1, description="fail when more rows than this are malformed")
+    # method
+    adapter: Literal["lora", "qlora"] | None = None
+    load_in_4bit: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_target_modules: list[str] | None = None
+    lora_target_linear: bool = False
+    lora_modules_to_save: list[str] | None = None
+    # optimisation
+    micro_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    num_epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = "adamw_torch"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    bf16: bool | Literal["auto"] = "auto"
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (default: once per epoch)")
+    save_total_limit: int = Field(2, ge=1)
+    # output
+    output_dir: str | None = Field(None, description="run folder (default: $FACTORY_HOME/runs/<job-id>)")
+    hub_model_id: str | None = Field(None, description="'org/name' to publish the merged model as")
+    evals: EvalSpec = Field(default_factory=EvalSpec)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, v: str) -> str:
+        if looks_like_repo_id(v):
+            return v
+        if ".." in Path(v).parts:
+            raise ValueError(f"'{v}' contains '..'; give a Hub id 'org/name' or a model folder")
+        if not (Path(v).expanduser() / "config.json").is_file():
+            problem = repo_id_problem(v)
+            raise ValueError(f"{problem}, nor a local model folder with a config.json")
+        return v
+
+    @field_validator("hub_model_id")
+    @classmethod
+    def _hub_model_id(cls, v: str | None) -> str | None:
+        if v is not None and (problem := repo_id_problem(v)):
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Request":
+        if self.adapter == "qlora" and not self.load_in_4bit:
+            raise ValueError("adapter: qlora needs load_in_4bit: true (QLoRA trains LoRA on a 4-bit base)")
+        if self.load_in_4bit and self.adapter != "qlora":
+            raise ValueError("load_in_4bit: true needs adapter: qlora (4-bit weights cannot be trained directly)")
+        if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
+            raise ValueError("an adapter needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true")
+        if self.bf16 is True and self.fp16:
+            raise ValueError("bf16 and fp16 are both true; choose one")
+        return self
+
+    @property
+    def attention(self) -> str:
+        return "flash_attention_2" if self.flash_attention else self.attn_implementation
+
+    def sanitized_yaml(self) -> str:
+        """The request as YAML, defaults included. It holds no secrets: the schema has no secret fields."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---- loading with useful errors ----------------------------------------------------------------
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path (tuple of keys/indices) in the YAML document to its 1-based line."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of loc (for 'did you mean' suggestions)."""
+    model: type[BaseModel] | None = Request
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or (ann,)
+        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: dict, lines: dict[tuple, int], source: str) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = loc[-1] if loc else ""
+    line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
+    where = f"{source}:{line}" if line else source
+    path = _format_loc(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        if key in AXOLOTL_UNSUPPORTED:
+            return f"{where}: `{path}` is an Axolotl option this factory does not support yet ({AXOLOTL_UNSUPPORTED[key]}); remove it"
+        owner = _model_at(loc)
+        names = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else "; see `factory validate --keys` for the accepted keys"
+        return f"{where}: unknown key `{path}`{hint}"
+    if err["type"] == "missing":
+        return f"{where}: `{path}` is required"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = "" if err["type"].startswith("value_error") else f" (got {err.get('input')!r})"
+    return f"{where}: `{path}`: {msg}{shown}"
+
+
+def parse_request(data: Any, source: str = "<request>", text: str | None = None) -> Request:
+    """Validate a dict into a Request or raise UserError listing every problem."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a request is a YAML mapping of keys to values, got {type(data).__name__}")
+    try:
+        return Request.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_index(text) if text else {}
+        problems = [_explain(e, lines, source) for e in exc.errors()]
+        raise UserError("invalid request:\n  " + "\n  ".join(problems)) from None
+
+
+def load_request(path: str | Path) -> Request:
+    """Read and validate a request YAML file; local dataset paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such request file")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict):
+        data = _resolve_local_paths(data, path.parent)
+    return parse_request(data, str(path), text)
+
+
+def _resolve_local_paths(data: dict, folder: Path) -> dict:
+    datasets = data.get("datasets")
+    if not isinstance(datasets, list):
+        return data
+    fixed = []
+    for d in datasets:
+        if isinstance(d, dict) and isinstance(d.get("path"), str) and d["path"].endswith(DATA_SUFFIXES):
+            p = Path(d["path"]).expanduser()
+            if not p.is_absolute() and ".." not in p.parts:
+                d = {**d, "path": str((folder / p).resolve())}
+        fixed.append(d)
+    return {**data, "datasets": fixed}
+
+
+def accepted_keys() -> str:
+    """Every key of the request with its type and default, for `factory validate --keys`."""
+    out = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            args = getattr(ann, "__args__", ()) or (ann,)
+            sub = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if sub is not None:
+                walk(sub, f"{prefix}{name}{'[]' if 'list' in str(ann) else ''}.")
+                continue
+            default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+            desc = f"  {f.description}" if f.description else ""
+            out.append(f"{prefix}{name}: {getattr(ann, '__name__', None) or str(ann).replace('typing.', '')} ({default}){desc}")
+
+    walk(Request, "")
+    return "\n".join(out)

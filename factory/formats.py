@@ -1,0 +1,110 @@
+"""Turn one dataset row of a known prompt format into a conversation (or raw text), or say why not.
+
+Formats: alpaca (instruction/input/output, optional system), sharegpt (conversations of
+from/value), messages (OpenAI role/content), completion (raw text). Column names come from the
+request's DatasetSpec so that any dataset maps without code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factory.config import DatasetSpec
+
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "model": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
+    "system": "system",
+}
+MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+class Malformed(ValueError):
+    """A row that cannot be used; the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A normalised row: a conversation of (role, content) turns, or raw text for completion."""
+
+    messages: tuple[tuple[str, str], ...] = ()
+    text: str | None = None
+
+    def key(self) -> str:
+        """Exact-duplicate key."""
+        return self.text if self.text is not None else "\x1e".join(f"{r}\x1f{c}" for r, c in self.messages)
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+def _string(row: dict, column: str, *, required: bool) -> str:
+    if column not in row or row[column] is None:
+        if required:
+            raise Malformed(f"missing field '{column}'")
+        return ""
+    value = row[column]
+    if not isinstance(value, str):
+        raise Malformed(f"field '{column}' is {type(value).__name__}, not text")
+    return value
+
+
+def _alpaca(row: dict, spec: DatasetSpec) -> Sample:
+    instruction = _string(row, spec.field_instruction, required=True)
+    extra = _string(row, spec.field_input, required=False)
+    output = _string(row, spec.field_output, required=True)
+    system = _string(row, spec.field_system, required=False)
+    if not instruction.strip():
+        raise Malformed(f"empty '{spec.field_instruction}'")
+    if not output.strip():
+        raise Malformed(f"empty '{spec.field_output}'")
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    turns = ((("system", system),) if system.strip() else ()) + (("user", prompt), ("assistant", output))
+    return Sample(messages=turns)
+
+
+def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, content_key: str,
+                  roles: dict[str, str]) -> Sample:
+    if spec.message_property_mappings:
+        role_key = spec.message_property_mappings.get("role", role_key)
+        content_key = spec.message_property_mappings.get("content", content_key)
+    if spec.roles:
+        roles = {**roles, **{src: dst for dst, srcs in spec.roles.items() for src in srcs}}
+    turns = row.get(column)
+    if turns is None:
+        raise Malformed(f"missing field '{column}'")
+    if not isinstance(turns, list) or not turns:
+        raise Malformed(f"field '{column}' is not a non-empty list of turns")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise Malformed(f"turn {i} is {type(turn).__name__}, not an object")
+        role, content = turn.get(role_key), turn.get(content_key)
+        if not isinstance(role, str):
+            raise Malformed(f"turn {i} has no '{role_key}'")
+        if role not in roles:
+            raise Malformed(f"turn {i} has unknown role '{role}' (known: {', '.join(sorted(roles))}; map more with `roles:`)")
+        if not isinstance(content, str):
+            raise Malformed(f"turn {i} '{content_key}' is {type(content).__name__}, not text")
+        if not content.strip():
+            raise Malformed(f"turn {i} ({role}) is empty")
+        out.append((roles[role], content))
+    if not any(r == "assistant" for r, _ in out):
+        raise Malformed("no assistant turn (nothing to train on)")
+    return Sample(messages=tuple(out))
+
+
+def normalise(row: object, spec: DatasetSpec) -> Sample:
+    """One row to a Sample; raises Malformed with the reason."""
+    if not isinstance(row, dict):
+        raise Malformed(f"row is {type(row).__name__}, not an object")
+    if spec.type == "alpaca":
+        return _alpaca(row, spec)
+    if spec.type == "sharegpt":
+        return _conversation(row, spec, spec.field_messages or "conversations", "from", "value", SHAREGPT_ROLES)
+    if spec.type == "messages":
+        return _conversation(row, spec, spec.field_messages or "messages", "role", "content", MESSAGES_ROLES)
+    text = _string(row, spec.field or "text", required=True)
+    if not text.strip():
+        raise Malformed(f"empty '{spec.field or 'text'}'")
+    return Sample(text=text)

@@ -1,0 +1,127 @@
+"""The Hub protocol and LocalHub, a folder that behaves like the Hub for models and datasets.
+
+Layout: <root>/<models|datasets>/<org>/<name>/revisions/<sha>/... and refs/main naming the
+current revision. A publish writes a hidden temp folder, renames it into revisions/, then swaps
+refs/main atomically: a crash at any point leaves the previous revision current and nothing
+half-written visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from factory import atomic
+from factory.errors import UserError
+from factory.ids import repo_id_problem
+
+RepoType = Literal["model", "dataset"]
+
+
+@dataclass(frozen=True)
+class Published:
+    repo_id: str
+    revision: str
+    url: str
+    created: bool  # False when the same content was already the current revision
+
+
+class Hub(Protocol):
+    name: str
+
+    def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool: ...
+
+    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None) -> tuple[Path, str]:
+        """A local folder with the repo's files at revision (default main), and the resolved revision."""
+        ...
+
+    def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
+                private: bool = False) -> Published: ...
+
+
+def tree_digest(folder: Path, parent: str | None) -> str:
+    """A 40-hex revision id from the parent and every file's path and bytes (same content, same id)."""
+    h = hashlib.sha1((parent or "").encode())
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+class LocalHub:
+    name = "local"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _repo(self, repo_id: str, repo_type: RepoType) -> Path:
+        if problem := repo_id_problem(repo_id):
+            raise UserError(problem)
+        return self.root / f"{repo_type}s" / repo_id
+
+    def current(self, repo_id: str, repo_type: RepoType = "model") -> str | None:
+        ref = self._repo(repo_id, repo_type) / "refs" / "main"
+        return ref.read_text().strip() if ref.is_file() else None
+
+    def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool:
+        return self.current(repo_id, repo_type) is not None
+
+    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None) -> tuple[Path, str]:
+        rev = revision or self.current(repo_id, repo_type)
+        if rev is None:
+            raise UserError(
+                f"{repo_type} '{repo_id}' is not in the local hub ({self.root}); "
+                "check the id, run `factory demo` to create the demo repos, or set HF_TOKEN to use huggingface.co"
+            )
+        path = self._repo(repo_id, repo_type) / "revisions" / rev
+        if not path.is_dir():
+            raise UserError(f"{repo_type} '{repo_id}' has no revision '{rev}' in the local hub")
+        return path, rev
+
+    def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
+                private: bool = False) -> Published:
+        repo = self._repo(repo_id, repo_type)
+        parent = self.current(repo_id, repo_type)
+        if parent is not None and tree_digest(folder, None) == tree_digest(repo / "revisions" / parent, None):
+            return Published(repo_id, parent, self.url(repo_id, repo_type), created=False)
+        (repo / "revisions").mkdir(parents=True, exist_ok=True)
+        for stale in repo.glob(".incoming-*"):  # left by a crashed publish; never visible
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=repo, prefix=".incoming-"))
+        try:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            atomic.write_json(tmp / ".commit.json", {"message": message, "parent": parent, "private": private})
+            atomic.fsync_tree(tmp)
+            rev = tree_digest(tmp, parent)
+            os.replace(tmp, repo / "revisions" / rev)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic.write_text(repo / "refs" / "main", rev + "\n")
+        return Published(repo_id, rev, self.url(repo_id, repo_type), created=True)
+
+    def url(self, repo_id: str, repo_type: RepoType = "model") -> str:
+        return (self.root / f"{repo_type}s" / repo_id).as_uri()
+
+    def read_json(self, repo_id: str, filename: str, repo_type: RepoType = "model") -> dict | None:
+        rev = self.current(repo_id, repo_type)
+        if rev is None:
+            return None
+        p = self._repo(repo_id, repo_type) / "revisions" / rev / filename
+        return json.loads(p.read_text()) if p.is_file() else None
+
+
+def default_hub() -> LocalHub:
+    """The hub this process talks to. Only the local hub exists in this release (the real Hub client is next)."""
+    from factory.home import hub_root
+
+    return LocalHub(hub_root())

@@ -1,0 +1,243 @@
+"""The one place that knows the stage order: resolve, data, train, merge, eval, card, publish.
+
+Each stage writes its artifact into the run folder atomically and a stamp in stages/; a re-run of
+the same request (same run folder) skips the stages whose stamp exists and resumes training from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factory import atomic
+from factory.config import Request
+from factory.errors import UserError
+from factory.hub import Hub
+from factory.progress import Event, Reporter
+
+
+@dataclass
+class Run:
+    request: Request
+    hub: Hub
+    reporter: Reporter
+    dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    substitutions: dict[str, str] = field(default_factory=dict)  # for eval task files
+
+    def stamp(self, stage: str) -> dict | None:
+        p = self.dir / "stages" / f"{stage}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def done(self, stage: str, result: dict) -> dict:
+        atomic.write_json(self.dir / "stages" / f"{stage}.json", result)
+        return result
+
+
+def run_id(request: Request) -> str:
+    digest = hashlib.sha256(request.sanitized_yaml().encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", (request.hub_model_id or "run").split("/")[-1].lower()).strip("-")
+    return f"{slug}-{digest}"
+
+
+def run_dir_for(request: Request) -> Path:
+    from factory.home import runs_root
+
+    return Path(request.output_dir).expanduser() if request.output_dir else runs_root() / run_id(request)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("factory", "torch", "transformers", "peft", "accelerate", "lm-eval", "huggingface_hub"):
+        try:
+            out[pkg] = version(pkg if pkg != "factory" else "model-factory")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+# ---- stages --------------------------------------------------------------------------------------
+
+def stage_resolve(run: Run) -> dict:
+    req = run.request
+    local = Path(req.base_model).expanduser()
+    if (local / "config.json").is_file():  # a model folder on disk wins over a same-named Hub id
+        base_dir, base_rev = local, None
+    else:
+        base_dir, base_rev = run.hub.snapshot(req.base_model, "model", req.revision_of_model)
+    readme = base_dir / "README.md"
+    license_ = None
+    if readme.is_file():
+        m = re.search(r"^license:\s*(\S+)", readme.read_text(), re.M)
+        license_ = m.group(1) if m else None
+    atomic.write_text(run.dir / "request.yaml", req.sanitized_yaml())
+    run.reporter.emit(Event("resolve", f"hub: {run.hub.name}; base {req.base_model} @ {base_rev or 'local folder'}"))
+    return {"base_dir": str(base_dir), "base_revision": base_rev, "base_license": license_}
+
+
+def stage_data(run: Run, resolved: dict) -> dict:
+    from transformers import AutoTokenizer
+
+    from factory.chat import encode, resolve_template
+    from factory.data import prepare
+
+    req = run.request
+    prepared = prepare(req, run.hub)
+    tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
+    template = resolve_template(req.chat_template, tokenizer)
+    counts = {"dropped": 0, "truncated": 0}
+
+    def tokenise(samples):
+        out = []
+        for s in samples:
+            e = encode(s, tokenizer, template, req.train_on_inputs)
+            if len(e.input_ids) > req.sequence_len:
+                if req.excess_length_strategy == "drop":
+                    counts["dropped"] += 1
+                    continue
+                counts["truncated"] += 1
+                e = type(e)(e.input_ids[: req.sequence_len], e.labels[: req.sequence_len])
+            if e.trained == 0:
+                counts["dropped"] += 1
+                continue
+            out.append(e)
+        return out
+
+    train, evalset = tokenise(prepared.train), tokenise(prepared.eval)
+    if not train:
+        raise UserError("no training samples are left after dropping over-long ones; raise sequence_len or use excess_length_strategy: truncate")
+    summary = {
+        "rows": sum(r.rows for r in prepared.reports),
+        "malformed": sum(r.malformed for r in prepared.reports),
+        "duplicates": sum(r.duplicates for r in prepared.reports),
+        "train_samples": len(train), "eval_samples": len(evalset), **counts,
+        "train_tokens": sum(len(e.input_ids) for e in train),
+        "target_tokens": sum(e.trained for e in train),
+        "datasets": [r.as_dict() for r in prepared.reports],
+    }
+    atomic.write_json(run.dir / "data" / "encoded.json", {
+        "template": template,
+        "train": [[e.input_ids, e.labels] for e in train],
+        "eval": [[e.input_ids, e.labels] for e in evalset],
+    })
+    atomic.write_json(run.dir / "data" / "report.json", summary)
+    for r in prepared.reports:
+        msg = f"{r.source}: {r.rows} rows, {r.used} used, {r.malformed} malformed, {r.duplicates} duplicates"
+        run.reporter.emit(Event("data", msg + "".join(f"\n    {x}" for x in r.examples[:3])))
+    run.reporter.emit(Event("data", f"{len(train)} train / {len(evalset)} eval samples, {summary['train_tokens']:,} tokens; "
+                                    f"over-long: {counts['dropped']} dropped, {counts['truncated']} truncated"))
+    return summary
+
+
+def load_encoded(run: Run):
+    from factory.chat import Encoded
+
+    data = json.loads((run.dir / "data" / "encoded.json").read_text())
+    return data["template"], [Encoded(*x) for x in data["train"]], [Encoded(*x) for x in data["eval"]]
+
+
+def stage_train(run: Run, resolved: dict) -> dict:
+    from transformers import AutoTokenizer
+
+    from factory.card import hardware
+    from factory.train import train
+
+    template, train_set, eval_set = load_encoded(run)
+    tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
+    tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
+    result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
+    run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"
+                                     + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")))
+    return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
+            "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
+            "packing_efficiency": result.packing_efficiency, "hardware": hardware()}
+
+
+def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
+    from factory.merge import merge
+
+    dest = run.dir / "merged"
+    merge(run.request, Path(resolved["base_dir"]), Path(trained["output"]), dest)
+    run.reporter.emit(Event("merge", f"merged model saved to {dest}"))
+    return {"path": str(dest)}
+
+
+def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
+    req = run.request
+    if not req.evals.tasks:
+        return {"scores": {}}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals.harness import evaluate
+
+    scores = {}
+    template = load_encoded(run)[0]
+    for which, path in (("base", resolved["base_dir"]), ("finetuned", merged["path"])):
+        run.reporter.emit(Event("eval", f"scoring {which} on {', '.join(req.evals.tasks)}"))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.chat_template = template  # same prompt format for both models
+        for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
+                                    substitutions=run.substitutions).items():
+            scores.setdefault(task, {})[which] = score.as_dict()
+        del model
+    atomic.write_json(run.dir / "eval.json", scores)
+    return {"scores": scores}
+
+
+def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict) -> dict:
+    from factory.card import build_card
+
+    text = build_card(run.request, base_license=resolved["base_license"], base_revision=resolved["base_revision"],
+                      data_summary=data, train_summary=trained, scores=evaluated["scores"], versions=versions())
+    atomic.write_text(Path(merged["path"]) / "README.md", text)
+    atomic.write_text(run.dir / "README.md", text)
+    return {"path": str(run.dir / "README.md")}
+
+
+def stage_publish(run: Run, merged: dict) -> dict:
+    req = run.request
+    if not req.publish.enabled:
+        return {"skipped": "publish.enabled is false"}
+    repo_id = req.hub_model_id or f"local/{run.dir.name}"
+    result = run.hub.publish(repo_id, Path(merged["path"]), f"factory: publish run {run.dir.name}",
+                             private=req.publish.private)
+    info = {"repo_id": result.repo_id, "revision": result.revision, "url": result.url, "hub": run.hub.name}
+    atomic.write_json(run.dir / "published.json", info)
+    run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
+                                       + ("" if result.created else " (unchanged; no new revision)")))
+    return info
+
+
+def execute(run: Run) -> dict:
+    """Run every stage in order, skipping those already stamped done. Returns each stage's result."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    plan = [
+        ("resolve", lambda: stage_resolve(run)),
+        ("data", lambda: stage_data(run, results["resolve"])),
+        ("train", lambda: stage_train(run, results["resolve"])),
+        ("merge", lambda: stage_merge(run, results["resolve"], results["train"])),
+        ("eval", lambda: stage_eval(run, results["resolve"], results["merge"])),
+        ("card", lambda: stage_card(run, results["resolve"], results["data"], results["train"],
+                                    results["merge"], results["eval"])),
+        ("publish", lambda: stage_publish(run, results["merge"])),
+    ]
+    for name, fn in plan:
+        stamped = run.stamp(name)
+        if stamped is not None and name != "resolve":
+            results[name] = stamped
+            run.timings[name] = 0.0
+            run.reporter.emit(Event(name, "already done (skipped)"))
+            continue
+        t0 = time.time()
+        results[name] = run.done(name, fn())
+        run.timings[name] = time.time() - t0
+    return results

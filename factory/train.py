@@ -1,0 +1,180 @@
+"""Training: load the base, wrap it (LoRA / QLoRA / full), run the transformers Trainer on packed bins.
+
+Every setting comes from the typed Request; the Trainer handles gradient accumulation (loss
+normalised by the number of target tokens across accumulation steps), checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory.chat import Encoded
+from factory.config import Request
+from factory.packing import FlattenCollator, PadCollator, pack
+from factory.progress import Event, Reporter
+
+
+@dataclass
+class TrainResult:
+    output: Path  # adapter folder (LoRA/QLoRA) or full model folder
+    steps: int
+    seconds: float
+    train_loss: float
+    eval_loss: float | None
+    tokens: int
+    packing_efficiency: float | None
+
+
+def use_bf16(request: Request) -> bool:
+    import torch
+
+    if request.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return bool(request.bf16)
+
+
+def compute_dtype(request: Request):
+    import torch
+
+    return torch.bfloat16 if use_bf16(request) else (torch.float16 if request.fp16 else torch.float32)
+
+
+def load_base(request: Request, model_dir: Path):
+    """The base model as the request wants it: dtype, attention kernel, 4-bit for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": compute_dtype(request), "attn_implementation": request.attention}
+    if request.adapter == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+        kwargs["device_map"] = "auto" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model.config.use_cache = False  # a cache silently turns packed-sample isolation off
+    if request.adapter == "qlora":
+        import bitsandbytes as bnb
+        from peft import prepare_model_for_kbit_training
+
+        for m in model.modules():  # CPU repack after an eval pass breaks LoRA gradients (STACK_NOTES)
+            if isinstance(m, bnb.nn.Linear4bit):
+                m.support_avx512bf16_for_cpu = False
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=request.gradient_checkpointing)
+    return model
+
+
+def wrap_adapter(request: Request, model):
+    if request.adapter is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=request.lora_r, lora_alpha=request.lora_alpha, lora_dropout=request.lora_dropout,
+        target_modules="all-linear" if request.lora_target_linear else request.lora_target_modules,
+        modules_to_save=request.lora_modules_to_save, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficiency: float | None):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.tok0, self.last = time.time(), collator.tokens_seen, {}
+
+        def on_step_end(self, args, state, control, **kw):
+            reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
+                                loss=self.last.get("loss"), extra=dict(self.last)))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            elapsed = max(time.time() - self.t0, 1e-9)
+            row = {"step": state.global_step, "epoch": state.epoch, **logs,
+                   "tokens_per_s": (collator.tokens_seen - self.tok0) / elapsed}
+            if efficiency is not None:
+                row["packing_efficiency"] = efficiency
+            self.last = row
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return Progress()
+
+
+def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded], eval_set: list[Encoded],
+          run_dir: Path, reporter: Reporter) -> TrainResult:
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if request.sample_packing:
+        packed = pack(train_set, request.sequence_len, request.seed)
+        train_bins = [[train_set[i] for i in b] for b in packed.bins]
+        eval_bins = [[eval_set[i] for i in b] for b in pack(eval_set, request.sequence_len, request.seed).bins] if eval_set else []
+        collator, efficiency = FlattenCollator(), packed.efficiency
+        reporter.emit(Event("train", f"packed {len(train_set)} samples into {len(train_bins)} rows of "
+                                     f"{request.sequence_len} tokens, efficiency {efficiency:.1%}"))
+    else:
+        train_bins, eval_bins = [[s] for s in train_set], [[s] for s in eval_set]
+        collator, efficiency = PadCollator(tokenizer.pad_token_id or 0), None
+
+    model = wrap_adapter(request, load_base(request, model_dir))
+    if request.adapter:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        reporter.emit(Event("train", f"{request.adapter}: {trainable:,} trainable of {total:,} parameters"))
+
+    ckpt_dir = run_dir / "checkpoints"
+    steps_per_epoch = max(1, -(-len(train_bins) // (request.micro_batch_size * request.gradient_accumulation_steps)))
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=request.micro_batch_size,
+        per_device_eval_batch_size=request.micro_batch_size,
+        gradient_accumulation_steps=request.gradient_accumulation_steps,
+        num_train_epochs=request.num_epochs,
+        max_steps=request.max_steps or -1,
+        learning_rate=request.learning_rate,
+        lr_scheduler_type=request.lr_scheduler,
+        warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
+        optim=request.optimizer,
+        weight_decay=request.weight_decay,
+        max_grad_norm=request.max_grad_norm,
+        bf16=use_bf16(request),
+        fp16=request.fp16,
+        gradient_checkpointing=request.gradient_checkpointing,
+        seed=request.seed,
+        data_seed=request.seed,
+        logging_steps=request.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=request.save_steps or steps_per_epoch,
+        save_total_limit=request.save_total_limit,
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_bins, eval_dataset=eval_bins or None,
+                      data_collator=collator,
+                      callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency)])
+    trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last:
+        reporter.emit(Event("train", f"resuming from {Path(last).name}"))
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - t0
+    eval_loss = trainer.evaluate()["eval_loss"] if eval_bins else None
+
+    final = run_dir / ("adapter" if request.adapter else "model")
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(final)
+    return TrainResult(final, out.global_step, seconds, float(out.training_loss), eval_loss,
+                       sum(len(s.input_ids) for s in train_set), efficiency)
