@@ -48,7 +48,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, se
     """Score model on tasks; returns the first metric of each task with its stderr and item count."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
         _materialise(tasks, substitutions or {}, Path(tmp))
@@ -56,7 +56,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, se
         samples = None
         if limit is not None:
             samples = {}
-            for name, task in get_task_dict(tasks, manager).items():
+            for name, task in manager.load(tasks)["tasks"].items():
                 n = len(task.eval_docs)
                 samples[name] = sorted(random.Random(seed).sample(range(n), min(limit, n)))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))

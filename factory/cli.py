@@ -49,8 +49,9 @@ def _facts(request):
                              (folder / "chat_template.jinja").is_file())
 
 
-def _check(path: str, out=sys.stdout):
+def _check(path: str, out=None):
     """Load, validate and lint a request; print findings; raise UserError on any error."""
+    out = out or sys.stdout
     from evals.harness import available_tasks
     from factory.config import load_request
     from factory.lint import lint
@@ -89,7 +90,8 @@ def cmd_lint(args) -> int:
     return 0
 
 
-def _summary(run, results: dict, out=sys.stdout) -> None:
+def _summary(run, results: dict, out=None) -> None:
+    out = out or sys.stdout
     scores = results["eval"]["scores"]
     print("\n=== factory summary ===", file=out)
     if scores:

@@ -22,6 +22,7 @@ from factory.errors import UserError
 from factory.ids import repo_id_problem
 
 RepoType = Literal["model", "dataset"]
+COMMIT_FILE = ".commit.json"  # message and parent of a revision; not part of its content
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def tree_digest(folder: Path, parent: str | None) -> str:
     """A 40-hex revision id from the parent and every file's path and bytes (same content, same id)."""
     h = hashlib.sha1((parent or "").encode())
     for p in sorted(folder.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != COMMIT_FILE:
             h.update(p.relative_to(folder).as_posix().encode() + b"\0")
             with open(p, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -99,7 +100,7 @@ class LocalHub:
         tmp = Path(tempfile.mkdtemp(dir=repo, prefix=".incoming-"))
         try:
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            atomic.write_json(tmp / ".commit.json", {"message": message, "parent": parent, "private": private})
+            atomic.write_json(tmp / COMMIT_FILE, {"message": message, "parent": parent, "private": private})
             atomic.fsync_tree(tmp)
             rev = tree_digest(tmp, parent)
             os.replace(tmp, repo / "revisions" / rev)

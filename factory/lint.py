@@ -83,9 +83,10 @@ RULES: list[Rule] = [
          lambda r, f: f"val_set_size gives only {_eval_rows(r, f)} eval samples; use at least 20"
          if (n := _eval_rows(r, f)) is not None and 0 < n < 20 else None),
     Rule("batch-larger-than-data", "warning",
-         "When the effective batch is close to the dataset size, an epoch is one or two optimiser steps.",
-         lambda r, f: f"effective batch {r.micro_batch_size * r.gradient_accumulation_steps} rows vs {f.train_rows} training rows"
-         if f.train_rows and not r.sample_packing and r.micro_batch_size * r.gradient_accumulation_steps * 4 > f.train_rows else None),
+         "When the effective batch is close to the dataset size, an epoch is a handful of optimiser steps (fewer still when packed).",
+         lambda r, f: f"effective batch {r.micro_batch_size * r.gradient_accumulation_steps} rows vs {f.train_rows} training rows: "
+                      "under 4 optimiser steps per epoch"
+         if f.train_rows and r.micro_batch_size * r.gradient_accumulation_steps * 4 > f.train_rows else None),
     Rule("lora-alpha-ratio", "warning",
          "LoRA's update is scaled by lora_alpha/lora_r; far from 1-4 it is effectively a hidden learning-rate change.",
          lambda r, f: f"lora_alpha/lora_r = {r.lora_alpha / r.lora_r:g}; usual values are 1 to 4"

@@ -38,8 +38,8 @@ class Silent:
 class Console:
     """Stage lines on stderr, and a tqdm bar (loss, tokens/s, ETA) for stages that count steps."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
         self.bar = None
         self.bar_stage: str | None = None
 

@@ -1,0 +1,23 @@
+# A CUDA image with the GPU extra; the entry point is `factory`.
+#   docker build -t model-factory .
+#   docker run --gpus all -e HF_TOKEN -v $PWD:/work model-factory run /work/request.yaml
+FROM nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04
+
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 FACTORY_HOME=/data/factory HF_HOME=/data/hf
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev git \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /opt/factory
+COPY pyproject.toml README.md ./
+COPY factory ./factory
+COPY evals ./evals
+# CUDA torch from PyPI, then the project with the GPU extra (flash-attn builds against it).
+RUN pip install --upgrade pip packaging ninja wheel \
+    && pip install "torch>=2.4" \
+    && pip install --no-build-isolation ".[gpu]"
+
+VOLUME /data
+ENTRYPOINT ["factory"]
+CMD ["--help"]

@@ -1,0 +1,65 @@
+"""Whole runs through train -> merge -> eval -> card -> publish, on the CPU, on tiny models built in code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from factory.cli import main
+from factory.hub import LocalHub
+
+
+def test_demo_beats_base_and_publishes(home, capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "factory_demo_heldout" in out and "time per stage" in out
+    run = next((home / "runs").iterdir())
+    scores = json.loads((run / "eval.json").read_text())["factory_demo_heldout"]
+    assert scores["finetuned"]["n"] == scores["base"]["n"] == 200
+    assert scores["finetuned"]["value"] - scores["base"]["value"] >= 0.40, scores
+
+    merged = run / "merged"
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    card = (merged / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "factory/tiny-llama" and meta["base_model_relation"] == "finetune"
+    assert meta["datasets"] == ["factory/demo-instructions"] and meta["license"] == "apache-2.0"
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"][0]["value"] == round(scores["finetuned"]["value"], 4)
+    assert "## The request" in card and "lora_r: 32" in card and str(home) not in card
+
+    published = json.loads((run / "published.json").read_text())
+    hub = LocalHub(home / "hub")
+    path, rev = hub.snapshot("factory/tiny-llama-demo-instruct")
+    assert rev == published["revision"] and (path / "README.md").read_text() == card
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and all("tokens_per_s" in m and "packing_efficiency" in m for m in metrics)
+    assert list((run / "checkpoints").glob("checkpoint-*"))
+
+    # the same request again: every stage is skipped, and publishing makes no new revision
+    assert main(["demo"]) == 0
+    assert "already done" in capsys.readouterr().err
+    assert hub.snapshot("factory/tiny-llama-demo-instruct")[1] == rev
+
+
+def test_full_finetune_of_local_completion_data(home, tiny_base, tmp_path, capsys):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} about music and rain"}) + "\n" for i in range(40)))
+    req = tmp_path / "full.yaml"
+    req.write_text(yaml.safe_dump({
+        "base_model": str(tiny_base), "datasets": [{"path": "docs.jsonl", "type": "completion"}],
+        "sequence_len": 64, "max_steps": 4, "learning_rate": 1e-5, "hub_model_id": "me/full-tiny",
+        "val_set_size": 0.1, "excess_length_strategy": "truncate",
+    }))
+    assert main(["run", str(req)]) == 0
+    run = next((home / "runs").iterdir())
+    stages = {p.stem for p in (run / "stages").iterdir()}
+    assert stages == {"resolve", "data", "train", "merge", "eval", "card", "publish"}
+    meta = yaml.safe_load((run / "README.md").read_text().split("---")[1])
+    assert "datasets" not in meta  # local files are never named as Hub datasets
+    assert str(tmp_path) not in (run / "README.md").read_text()
+    assert (run / "model" / "model.safetensors").is_file()
+    assert LocalHub(home / "hub").exists("me/full-tiny")

@@ -1,0 +1,61 @@
+"""LocalHub: each publish an atomic new revision; a crash mid-publish leaves the previous one intact."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory import atomic
+from factory.errors import UserError
+from factory.hub import LocalHub
+
+
+def folder(tmp_path, name, content):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(content)
+    (d / "README.md").write_text("card")
+    return d
+
+
+def test_publish_revisions_and_idempotence(tmp_path):
+    hub = LocalHub(tmp_path / "hub")
+    first = hub.publish("org/m", folder(tmp_path, "a", b"1" * 1000), "one")
+    assert first.created and len(first.revision) == 40
+    again = hub.publish("org/m", folder(tmp_path, "a2", b"1" * 1000), "one again")
+    assert not again.created and again.revision == first.revision
+    second = hub.publish("org/m", folder(tmp_path, "b", b"2" * 1000), "two")
+    assert second.created and second.revision != first.revision
+    path, rev = hub.snapshot("org/m")
+    assert rev == second.revision and (path / "model.safetensors").read_bytes() == b"2" * 1000
+    old, _ = hub.snapshot("org/m", revision=first.revision)
+    assert (old / "model.safetensors").read_bytes() == b"1" * 1000
+
+
+@pytest.mark.parametrize("crash_in", ["fsync_tree", "write_text"])
+def test_crash_mid_publish_leaves_previous_revision(tmp_path, monkeypatch, crash_in):
+    hub = LocalHub(tmp_path / "hub")
+    first = hub.publish("org/m", folder(tmp_path, "a", b"old"), "one")
+
+    def boom(*a, **k):
+        raise OSError("disk died")
+
+    monkeypatch.setattr(atomic, crash_in, boom)
+    with pytest.raises(OSError):
+        hub.publish("org/m", folder(tmp_path, "b", b"new"), "two")
+    monkeypatch.undo()
+    path, rev = hub.snapshot("org/m")
+    assert rev == first.revision and (path / "model.safetensors").read_bytes() == b"old"
+    repo = tmp_path / "hub" / "models" / "org" / "m"
+    assert not list(repo.glob(".incoming-*"))
+    # the next publish works and becomes current
+    third = hub.publish("org/m", folder(tmp_path, "c", b"newer"), "three")
+    assert hub.snapshot("org/m")[1] == third.revision
+
+
+def test_bad_ids_and_missing_repos(tmp_path):
+    hub = LocalHub(tmp_path / "hub")
+    for bad in ("../x", "/etc", "org/../../etc"):
+        with pytest.raises(UserError):
+            hub.publish(bad, tmp_path, "x")
+    with pytest.raises(UserError, match="not in the local hub"):
+        hub.snapshot("org/nothing")

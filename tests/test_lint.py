@@ -1,0 +1,54 @@
+"""Each lint rule fires on the request it is about, and stays quiet on a sensible one."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.cli import main
+from factory.config import parse_request
+from factory.lint import RULES, Facts, lint
+
+BASE = {"base_model": "o/b", "datasets": [{"path": "o/d"}], "adapter": "lora", "lora_target_linear": True,
+        "learning_rate": 2e-4, "warmup_ratio": 0.03, "hub_model_id": "o/out"}
+FACTS = Facts(model_type="llama", max_positions=4096, has_chat_template=True, train_rows=10_000)
+
+CASES = {
+    "seq-len-beyond-positions": ({"sequence_len": 8192}, FACTS),
+    "chat-template-missing": ({}, Facts(has_chat_template=False)),
+    "lora-lr-too-low": ({"learning_rate": 1e-5}, FACTS),
+    "full-lr-too-high": ({"adapter": None, "lora_target_linear": False}, FACTS),
+    "packing-no-isolation": ({}, Facts(model_type="gpt2")),
+    "packing-eager-attention": ({"attn_implementation": "eager"}, FACTS),
+    "eval-split-too-small": ({"val_set_size": 0.001}, FACTS),
+    "batch-larger-than-data": ({"micro_batch_size": 16, "gradient_accumulation_steps": 256}, FACTS),
+    "lora-alpha-ratio": ({"lora_r": 64, "lora_alpha": 8}, FACTS),
+    "lora-settings-without-adapter": ({"adapter": None, "learning_rate": 1e-5}, FACTS),
+    "no-warmup-high-lr": ({"warmup_ratio": 0.0}, FACTS),
+    "train-on-inputs-chat": ({"train_on_inputs": True}, FACTS),
+    "max-steps-overrides-epochs": ({"max_steps": 100, "num_epochs": 3}, FACTS),
+    "no-hub-model-id": ({"hub_model_id": None}, FACTS),
+    "qlora-gradient-checkpointing": ({"adapter": "qlora", "load_in_4bit": True}, FACTS),
+}
+
+
+def test_sensible_request_is_clean():
+    assert lint(parse_request(BASE), FACTS) == []
+
+
+def test_every_rule_has_a_case():
+    assert {r.id for r in RULES} == set(CASES)
+    assert len(RULES) >= 10
+
+
+@pytest.mark.parametrize("rule_id", sorted(CASES))
+def test_rule_fires(rule_id):
+    change, facts = CASES[rule_id]
+    findings = lint(parse_request({**BASE, **change}), facts)
+    assert rule_id in {f.rule for f in findings}, findings
+
+
+def test_lint_list_prints_reasons(capsys):
+    assert main(["lint", "--list"]) == 0
+    out = capsys.readouterr().out
+    for rule in RULES:
+        assert rule.id in out and rule.reason in out
