@@ -9,7 +9,6 @@ half-written visible.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -112,13 +111,6 @@ class LocalHub:
 
     def url(self, repo_id: str, repo_type: RepoType = "model") -> str:
         return (self.root / f"{repo_type}s" / repo_id).as_uri()
-
-    def read_json(self, repo_id: str, filename: str, repo_type: RepoType = "model") -> dict | None:
-        rev = self.current(repo_id, repo_type)
-        if rev is None:
-            return None
-        p = self._repo(repo_id, repo_type) / "revisions" / rev / filename
-        return json.loads(p.read_text()) if p.is_file() else None
 
 
 def default_hub() -> LocalHub:
