@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from factory.errors import UserError
+from factory.errors import DiskFull, UserError
 
 EPILOG = """\
 examples:
@@ -17,55 +17,21 @@ examples:
   factory validate --keys           every accepted request key with its default
   factory lint --list               the lint rules and why each exists
   factory run my.yaml               run a request; re-running the same request resumes it
+  factory submit my.yaml            put it in the job queue instead; `factory worker` runs queued jobs
+  factory jobs / status ID / logs ID --follow / cancel ID    watch and steer queued jobs
 
 State lives under $FACTORY_HOME (default ~/.factory): hub/ (the local hub), runs/, evals/.
 """
 
 
-def _facts(request):
-    """Base-model facts for lint, read from JSON files only (no torch, no download)."""
-    import json
-
-    from factory.hub import default_hub
-    from factory.lint import Facts, facts_from_folder
-
-    local = Path(request.base_model).expanduser()
-    if (local / "config.json").is_file():
-        folder = local
-    else:
-        hub = default_hub()
-        if not hub.exists(request.base_model):
-            raise UserError(f"base_model '{request.base_model}' is not in the {hub.name} hub ({hub.root}); "
-                            "check the id, or run `factory demo` once to create the demo base model")
-        folder = hub.snapshot(request.base_model)[0]
-
-    def read(name):
-        p = folder / name
-        return json.loads(p.read_text()) if p.is_file() else None
-
-    if not (folder / "config.json").is_file():
-        return Facts()
-    return facts_from_folder(read("config.json"), read("tokenizer_config.json") or {},
-                             (folder / "chat_template.jinja").is_file())
-
-
 def _check(path: str, out=None):
-    """Load, validate and lint a request; print findings; raise UserError on any error."""
-    out = out or sys.stdout
-    from evals.harness import available_tasks
+    """Load, validate and lint a request; print warnings; raise UserError on any error."""
+    from factory.checks import check_request
     from factory.config import load_request
-    from factory.lint import lint
 
     request = load_request(path)
-    unknown = [t for t in request.evals.tasks if t not in available_tasks()]
-    if unknown:
-        raise UserError(f"{path}: evals.tasks: unknown task(s) {', '.join(unknown)}; available: {', '.join(available_tasks())}")
-    findings = lint(request, _facts(request))
-    for f in findings:
-        print(f"  {f.severity:7} {f.rule}: {f.message}", file=out)
-    errors = [f for f in findings if f.severity == "error"]
-    if errors:
-        raise UserError(f"{path}: {len(errors)} lint error(s) above must be fixed")
+    for f in check_request(request, path):
+        print(f"  {f.severity:7} {f.rule}: {f.message}", file=out or sys.stdout)
     return request
 
 
@@ -168,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.set_defaults(fn=cmd_demo)
+    from factory.cli_jobs import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -178,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

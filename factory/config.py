@@ -270,16 +270,20 @@ def load_request(path: str | Path) -> Request:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such request file")
-    text = path.read_text()
+    return loads_request(path.read_text(), str(path), folder=path.parent)
+
+
+def loads_request(text: str, source: str = "<request>", folder: Path | None = None) -> Request:
+    """Validate request YAML text (from a file, a form or a job row)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{source}:{mark.line + 1}" if mark else source
         raise UserError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if isinstance(data, dict):
-        data = _resolve_local_paths(data, path.parent)
-    return parse_request(data, str(path), text)
+    if isinstance(data, dict) and folder is not None:
+        data = _resolve_local_paths(data, folder)
+    return parse_request(data, source, text)
 
 
 def _resolve_local_paths(data: dict, folder: Path) -> dict:

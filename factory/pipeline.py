@@ -13,6 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from factory import atomic
 from factory.config import Request
@@ -29,6 +30,7 @@ class Run:
     dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     substitutions: dict[str, str] = field(default_factory=dict)  # for eval task files
+    gate: Callable[[str], None] | None = None  # called before a stage runs; raises to stop (jobs: cancel, publish)
 
     def stamp(self, stage: str) -> dict | None:
         p = self.dir / "stages" / f"{stage}.json"
@@ -237,6 +239,8 @@ def execute(run: Run) -> dict:
             run.timings[name] = 0.0
             run.reporter.emit(Event(name, "already done (skipped)"))
             continue
+        if run.gate is not None:
+            run.gate(name)
         t0 = time.time()
         results[name] = run.done(name, fn())
         run.timings[name] = time.time() - t0

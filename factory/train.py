@@ -13,6 +13,7 @@ from pathlib import Path
 
 from factory.chat import Encoded
 from factory.config import Request
+from factory.errors import Stopped
 from factory.packing import FlattenCollator, PadCollator, pack
 from factory.progress import Event, Reporter
 
@@ -82,7 +83,8 @@ def wrap_adapter(request: Request, model):
     return get_peft_model(model, config)
 
 
-def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficiency: float | None):
+def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficiency: float | None,
+                       epoch_scale: float):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -92,11 +94,18 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
         def on_step_end(self, args, state, control, **kw):
             reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
                                 loss=self.last.get("loss"), extra=dict(self.last)))
+            if getattr(reporter, "stop_requested", None) == "preempt":  # SIGTERM: checkpoint, then stop
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_save(self, args, state, control, **kw):
+            if getattr(reporter, "stop_requested", None) == "preempt":
+                raise Stopped("preempt", f"checkpoint saved at step {state.global_step}")
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
             elapsed = max(time.time() - self.t0, 1e-9)
-            row = {"step": state.global_step, "epoch": state.epoch, **logs,
+            row = {"step": state.global_step, **logs, "epoch": round((state.epoch or 0.0) * epoch_scale, 4),
                    "tokens_per_s": (collator.tokens_seen - self.tok0) / elapsed}
             if efficiency is not None:
                 row["packing_efficiency"] = efficiency
@@ -107,11 +116,45 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
     return Progress()
 
 
+def epoch_order(n: int, epochs: float, rows_needed: int | None, seed: int) -> list[int]:
+    """Row indices for the whole run: each epoch a fresh seeded shuffle, concatenated.
+
+    The order is fixed before training, so a run resumed from a checkpoint (the Trainer skips the
+    rows already seen) trains on exactly what an uninterrupted run would have.
+    """
+    import random
+
+    total = rows_needed or max(1, round(epochs * n))
+    order: list[int] = []
+    epoch = 0
+    while len(order) < total:
+        perm = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(perm)
+        order += perm
+        epoch += 1
+    return order[:total]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest checkpoint that was fully written; one cut short by a kill is removed."""
+    import shutil
+
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True) if ckpt_dir.is_dir() else []
+    for p in found:
+        try:  # the Trainer writes trainer_state.json after weights, optimizer and RNG state
+            json.loads((p / "trainer_state.json").read_text())
+            return str(p)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(p, ignore_errors=True)
+    return None
+
+
 def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded], eval_set: list[Encoded],
           run_dir: Path, reporter: Reporter) -> TrainResult:
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     if request.sample_packing:
         packed = pack(train_set, request.sequence_len, request.seed)
@@ -124,6 +167,9 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         train_bins, eval_bins = [[s] for s in train_set], [[s] for s in eval_set]
         collator, efficiency = PadCollator(tokenizer.pad_token_id or 0), None
 
+    from transformers import set_seed
+
+    set_seed(request.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
     model = wrap_adapter(request, load_base(request, model_dir))
     if request.adapter:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -131,14 +177,19 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         reporter.emit(Event("train", f"{request.adapter}: {trainable:,} trainable of {total:,} parameters"))
 
     ckpt_dir = run_dir / "checkpoints"
-    steps_per_epoch = max(1, -(-len(train_bins) // (request.micro_batch_size * request.gradient_accumulation_steps)))
+    per_step = request.micro_batch_size * request.gradient_accumulation_steps
+    steps_per_epoch = max(1, -(-len(train_bins) // per_step))
+    order = epoch_order(len(train_bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
+                        request.seed)
+    rows = [train_bins[i] for i in order]
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=request.micro_batch_size,
         per_device_eval_batch_size=request.micro_batch_size,
         gradient_accumulation_steps=request.gradient_accumulation_steps,
-        num_train_epochs=request.num_epochs,
+        num_train_epochs=1,  # one pass over `rows`, which already holds every epoch in its seeded order
         max_steps=request.max_steps or -1,
+        train_sampling_strategy="sequential",
         learning_rate=request.learning_rate,
         lr_scheduler_type=request.lr_scheduler,
         warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
@@ -161,11 +212,12 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_bins, eval_dataset=eval_bins or None,
+    trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
                       data_collator=collator,
-                      callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency)])
+                      callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency,
+                                                 len(rows) / len(train_bins))])
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(ckpt_dir)
     if last:
         reporter.emit(Event("train", f"resuming from {Path(last).name}"))
     t0 = time.time()

@@ -49,3 +49,51 @@ def tiny_base(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-base")
     write_base(path)
     return path
+
+
+# ---- job queue databases -------------------------------------------------------------------------
+
+PG_URL = os.environ.get("FACTORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_or_skip() -> str:
+    """The test PostgreSQL server's URL; skip when none answers, fail when FACTORY_REQUIRE_PG=1."""
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means no server for us
+        msg = f"no PostgreSQL server at {PG_URL} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        if os.environ.get("FACTORY_REQUIRE_PG") == "1":
+            pytest.fail(msg + " but FACTORY_REQUIRE_PG=1")
+        pytest.skip(msg)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh schema on the test server for this test, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy
+
+    base = _pg_or_skip()
+    schema = f"factory_test_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # survives a restart
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, home) -> str:
+    """Every queue test runs on both databases: a SQLite file in FACTORY_HOME, and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{home / 'jobs.db'}"
+    return request.getfixturevalue("pg_url")

@@ -1,0 +1,56 @@
+"""The door every request passes: schema (already typed), known eval tasks, lint against the base's facts.
+
+Used by `factory validate/run` and by `jobs.submit`, so a request that would fail here never
+becomes a job. Reads JSON files only: no torch, no download.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from factory.config import Request
+from factory.errors import UserError
+from factory.lint import Finding
+
+
+def base_facts(request: Request):
+    """Base-model facts for lint, from the model folder or the hub's snapshot of it."""
+    from factory.hub import default_hub
+    from factory.lint import Facts, facts_from_folder
+
+    local = Path(request.base_model).expanduser()
+    if (local / "config.json").is_file():
+        folder = local
+    else:
+        hub = default_hub()
+        if not hub.exists(request.base_model):
+            raise UserError(f"base_model '{request.base_model}' is not in the {hub.name} hub ({hub.root}); "
+                            "check the id, or run `factory demo` once to create the demo base model")
+        folder = hub.snapshot(request.base_model)[0]
+
+    def read(name):
+        p = folder / name
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    if not (folder / "config.json").is_file():
+        return Facts()
+    return facts_from_folder(read("config.json"), read("tokenizer_config.json") or {},
+                             (folder / "chat_template.jinja").is_file())
+
+
+def check_request(request: Request, source: str = "request") -> list[Finding]:
+    """Every finding for the request; raises UserError when any of them is an error."""
+    from evals.harness import available_tasks
+    from factory.lint import lint
+
+    unknown = [t for t in request.evals.tasks if t not in available_tasks()]
+    if unknown:
+        raise UserError(f"{source}: evals.tasks: unknown task(s) {', '.join(unknown)}; "
+                        f"available: {', '.join(available_tasks())}")
+    findings = lint(request, base_facts(request))
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise UserError(f"{source}: {len(errors)} lint error(s):\n" +
+                        "\n".join(f"  {f.rule}: {f.message}" for f in errors))
+    return findings

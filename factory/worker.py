@@ -1,0 +1,220 @@
+"""A worker: claim a job, keep its lease alive, run the pipeline with events going to the store.
+
+Stops on purpose at step boundaries: on cancel (job cancelled, nothing published), on SIGTERM
+(checkpoint saved, job back in the queue), or when its lease was lost (another worker owns the job).
+A worker killed outright leaves a lease that expires; the next worker resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from typing import Callable
+
+from sqlalchemy.exc import DBAPIError
+
+from factory.errors import Stopped, TransientError, UserError
+from factory.jobs import Job, Store
+from factory.progress import Event
+from factory.redact import redact
+
+Runner = Callable[[Job, "JobReporter"], dict]
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth a retry: Hub 5xx/connection trouble, a full disk, a database that went away."""
+    if isinstance(exc, (TransientError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.ECONNRESET, errno.ETIMEDOUT, errno.EPIPE):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return isinstance(status, int) and status >= 500
+
+
+class JobReporter:
+    """Pipeline events -> job events. Raises Stopped at the next event once a stop is requested."""
+
+    def __init__(self, store: Store, job: Job, worker: str, min_interval_s: float = 0.5):
+        self.store, self.job, self.worker = store, job, worker
+        self.stop_requested: str | None = None  # 'cancel' | 'preempt' | 'lease-lost'
+        self.min_interval_s = min_interval_s
+        self._last_progress = 0.0
+        self._stage: str | None = None
+
+    def emit(self, event: Event) -> None:
+        if self.stop_requested in ("cancel", "lease-lost"):
+            raise Stopped(self.stop_requested)
+        if self.stop_requested == "preempt" and event.stage != "train":  # training saves a checkpoint first
+            raise Stopped("preempt")
+        payload = {k: v for k, v in event.as_dict().items() if v not in (None, "", {})}
+        counted = event.total and event.step is not None
+        if event.stage != self._stage:
+            self._stage = event.stage
+            self._write("stage", {"stage": event.stage}, stage=event.stage, progress=0.0)
+        if counted:
+            last = event.step >= event.total
+            if not last and time.monotonic() - self._last_progress < self.min_interval_s:
+                return  # progress is throttled; messages and the final step always go through
+            self._last_progress = time.monotonic()
+            self._write("progress", payload, progress=event.step / event.total)
+        elif event.message:
+            self._write("message", payload)
+
+    def _write(self, kind: str, payload: dict, **moves) -> None:
+        if not self.store.record(self.job.id, self.worker, kind, payload, **moves):
+            self.stop_requested = "lease-lost"
+            raise Stopped("lease-lost")
+
+    def gate(self, stage: str) -> None:
+        """Called before each stage runs; publishing is a conditional state change in the store."""
+        if self.stop_requested:
+            raise Stopped(self.stop_requested)
+        self._stage = stage
+        if stage != "publish":
+            self._write("stage", {"stage": stage}, stage=stage, progress=0.0)
+        elif reason := self.store.begin_publish(self.job.id, self.worker):
+            raise Stopped(reason)
+
+
+def run_pipeline(job: Job, reporter: JobReporter) -> dict:
+    """The production runner: the whole pipeline in $FACTORY_HOME/runs/job-<id> (resumable)."""
+    from transformers.utils import logging as hf_logging
+
+    from factory.config import loads_request
+    from factory.home import factory_home, runs_root
+    from factory.hub import default_hub
+    from factory.pipeline import Run, execute
+
+    hf_logging.disable_progress_bar()
+    request = loads_request(job.request, f"job {job.id}")
+    run = Run(request=request, hub=default_hub(), reporter=reporter, dir=runs_root() / f"job-{job.id}",
+              substitutions={"factory_home": str(factory_home())}, gate=reporter.gate)
+    results = execute(run)
+    return {"run_dir": str(run.dir), "published": results["publish"], "scores": results["eval"]["scores"],
+            "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss")}
+
+
+class Worker:
+    def __init__(self, store: Store, name: str | None = None, runner: Runner = run_pipeline, out=None):
+        self.store, self.runner = store, runner
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = _env_float("FACTORY_LEASE_SECONDS", 60.0)
+        self.poll_s = _env_float("FACTORY_POLL_SECONDS", 2.0)
+        self.max_attempts = int(os.environ.get("FACTORY_MAX_ATTEMPTS", 3))
+        self.out = out or sys.stderr
+        self.exiting = False
+        self.reporter: JobReporter | None = None
+
+    def log(self, msg: str) -> None:
+        print(f"[worker {self.name}] {redact(msg)}", file=self.out, flush=True)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.exiting = True
+        if self.reporter is not None:
+            self.reporter.stop_requested = self.reporter.stop_requested or "preempt"
+            self.log(f"{signal.Signals(signum).name}: saving a checkpoint at the next step, then putting job "
+                     f"{self.reporter.job.id} back in the queue")
+
+    def run(self, once: bool = False, max_jobs: int | None = None, drain: bool = False) -> int:
+        """Claim and run jobs until told to stop (or, with drain, until none is claimable). Returns how many ran."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self.log(f"polling {self.store.where} every {self.poll_s:g}s (lease {self.lease_s:g}s)")
+        ran, db_down_since = 0, None
+        while not self.exiting and (max_jobs is None or ran < max_jobs):
+            try:
+                job = self.store.claim(self.name, self.lease_s, self.max_attempts)
+                if db_down_since is not None:
+                    self.log(f"database is back after {time.time() - db_down_since:.0f}s")
+                    db_down_since = None
+            except DBAPIError as exc:  # the database restarted or is unreachable: wait and reconnect
+                if db_down_since is None:
+                    db_down_since = time.time()
+                    self.log(f"database unavailable ({type(exc.orig).__name__}); retrying every {self.poll_s:g}s")
+                time.sleep(self.poll_s)
+                continue
+            if job is None:
+                if once or drain:
+                    self.log("no claimable job")
+                    break
+                time.sleep(self.poll_s)
+                continue
+            try:
+                self._run_one(job)
+            except DBAPIError as exc:  # could not record the outcome; the lease expires and the job is retried
+                self.log(f"job {job.id}: database error while recording its outcome ({type(exc.orig).__name__}); "
+                         "it returns to the queue when its lease expires")
+            ran += 1
+            if once:
+                break
+        return ran
+
+    def _run_one(self, job: Job) -> None:
+        self.log(f"job {job.id} (attempt {job.attempt}) from {job.submitter} via {job.front_door}")
+        reporter = self.reporter = JobReporter(self.store, job, self.name)
+        beat = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(job, reporter, beat), daemon=True)
+        heart.start()
+        try:
+            result = self.runner(job, reporter)
+            self.store.finish(job.id, self.name, "succeeded", result=result)
+            self.log(f"job {job.id} succeeded")
+        except Stopped as stop:
+            self._stopped(job, stop.reason)
+        except UserError as exc:
+            self.store.finish(job.id, self.name, "failed", error=str(exc))
+            self.log(f"job {job.id} failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a worker outlives any one job
+            self._crashed(job, exc)
+        finally:
+            beat.set()
+            heart.join()
+            self.reporter = None
+
+    def _stopped(self, job: Job, reason: str) -> None:
+        if reason == "cancel":
+            self.store.finish(job.id, self.name, "cancelled", error="cancelled; nothing was published")
+            self.log(f"job {job.id} cancelled")
+        elif reason == "preempt":
+            self.store.requeue(job.id, self.name, "worker stopped (SIGTERM); resumes from its last checkpoint")
+            self.log(f"job {job.id} back in the queue")
+        else:
+            self.log(f"job {job.id}: lease lost to another worker; leaving it to them")
+
+    def _crashed(self, job: Job, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if is_transient(exc) and job.attempt < self.max_attempts:
+            delay = min(300.0, _env_float("FACTORY_RETRY_BASE_SECONDS", 10.0) * 2 ** (job.attempt - 1))
+            self.store.requeue(job.id, self.name, f"transient error, retrying: {text}", delay_s=delay)
+            self.log(f"job {job.id}: transient error, back in the queue in {delay:.0f}s: {text}")
+            return
+        self.log(f"job {job.id} failed:\n{traceback.format_exc()}")
+        prefix = "gave up after repeated transient errors" if is_transient(exc) else "internal error"
+        self.store.finish(job.id, self.name, "failed", error=f"{prefix}: {text}")
+
+    def _heartbeat(self, job: Job, reporter: JobReporter, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_s / 3):
+            try:
+                owned, cancel = self.store.renew(job.id, self.name, self.lease_s)
+            except DBAPIError as exc:
+                self.log(f"lease renewal failed ({type(exc.orig).__name__}); retrying")
+                continue
+            if not owned:
+                reporter.stop_requested = "lease-lost"
+            elif cancel and reporter.stop_requested is None:
+                reporter.stop_requested = "cancel"
+

@@ -1,0 +1,343 @@
+"""The job queue on SQLite and PostgreSQL: submissions, limits, claims, leases, cancel, SIGTERM, SIGKILL.
+
+Workers are real `factory worker` processes running real (tiny) pipeline jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from factory.errors import UserError
+from factory.jobs import Limits, Store
+
+STAGES = ["resolve", "data", "train", "merge", "eval", "card", "publish"]
+
+
+@pytest.fixture
+def tiny_request(tiny_base, tmp_path):
+    """A function giving the YAML of a tiny LoRA job on the tiny base; keyword arguments override keys."""
+    import yaml
+
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} about music and rain"}) + "\n" for i in range(40)))
+
+    def make(**over) -> str:
+        req = {"base_model": str(tiny_base), "datasets": [{"path": str(data), "type": "completion"}],
+               "sequence_len": 64, "micro_batch_size": 2, "max_steps": 4, "save_steps": 2, "learning_rate": 1e-3,
+               "adapter": "lora", "lora_target_linear": True, "lora_dropout": 0.1, "val_set_size": 4,
+               "excess_length_strategy": "truncate", "hub_model_id": "me/tiny-job", "logging_steps": 1}
+        req.update(over)
+        return yaml.safe_dump(req)
+
+    return make
+
+
+def worker_env(home: Path, url: str, **extra) -> dict:
+    env = {**os.environ, "FACTORY_HOME": str(home), "FACTORY_DB_URL": url, "FACTORY_POLL_SECONDS": "0.2",
+           "FACTORY_LEASE_SECONDS": "3"}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_worker(home: Path, url: str, log: Path, *args, **extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "factory", "worker", *args], env=worker_env(home, url, **extra),
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def statuses(store: Store, job_id: int) -> list[str]:
+    return [e.payload["status"] for e in store.events(job_id) if e.kind == "status"]
+
+
+# ---- submit, limits, authorisation ---------------------------------------------------------------
+
+def test_schema_is_versioned_and_created_once(db_url):
+    first, second = Store(db_url), Store(db_url)
+    assert first.schema_version() == second.schema_version() == 1
+
+
+def test_invalid_requests_never_become_jobs(db_url, tiny_request):
+    store = Store(db_url, Limits(0, 0))
+    with pytest.raises(UserError, match="feild_output|unknown key"):
+        store.submit(tiny_request() + "feild_output: x\n", "alice", "discord")
+    with pytest.raises(UserError, match="not valid YAML"):
+        store.submit("base_model: [unclosed", "alice", "discord")
+    with pytest.raises(UserError, match="output_dir"):
+        store.submit(tiny_request(output_dir="/tmp/x"), "alice", "space")
+    with pytest.raises(UserError, match="front_door"):
+        store.submit(tiny_request(), "alice", "email")
+    with pytest.raises(UserError, match="is not in the local hub"):
+        store.submit(tiny_request(base_model="nobody/missing-model"), "alice", "cli")
+    assert store.list() == []
+    job_id = store.submit(tiny_request(), "alice", "discord")
+    job = store.get(job_id)
+    assert (job.status, job.submitter, job.front_door, job.attempt) == ("queued", "alice", "discord", 0)
+    assert "lora_target_linear: true" in job.request
+
+
+def test_per_submitter_limits_name_the_limit(db_url, tiny_request):
+    store = Store(db_url, Limits(queued=2, per_day=3, operators=frozenset({"op"})))
+    store.submit(tiny_request(), "bob", "discord")
+    second = store.submit(tiny_request(), "bob", "discord")
+    with pytest.raises(UserError, match="FACTORY_MAX_QUEUED_PER_SUBMITTER=2"):
+        store.submit(tiny_request(), "bob", "discord")
+    store.cancel(second, "bob")
+    store.submit(tiny_request(), "bob", "discord")  # a queued slot freed; third of the day
+    store.cancel(store.list(submitter="bob")[0].id, "bob")
+    with pytest.raises(UserError, match="FACTORY_MAX_JOBS_PER_DAY=3"):
+        store.submit(tiny_request(), "bob", "discord")
+    for _ in range(4):
+        store.submit(tiny_request(), "op", "cli")  # operators are exempt
+    assert len(store.list(submitter="bob")) == 3
+
+
+def test_cancel_authorisation_and_queued_cancel(db_url, tiny_request):
+    store = Store(db_url, Limits(0, 0, operators=frozenset({"admin"})))
+    a = store.submit(tiny_request(), "alice", "space")
+    b = store.submit(tiny_request(), "alice", "space")
+    with pytest.raises(UserError, match="only its submitter"):
+        store.cancel(a, "mallory")
+    assert store.cancel(a, "alice").status == "cancelled"
+    assert store.cancel(b, "admin").status == "cancelled"
+    with pytest.raises(UserError, match="already cancelled"):
+        store.cancel(a, "alice")
+    with pytest.raises(UserError, match="no job 999"):
+        store.get(999)
+    assert store.claim("w1", 30) is None  # cancelled jobs are never claimed
+    assert statuses(store, a) == ["queued", "cancelled"]
+
+
+def test_claims_are_exclusive_and_expired_leases_return(db_url, tiny_request):
+    store = Store(db_url, Limits(0, 0))
+    first, second = store.submit(tiny_request(), "u", "cli"), store.submit(tiny_request(), "u", "cli")
+    j1 = store.claim("w1", lease_s=0.5)
+    j2 = store.claim("w2", lease_s=30)
+    assert (j1.id, j2.id) == (first, second) and store.claim("w3", 30) is None
+    assert not store.record(j1.id, "w2", "message", {"message": "not mine"})  # only the owner writes
+    time.sleep(0.6)
+    j1b = store.claim("w3", 30)  # w1's lease expired: the job returns, attempt 2
+    assert (j1b.id, j1b.attempt, j1b.lease_owner) == (first, 2, "w3")
+    assert store.renew(first, "w1", 30) == (False, False)  # w1 lost it
+    assert not store.finish(first, "w1", "succeeded")
+    assert store.finish(first, "w3", "succeeded", result={"ok": 1})
+    assert statuses(store, first) == ["queued", "running", "running", "succeeded"]
+    lost = [e.payload for e in store.events(first) if e.payload.get("resumed_after_lost_worker")]
+    assert lost and lost[0]["resumed_after_lost_worker"] == "w1"
+
+
+def test_lost_worker_limit_fails_the_job(db_url, tiny_request):
+    store = Store(db_url, Limits(0, 0))
+    job = store.submit(tiny_request(), "u", "cli")
+    for n in range(2):
+        assert store.claim(f"w{n}", lease_s=0.01, max_attempts=2).id == job
+        time.sleep(0.05)
+    assert store.claim("w9", 30, max_attempts=2) is None
+    assert store.get(job).status == "failed" and "lost 2 times" in store.get(job).error
+
+
+# ---- many processes ------------------------------------------------------------------------------
+
+SUBMITTER = textwrap.dedent("""
+    import sys
+    from factory.jobs import Limits, Store
+    url, proc, n, template = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), open(sys.argv[4]).read()
+    store = Store(url, Limits(0, 0))
+    for i in range(n):
+        store.submit(template.replace("me/tiny-job", f"p{proc}/m{i}"), f"user{proc}", "discord")
+""")
+
+
+def test_twenty_processes_submit_a_thousand_requests(db_url, tiny_request, tmp_path):
+    template = tmp_path / "request.yaml"
+    template.write_text(tiny_request())
+    Store(db_url)  # schema first, as a deployment would
+    procs = [subprocess.Popen([sys.executable, "-c", SUBMITTER, db_url, str(p), "50", str(template)],
+                              stderr=subprocess.PIPE, text=True) for p in range(20)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    jobs = Store(db_url).list(limit=5000)
+    assert len(jobs) == 1000
+    assert len({j.id for j in jobs}) == 1000
+    assert {j.hub_model_id for j in jobs} == {f"p{p}/m{i}" for p in range(20) for i in range(50)}
+
+
+def test_four_workers_drain_forty_jobs_each_exactly_once(db_url, tiny_request, home, tmp_path):
+    store = Store(db_url, Limits(0, 0))
+    ids = [store.submit(tiny_request(max_steps=1, hub_model_id=f"me/drain-{i}", val_set_size=0), "u", "cli")
+           for i in range(40)]
+    workers = [start_worker(home, db_url, tmp_path / f"w{n}.log", "--drain") for n in range(4)]
+    for w in workers:
+        w.wait(timeout=600)
+    logs = "".join((tmp_path / f"w{n}.log").read_text() for n in range(4))
+    assert all(w.returncode == 0 for w in workers), logs[-3000:]
+    owners = set()
+    for job_id in ids:
+        job = store.get(job_id)
+        assert job.status == "succeeded", (job_id, job.error, logs[-2000:])
+        evs = store.events(job_id)
+        assert [e.id for e in evs] == sorted(e.id for e in evs)
+        assert statuses(store, job_id) == ["queued", "running", "succeeded"], job_id  # claimed exactly once
+        assert [e.payload["stage"] for e in evs if e.kind == "stage"] == STAGES
+        owners.add(next(e.payload["worker"] for e in evs if e.payload.get("status") == "running"))
+        assert job.result["published"]["repo_id"] == f"me/drain-{job_id - ids[0]}"
+    assert len(owners) > 1  # the work was actually shared
+
+
+# ---- a real job killed, stopped, cancelled -------------------------------------------------------
+
+def _train_steps(store: Store, job_id: int) -> int:
+    return max((e.payload.get("step", 0) for e in store.events(job_id) if e.kind == "progress"), default=0)
+
+
+def _adapter(home: Path, job_id: int):
+    from safetensors.torch import load_file
+
+    return load_file(str(home / "runs" / f"job-{job_id}" / "adapter" / "adapter_model.safetensors"))
+
+
+def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, home, tmp_path):
+    store = Store(db_url, Limits(0, 0))
+    request = tiny_request(max_steps=40, save_steps=5, hub_model_id="me/killed")
+    killed = store.submit(request, "u", "cli")
+    w = start_worker(home, db_url, tmp_path / "w1.log", "--once")
+    ckpt = home / "runs" / f"job-{killed}" / "checkpoints" / "checkpoint-10"
+    wait_for(lambda: (ckpt / "trainer_state.json").is_file(), 300, "checkpoint-10")
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    assert store.get(killed).status == "running" and _train_steps(store, killed) < 40
+    assert not (home / "hub" / "models" / "me" / "killed").exists()
+
+    time.sleep(3.2)  # the dead worker's lease (3 s) expires
+    w2 = start_worker(home, db_url, tmp_path / "w2.log", "--once")
+    assert w2.wait(timeout=300) == 0, (tmp_path / "w2.log").read_text()[-3000:]
+    job = store.get(killed)
+    assert job.status == "succeeded" and job.attempt == 2, job.error
+    messages = [e.payload.get("message", "") for e in store.events(killed)]
+    resumed = [m for m in messages if m.startswith("resuming from checkpoint-")]
+    assert resumed and int(resumed[0].split("-")[-1]) >= 10  # not from zero
+
+    reference = store.submit(request.replace("me/killed", "me/uninterrupted"), "u", "cli")
+    w3 = start_worker(home, db_url, tmp_path / "w3.log", "--once")
+    assert w3.wait(timeout=300) == 0
+    ref = store.get(reference)
+    assert ref.status == "succeeded"
+    assert job.result["eval_loss"] == pytest.approx(ref.result["eval_loss"], rel=1e-5, abs=1e-6)
+    a, b = _adapter(home, killed), _adapter(home, reference)
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_sigterm_puts_the_job_back_with_a_checkpoint(db_url, tiny_request, home, tmp_path):
+    store = Store(db_url, Limits(0, 0))
+    job_id = store.submit(tiny_request(max_steps=400, save_steps=1000, hub_model_id="me/termed"), "u", "cli")
+    w = start_worker(home, db_url, tmp_path / "w.log")
+    wait_for(lambda: _train_steps(store, job_id) >= 3, 300, "three training steps")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    job = store.get(job_id)
+    assert job.status == "queued" and job.lease_owner is None
+    ckpts = list((home / "runs" / f"job-{job_id}" / "checkpoints").glob("checkpoint-*"))
+    assert len(ckpts) == 1 and int(ckpts[0].name.split("-")[1]) >= 3  # saved on SIGTERM (save_steps is 1000)
+    assert statuses(store, job_id)[-1] == "queued"
+    assert "SIGTERM" in (tmp_path / "w.log").read_text()
+
+
+def test_cancel_a_running_job_stops_it_and_never_publishes(db_url, tiny_request, home, tmp_path):
+    store = Store(db_url, Limits(0, 0))
+    job_id = store.submit(tiny_request(max_steps=2000, save_steps=1000, hub_model_id="me/cancelled"), "carol", "discord")
+    w = start_worker(home, db_url, tmp_path / "w.log", "--once")
+    wait_for(lambda: _train_steps(store, job_id) >= 2, 300, "two training steps")
+    assert store.cancel(job_id, "carol").status == "running"  # a running job is asked to stop
+    assert w.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
+    job = store.get(job_id)
+    assert job.status == "cancelled" and "nothing was published" in job.error
+    assert _train_steps(store, job_id) < 2000
+    assert not (home / "hub" / "models" / "me" / "cancelled").exists()
+    assert not (home / "runs" / f"job-{job_id}" / "stages" / "publish.json").exists()
+
+
+def test_a_cancelled_job_cannot_enter_publish(db_url, tiny_request):
+    store = Store(db_url, Limits(0, 0))
+    job_id = store.submit(tiny_request(), "u", "cli")
+    store.claim("w", 30)
+    store.cancel(job_id, "u")
+    assert store.begin_publish(job_id, "w") == "cancel"
+    other = store.submit(tiny_request(), "u", "cli")
+    store.claim("w", 30)
+    assert store.begin_publish(other, "w") is None
+    with pytest.raises(UserError, match="already publishing"):
+        store.cancel(other, "u")
+
+
+def test_user_errors_fail_at_once_and_transient_ones_retry(db_url, tiny_request, home, monkeypatch):
+    from factory.errors import TransientError
+    from factory.worker import Worker
+
+    monkeypatch.setenv("FACTORY_RETRY_BASE_SECONDS", "0")
+    store = Store(db_url, Limits(0, 0))
+    calls = []
+
+    def flaky(job, reporter):
+        calls.append(job.id)
+        if len(calls) == 1:
+            raise TransientError("Hub answered 503")
+        if len(calls) == 2:
+            raise UserError("row 3 of data.jsonl has no 'output'")
+        return {"ok": True}
+
+    a, b = store.submit(tiny_request(), "u", "cli"), store.submit(tiny_request(), "u", "cli")
+    assert Worker(store, "w", runner=flaky).run(drain=True) == 3
+    assert calls == [a, a, b]
+    assert store.get(a).status == "failed" and "has no 'output'" in store.get(a).error
+    assert statuses(store, a) == ["queued", "running", "queued", "running", "failed"]
+    assert store.get(b).status == "succeeded"
+
+
+# ---- the database goes away ----------------------------------------------------------------------
+
+def test_worker_survives_a_postgresql_restart(pg_url, tiny_request, home, tmp_path):
+    import shutil
+
+    if not shutil.which("pg_ctlcluster") or os.geteuid() != 0:
+        pytest.skip("restarting PostgreSQL needs pg_ctlcluster and root (the CI machine has both)")
+    cluster = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()
+    version, name = cluster[0], cluster[1]
+    store = Store(pg_url, Limits(0, 0))
+    log = tmp_path / "w.log"
+    w = start_worker(home, pg_url, log, "--max-jobs", "1")
+    wait_for(lambda: "polling" in log.read_text(), 60, "the worker to start polling")
+    try:
+        subprocess.run(["pg_ctlcluster", version, name, "stop", "-m", "fast"], check=True)
+        wait_for(lambda: "database unavailable" in log.read_text(), 30, "the worker to notice")
+    finally:
+        subprocess.run(["pg_ctlcluster", version, name, "start"], check=True)
+    job_id = wait_for(lambda: _try_submit(store, tiny_request()), 60, "the database to accept a job", 0.5)
+    assert w.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert "database is back" in log.read_text()
+    assert store.get(job_id).status == "succeeded"
+
+
+def _try_submit(store: Store, request: str):
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return store.submit(request, "u", "cli")
+    except DBAPIError:
+        return None
