@@ -144,7 +144,8 @@ class Worker:
             except DBAPIError as exc:  # the database restarted or is unreachable: wait and reconnect
                 if db_down_since is None:
                     db_down_since = time.time()
-                    self.log(f"database unavailable ({type(exc.orig).__name__}); retrying every {self.poll_s:g}s")
+                    reason = str(exc.orig).strip().splitlines()[0][:120] if exc.orig else type(exc).__name__
+                    self.log(f"database unavailable ({reason}); retrying every {self.poll_s:g}s")
                 time.sleep(self.poll_s)
                 continue
             if job is None:

@@ -341,3 +341,98 @@ def _try_submit(store: Store, request: str):
         return store.submit(request, "u", "cli")
     except DBAPIError:
         return None
+
+
+# ---- the disk under $FACTORY_HOME fills up -------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs as FACTORY_HOME (needs root to mount; the CI machine runs as root)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    with path.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_disk_refuses_submissions_and_loses_nothing(small_disk, tiny_request, monkeypatch, tmp_path, capsys):
+    import threading
+
+    from factory.cli import main
+    from factory.errors import DiskFull
+    from factory.worker import Worker
+
+    monkeypatch.setenv("FACTORY_HOME", str(small_disk))
+    monkeypatch.delenv("FACTORY_DB_URL", raising=False)
+    monkeypatch.setenv("FACTORY_POLL_SECONDS", "0.1")
+    store = Store(limits=Limits(0, 0))
+    first = store.submit(tiny_request(hub_model_id="me/before-full"), "u", "cli")
+    filler = small_disk / "filler"
+    _fill(filler)
+    with pytest.raises(DiskFull, match="is full; nothing was written"):
+        for i in range(200):  # the WAL has some slack; the disk runs out within a few submissions
+            store.submit(tiny_request(hub_model_id=f"me/full-{i}"), "u", "cli")
+    request_file = tmp_path / "req.yaml"
+    request_file.write_text(tiny_request(hub_model_id="me/cli-full"))
+    assert main(["submit", str(request_file)]) == 1
+    assert "is full" in capsys.readouterr().err
+    before = {j.id: j.hub_model_id for j in store.list(limit=500)}
+    assert before[first] == "me/before-full" and "me/cli-full" not in before.values()
+
+    log = tmp_path / "worker.log"
+    done = []
+    worker = Worker(store, "w", runner=lambda job, rep: done.append(job.id) or {"ok": True}, out=log.open("w"))
+    thread = threading.Thread(target=lambda: worker.run(max_jobs=len(before)))
+    thread.start()  # a worker on a full disk cannot claim; it waits instead of crashing
+    wait_for(lambda: "database or disk is full" in log.read_text(), 30, "the worker to report the full disk")
+    assert not done
+    filler.unlink()
+    thread.join(timeout=60)
+    assert sorted(done) == sorted(before)  # every job that was accepted before the disk filled still runs
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    assert store.submit(tiny_request(hub_model_id="me/after-full"), "u", "cli")
+
+
+def test_queue_commands(db_url, tiny_request, home, tmp_path, monkeypatch, capsys):
+    from factory.cli import main
+
+    monkeypatch.setenv("FACTORY_DB_URL", db_url)
+    monkeypatch.setenv("FACTORY_SUBMITTER", "dora")
+    req = tmp_path / "job.yaml"
+    req.write_text(tiny_request(hub_model_id="me/from-cli"))
+    assert main(["submit", str(req)]) == 0
+    job_id = int(capsys.readouterr().out.split()[1])
+    assert main(["jobs"]) == 0
+    assert "me/from-cli" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tiny_request() + "lora_rr: 8\n")
+    assert main(["submit", str(bad)]) == 2
+    assert "did you mean `lora_r`" in capsys.readouterr().err
+    monkeypatch.setenv("FACTORY_POLL_SECONDS", "0.1")
+    assert main(["worker", "--once"]) == 0
+    assert main(["status", str(job_id)]) == 0
+    out = capsys.readouterr().out
+    assert f"job {job_id}: succeeded" in out and "published: file://" in out
+    assert main(["logs", str(job_id), "--follow"]) == 0  # returns: the job has ended
+    logs = capsys.readouterr().out
+    assert logs.index("status -> queued") < logs.index("stage train") < logs.index("status -> succeeded")
+    assert main(["cancel", str(job_id)]) == 2
+    assert "already succeeded" in capsys.readouterr().err
+    monkeypatch.setenv("FACTORY_SUBMITTER", "eve")
+    second = Store(db_url, Limits(0, 0)).submit(tiny_request(), "dora", "discord")
+    assert main(["cancel", str(second)]) == 2
+    assert "only its submitter (dora)" in capsys.readouterr().err
+    assert main(["status", "424242"]) == 2
