@@ -72,6 +72,7 @@ def build_card(request: Request, *, base_license: str | None, base_revision: str
         f"- time: {train_summary['seconds']:.0f} s on {train_summary['hardware']}",
         "- datasets: " + ", ".join(f"`{d.path}`" if not d.is_local else "a local file" for d in request.datasets),
         "",
+        *_contamination_lines(data_summary.get("contamination")),
         "## Versions",
         "",
         *[f"- {k} {v}" for k, v in versions.items()],
@@ -91,4 +92,27 @@ def _card_request(request: Request) -> str:
     from pathlib import Path
 
     datasets = [d.model_copy(update={"path": Path(d.path).name}) if d.is_local else d for d in request.datasets]
-    return request.model_copy(update={"datasets": datasets, "output_dir": None}).sanitized_yaml()
+    benchmarks = [f"{b.partition('=')[0]}={Path(b.partition('=')[2]).name}" if "=" in b else b
+                  for b in request.contamination.benchmarks]
+    model = request.contamination.embedding_model
+    contamination = request.contamination.model_copy(update={"benchmarks": benchmarks,
+                                                             "embedding_model": Path(model).name if model else None})
+    return request.model_copy(update={"datasets": datasets, "output_dir": None,
+                                      "contamination": contamination}).sanitized_yaml()
+
+
+def _contamination_lines(summary: dict | None) -> list[str]:
+    """The card's contamination section: per benchmark, how many test items overlap the training data."""
+    if summary is None:
+        return ["## Benchmark contamination", "", "Not checked (the request named no `contamination.benchmarks`).", ""]
+    action = {"warn": "kept (policy `warn`)", "drop": f"dropped before training ({summary['rows_dropped']} rows)",
+              "block": "none (policy `block` would have stopped the run)"}[summary["policy"]]
+    lines = ["## Benchmark contamination", "",
+             "Training rows checked against each benchmark's test items by word 13-gram overlap and by the GPT-4 "
+             f"report's 50-character substring method. {summary['rows_flagged']} training rows overlapped; "
+             f"they were {action}.", "",
+             "| benchmark | test items | overlapping items | rate | by 13-gram | by substring |", "|---|---:|---:|---:|---:|---:|"]
+    for name, b in summary["benchmarks"].items():
+        lines.append(f"| {name} | {b['items']} | {b['contaminated']} | {b['rate']:.2%} | {b['by_method']['ngram']} "
+                     f"| {b['by_method']['substring']} |")
+    return lines + [""]

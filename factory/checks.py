@@ -48,6 +48,10 @@ def check_request(request: Request, source: str = "request") -> list[Finding]:
     if unknown:
         raise UserError(f"{source}: evals.tasks: unknown task(s) {', '.join(unknown)}; "
                         f"available: {', '.join(available_tasks())}")
+    if request.contamination.benchmarks:  # a missing benchmark file stops the request here, not after data prep
+        from factory.decontaminate import load_benchmarks
+
+        load_benchmarks(request.contamination.benchmarks, request.contamination.fields)
     findings = lint(request, base_facts(request))
     errors = [f for f in findings if f.severity == "error"]
     if errors:

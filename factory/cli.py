@@ -17,6 +17,7 @@ examples:
   factory validate --keys           every accepted request key with its default
   factory lint --list               the lint rules and why each exists
   factory run my.yaml               run a request; re-running the same request resumes it
+  factory contamination --data train.jsonl --benchmark gsm8k    benchmark items in a training set
   factory submit my.yaml            put it in the job queue instead; `factory worker` runs queued jobs
   factory jobs / status ID / logs ID --follow / cancel ID    watch and steer queued jobs
 
@@ -134,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.set_defaults(fn=cmd_demo)
+    from factory.cli_contamination import add_command
     from factory.cli_jobs import add_commands
 
+    add_command(sub)
     add_commands(sub)
     return p
 

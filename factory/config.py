@@ -90,6 +90,26 @@ class EvalSpec(Strict):
     max_new_tokens: int = Field(32, ge=1)
 
 
+class ContaminationSpec(Strict):
+    benchmarks: list[str] = Field(default_factory=list, description="built-in names (gsm8k, mmlu, arc_easy, ...) or NAME=PATH")
+    policy: Literal["warn", "block", "drop"] = Field("warn", description="on overlap: warn, stop before training, or drop the rows")
+    fields: list[str] | None = Field(None, description="benchmark fields to check (default: every text field)")
+    embedding_model: str | None = Field(None, description="local sentence-embedding model folder for paraphrases")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        from evals.benchmarks import BUILTIN
+
+        for b in v:
+            name, eq, path = b.partition("=")
+            if not eq and b not in BUILTIN:
+                raise ValueError(f"unknown benchmark '{b}'; built in: {', '.join(BUILTIN)}; or NAME=PATH to a file")
+            if eq and (not name or not path):
+                raise ValueError(f"'{b}': give NAME=PATH")
+        return v
+
+
 class PublishSpec(Strict):
     enabled: bool = True
     private: bool = False
@@ -142,6 +162,7 @@ class Request(Strict):
     output_dir: str | None = Field(None, description="run folder (default: $FACTORY_HOME/runs/<job-id>)")
     hub_model_id: str | None = Field(None, description="'org/name' to publish the merged model as")
     evals: EvalSpec = Field(default_factory=EvalSpec)
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
 
     @field_validator("base_model")
@@ -287,6 +308,14 @@ def loads_request(text: str, source: str = "<request>", folder: Path | None = No
 
 
 def _resolve_local_paths(data: dict, folder: Path) -> dict:
+    cont = data.get("contamination")
+    if isinstance(cont, dict) and isinstance(cont.get("benchmarks"), list):
+        def absolute(b):
+            name, eq, path = b.partition("=") if isinstance(b, str) else ("", "", "")
+            if eq and path and not Path(path).expanduser().is_absolute() and ".." not in Path(path).parts:
+                return f"{name}={(folder / path).resolve()}"
+            return b
+        data = {**data, "contamination": {**cont, "benchmarks": [absolute(b) for b in cont["benchmarks"]]}}
     datasets = data.get("datasets")
     if not isinstance(datasets, list):
         return data

@@ -89,9 +89,13 @@ def stage_data(run: Run, resolved: dict) -> dict:
 
     from factory.chat import encode, resolve_template
     from factory.data import prepare
+    from factory.decontaminate import apply_policy
 
     req = run.request
     prepared = prepare(req, run.hub)
+    train_samples, eval_samples, contamination = apply_policy(req, prepared.train, prepared.eval, run.reporter)
+    if contamination is not None:
+        atomic.write_json(run.dir / "contamination.json", contamination)
     tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
     counts = {"dropped": 0, "truncated": 0}
@@ -112,7 +116,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
             out.append(e)
         return out
 
-    train, evalset = tokenise(prepared.train), tokenise(prepared.eval)
+    train, evalset = tokenise(train_samples), tokenise(eval_samples)
     if not train:
         raise UserError("no training samples are left after dropping over-long ones; raise sequence_len or use excess_length_strategy: truncate")
     summary = {
@@ -123,6 +127,11 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "train_tokens": sum(len(e.input_ids) for e in train),
         "target_tokens": sum(e.trained for e in train),
         "datasets": [r.as_dict() for r in prepared.reports],
+        "contamination": None if contamination is None else {
+            "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
+            "rows_dropped": contamination.get("rows_dropped", 0),
+            "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
+                           for n, b in contamination["benchmarks"].items()}},
     }
     atomic.write_json(run.dir / "data" / "encoded.json", {
         "template": template,
