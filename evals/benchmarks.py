@@ -89,8 +89,7 @@ def read_items(path: Path) -> list[dict]:
     raise BenchmarkError(f"{path}: benchmark files must be .json, .jsonl, .jsonl.gz or .csv")
 
 
-def _from_files(name: str, paths: list[Path], fields: tuple[str, ...] | None) -> Benchmark:
-    records = [r for p in paths for r in read_items(p)]
+def _checked(name: str, records: list, fields: tuple[str, ...] | None) -> list[list[str]]:
     if not all(isinstance(r, dict) for r in records):
         raise BenchmarkError(f"benchmark {name}: every item must be a JSON object or a CSV row")
     items = [strings_of(r, fields) for r in records]
@@ -98,10 +97,10 @@ def _from_files(name: str, paths: list[Path], fields: tuple[str, ...] | None) ->
         present = sorted({k for r in records[:50] for k in r})
         raise BenchmarkError(f"benchmark {name}: none of the fields {', '.join(fields)} hold text; "
                              f"the items have {', '.join(present)}")
-    return Benchmark(name, ", ".join(str(p) for p in paths), items)
+    return items
 
 
-def _from_hub(name: str, spec: Builtin, fields: tuple[str, ...] | None) -> Benchmark:
+def _hub_records(name: str, spec: Builtin) -> tuple[str, list[dict]]:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise BenchmarkError(f"benchmark {name}: no local copy (set FACTORY_BENCHMARKS_DIR or give {name}=PATH) "
                              f"and HF_HUB_OFFLINE=1 keeps the Hub dataset {spec.hub_id} out of reach")
@@ -116,18 +115,17 @@ def _from_hub(name: str, spec: Builtin, fields: tuple[str, ...] | None) -> Bench
                              f"give {name}=PATH to a local copy") from None
     import pyarrow.parquet as pq
 
-    records = [r for p in sorted(folder.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
-    return Benchmark(name, spec.hub_id, [strings_of(r, fields) for r in records])
+    return spec.hub_id, [r for p in sorted(folder.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
 
 
-def load_benchmark(spec: str, fields: tuple[str, ...] | None = None) -> Benchmark:
-    """`NAME=PATH` or a built-in NAME."""
+def load_records(spec: str) -> tuple[str, str, list]:
+    """(name, source, raw records) for `NAME=PATH` or a built-in NAME."""
     if "=" in spec:
         name, _, path = spec.partition("=")
         p = Path(path).expanduser()
         if not p.is_file():
             raise BenchmarkError(f"benchmark {name}: no such file {p}")
-        return _from_files(name, [p], fields)
+        return name, str(p), read_items(p)
     if spec not in BUILTIN:
         raise BenchmarkError(f"unknown benchmark '{spec}'; built in: {', '.join(BUILTIN)}; or give NAME=PATH")
     builtin = BUILTIN[spec]
@@ -135,5 +133,11 @@ def load_benchmark(spec: str, fields: tuple[str, ...] | None = None) -> Benchmar
     if root:
         paths = sorted({p for pattern in builtin.local for p in Path(root).expanduser().glob(pattern)})
         if paths:
-            return _from_files(spec, paths, fields)
-    return _from_hub(spec, builtin, fields)
+            return spec, ", ".join(map(str, paths)), [r for p in paths for r in read_items(p)]
+    return (spec, *_hub_records(spec, builtin))
+
+
+def load_benchmark(spec: str, fields: tuple[str, ...] | None = None) -> Benchmark:
+    """`NAME=PATH` or a built-in NAME, as text items."""
+    name, source, records = load_records(spec)
+    return Benchmark(name, source, _checked(name, records, fields))

@@ -1,6 +1,7 @@
 """lm-eval, in process, on a model object that is already loaded.
 
-Tasks come from the YAML files shipped in evals/tasks (offline: their data are local files). A
+Tasks come from the YAML files shipped in evals/tasks and from the benchmark registry (generated
+by evals/registry_tasks.py; offline, their data are local files). A
 subset is a seeded random sample of the task's documents (lm-eval's `limit` would take the first
 N), so base and finetuned models are scored on the same items.
 """
@@ -28,11 +29,20 @@ class Score:
 
 
 def available_tasks() -> list[str]:
-    return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+    """The shipped task files, and the registry's benchmarks (generated from their items)."""
+    from evals.benchmarks import BUILTIN
+
+    return sorted({p.stem for p in TASK_DIR.glob("*.yaml")} | set(BUILTIN))
 
 
-def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path) -> None:
+def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path, max_new_tokens: int) -> None:
+    from evals.benchmarks import BUILTIN
+    from evals.registry_tasks import write_task
+
     for name in tasks:
+        if name in BUILTIN:
+            write_task(name, into, max_new_tokens)
+            continue
         src = TASK_DIR / f"{name}.yaml"
         if not src.is_file():
             raise ValueError(f"unknown eval task '{name}'; available: {', '.join(available_tasks())}")
@@ -44,14 +54,14 @@ def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path) ->
 
 def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, seed: int = 1234,
              substitutions: dict[str, str] | None = None, batch_size: int = 16,
-             apply_chat_template: bool = True) -> dict[str, Score]:
+             apply_chat_template: bool = True, max_new_tokens: int = 256) -> dict[str, Score]:
     """Score model on tasks; returns the first metric of each task with its stderr and item count."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
-        _materialise(tasks, substitutions or {}, Path(tmp))
+        _materialise(tasks, substitutions or {}, Path(tmp), max_new_tokens)
         manager = TaskManager(include_path=tmp, include_defaults=False)
         samples = None
         if limit is not None:

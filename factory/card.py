@@ -18,7 +18,8 @@ def hardware() -> str:
 
 
 def build_card(request: Request, *, base_license: str | None, base_revision: str | None,
-               data_summary: dict, train_summary: dict, scores: dict, versions: dict[str, str]) -> str:
+               data_summary: dict, train_summary: dict, scores: dict, versions: dict[str, str],
+               merge_check: dict | None = None) -> str:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     hub_datasets = [d.path for d in request.datasets if not d.is_local]
@@ -49,12 +50,15 @@ def build_card(request: Request, *, base_license: str | None, base_revision: str
         "",
         "## Evaluation (base vs finetuned, same items)",
         "",
+        "Scores with their standard error; `items` is the number of test items scored (a seeded random subset "
+        "when the request sets `evals.limit`), the same for both models.",
+        "",
         "| task | metric | items | base | finetuned | delta |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for task, pair in scores.items():
         b, f = pair["base"], pair["finetuned"]
-        lines.append(f"| {task} | {f['metric']} | {f['n']} | {b['value']:.3f} | {f['value']:.3f} | {f['value'] - b['value']:+.3f} |")
+        lines.append(f"| {task} | {f['metric']} | {f['n']} | {plus_minus(b)} | {plus_minus(f)} | {f['value'] - b['value']:+.3f} |")
     if not scores:
         lines.append("| (no eval tasks in the request) | | | | | |")
     lines += [
@@ -70,6 +74,9 @@ def build_card(request: Request, *, base_license: str | None, base_revision: str
         f"- final train loss: {train_summary['train_loss']:.4f}"
         + (f"; eval loss: {train_summary['eval_loss']:.4f}" if train_summary.get("eval_loss") is not None else ""),
         f"- time: {train_summary['seconds']:.0f} s on {train_summary['hardware']}",
+        *([f"- merge: {'into the 4-bit base dequantised to the compute dtype; ' if request.adapter == 'qlora' else ''}"
+           f"largest |logit difference| from the {merge_check['against']} it was trained with: "
+           f"{merge_check['max_abs_logit_diff']:.2e} over {merge_check['probe_tokens']} tokens"] if merge_check else []),
         "- datasets: " + ", ".join(f"`{d.path}`" if not d.is_local else "a local file" for d in request.datasets),
         "",
         *_contamination_lines(data_summary.get("contamination")),
@@ -85,6 +92,11 @@ def build_card(request: Request, *, base_license: str | None, base_revision: str
     ]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ content }}\n",
                                    content="\n".join(lines)).content
+
+
+def plus_minus(score: dict) -> str:
+    err = score.get("stderr")
+    return f"{score['value']:.3f}" + (f" ± {err:.3f}" if err is not None else "")
 
 
 def _card_request(request: Request) -> str:
@@ -105,12 +117,13 @@ def _contamination_lines(summary: dict | None) -> list[str]:
     """The card's contamination section: per benchmark, how many test items overlap the training data."""
     if summary is None:
         return ["## Benchmark contamination", "", "Not checked (the request named no `contamination.benchmarks`).", ""]
-    action = {"warn": "kept (policy `warn`)", "drop": f"dropped before training ({summary['rows_dropped']} rows)",
-              "block": "none (policy `block` would have stopped the run)"}[summary["policy"]]
+    action = {"warn": "kept in training (policy `warn`)",
+              "drop": f"dropped before training ({summary['rows_dropped']} rows)", "block": ""}[summary["policy"]]
+    outcome = (f"{summary['rows_flagged']} training rows overlapped and were {action}." if summary["rows_flagged"]
+               else f"No training row overlapped (policy `{summary['policy']}`).")
     lines = ["## Benchmark contamination", "",
              "Training rows checked against each benchmark's test items by word 13-gram overlap and by the GPT-4 "
-             f"report's 50-character substring method. {summary['rows_flagged']} training rows overlapped; "
-             f"they were {action}.", "",
+             f"report's 50-character substring method. {outcome}", "",
              "| benchmark | test items | overlapping items | rate | by 13-gram | by substring |", "|---|---:|---:|---:|---:|---:|"]
     for name, b in summary["benchmarks"].items():
         lines.append(f"| {name} | {b['items']} | {b['contaminated']} | {b['rate']:.2%} | {b['by_method']['ngram']} "

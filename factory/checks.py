@@ -48,6 +48,14 @@ def check_request(request: Request, source: str = "request") -> list[Finding]:
     if unknown:
         raise UserError(f"{source}: evals.tasks: unknown task(s) {', '.join(unknown)}; "
                         f"available: {', '.join(available_tasks())}")
+    from evals.benchmarks import BUILTIN, BenchmarkError, load_records
+
+    for task in request.evals.tasks:  # a registry benchmark needs its items now, not after training
+        if task in BUILTIN:
+            try:
+                load_records(task)
+            except BenchmarkError as exc:
+                raise UserError(f"{source}: evals.tasks: {exc}") from None
     if request.contamination.benchmarks:  # a missing benchmark file stops the request here, not after data prep
         from factory.decontaminate import load_benchmarks
 

@@ -16,7 +16,9 @@ examples:
   factory validate my.yaml          check a request (schema + lint) in well under a second
   factory validate --keys           every accepted request key with its default
   factory lint --list               the lint rules and why each exists
+  factory prepare my.yaml           tokenise + pack only: rows, tokens, packing efficiency, steps
   factory run my.yaml               run a request; re-running the same request resumes it
+  factory eval MODEL --base BASE --task arc_easy --limit 200    score two models on the same items
   factory contamination --data train.jsonl --benchmark gsm8k    benchmark items in a training set
   factory submit my.yaml            put it in the job queue instead; `factory worker` runs queued jobs
   factory jobs / status ID / logs ID --follow / cancel ID    watch and steer queued jobs
@@ -58,14 +60,16 @@ def cmd_lint(args) -> int:
 
 
 def _summary(run, results: dict, out=None) -> None:
+    from factory.card import plus_minus as _pm
+
     out = out or sys.stdout
     scores = results["eval"]["scores"]
     print("\n=== factory summary ===", file=out)
     if scores:
-        print(f"{'task':24} {'metric':12} {'items':>5} {'base':>7} {'finetuned':>9} {'delta':>7}", file=out)
+        print(f"{'task':24} {'metric':12} {'items':>5} {'base':>15} {'finetuned':>15} {'delta':>7}", file=out)
         for task, pair in scores.items():
             b, f = pair["base"], pair["finetuned"]
-            print(f"{task:24} {f['metric']:12} {f['n']:>5} {b['value']:>7.3f} {f['value']:>9.3f} "
+            print(f"{task:24} {f['metric']:12} {f['n']:>5} {_pm(b):>15} {_pm(f):>15} "
                   f"{f['value'] - b['value']:>+7.3f}", file=out)
     pub = results["publish"]
     print(f"published: {pub.get('repo_id', '-')} @ {pub.get('revision', '-')[:12]} ({pub.get('url', pub.get('skipped'))})", file=out)
@@ -94,6 +98,26 @@ def cmd_run(args) -> int:
 
     request = _check(args.request)
     return _execute(request, {"factory_home": str(factory_home())})
+
+
+def cmd_prepare(args) -> int:
+    from factory import atomic
+    from factory.home import factory_home
+    from factory.hub import default_hub
+    from factory.pipeline import Run, execute, run_dir_for
+    from factory.prepare import packing_report, print_report
+    from factory.progress import Console
+
+    request = _check(args.request)
+    run = Run(request=request, hub=default_hub(), reporter=Console(), dir=run_dir_for(request),
+              substitutions={"factory_home": str(factory_home())})
+    t0 = time.time()
+    results = execute(run, stop_after="data")
+    report = packing_report(request, run, results["data"], time.time() - t0)
+    print_report(report, sys.stdout)
+    if args.json:
+        atomic.write_json(Path(args.json), report)
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -132,14 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a request: data, train, merge, eval, card, publish (resumes when re-run)")
     r.add_argument("request", help="the request YAML")
     r.set_defaults(fn=cmd_run)
+    pr = sub.add_parser("prepare", help="tokenise and pack without training: rows, tokens, packing efficiency, steps")
+    pr.add_argument("request", help="the request YAML")
+    pr.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    pr.set_defaults(fn=cmd_prepare)
     d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.set_defaults(fn=cmd_demo)
-    from factory.cli_contamination import add_command
-    from factory.cli_jobs import add_commands
+    from factory import cli_contamination, cli_eval, cli_jobs
 
-    add_command(sub)
-    add_commands(sub)
+    cli_eval.add_command(sub)
+    cli_contamination.add_command(sub)
+    cli_jobs.add_commands(sub)
     return p
 
 

@@ -87,7 +87,7 @@ class EvalSpec(Strict):
     tasks: list[str] = Field(default_factory=list, description="lm-eval task names (or registry names)")
     limit: int | None = Field(None, ge=1, description="a seeded random subset of this many items per task")
     seed: int = 1234
-    max_new_tokens: int = Field(32, ge=1)
+    max_new_tokens: int = Field(256, ge=1, description="generation budget for generative tasks (gsm8k)")
 
 
 class ContaminationSpec(Strict):
@@ -312,7 +312,8 @@ def _resolve_local_paths(data: dict, folder: Path) -> dict:
     if isinstance(cont, dict) and isinstance(cont.get("benchmarks"), list):
         def absolute(b):
             name, eq, path = b.partition("=") if isinstance(b, str) else ("", "", "")
-            if eq and path and not Path(path).expanduser().is_absolute() and ".." not in Path(path).parts:
+            if (eq and path and not path.startswith("{") and not Path(path).expanduser().is_absolute()
+                    and ".." not in Path(path).parts):
                 return f"{name}={(folder / path).resolve()}"
             return b
         data = {**data, "contamination": {**cont, "benchmarks": [absolute(b) for b in cont["benchmarks"]]}}

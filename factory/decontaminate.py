@@ -69,6 +69,9 @@ def rows_of(files: list[Path], fmt: str | None) -> Callable[[], Iterator[tuple[i
 def load_benchmarks(specs: list[str], fields: list[str] | None):
     from evals.benchmarks import BenchmarkError, load_benchmark
 
+    from factory.home import factory_home
+
+    specs = [s.replace("{factory_home}", str(factory_home())) for s in specs]  # as in the eval task files
     try:
         return [load_benchmark(s, tuple(fields) if fields else None) for s in specs]
     except BenchmarkError as exc:

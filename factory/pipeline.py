@@ -175,9 +175,12 @@ def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
     from factory.merge import merge
 
     dest = run.dir / "merged"
-    merge(run.request, Path(resolved["base_dir"]), Path(trained["output"]), dest)
-    run.reporter.emit(Event("merge", f"merged model saved to {dest}"))
-    return {"path": str(dest)}
+    probe = [e.input_ids for e in load_encoded(run)[1][:4]]  # a few training sequences
+    check = merge(run.request, Path(resolved["base_dir"]), Path(trained["output"]), dest, probe)
+    detail = (f"; max |logit diff| vs the {check['against']}: {check['max_abs_logit_diff']:.2e} "
+              f"over {check['probe_tokens']} tokens") if check else ""
+    run.reporter.emit(Event("merge", f"merged model saved to {dest}{detail}"))
+    return {"path": str(dest), "check": check}
 
 
 def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
@@ -196,7 +199,7 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.chat_template = template  # same prompt format for both models
         for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
-                                    substitutions=run.substitutions).items():
+                                    substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens).items():
             scores.setdefault(task, {})[which] = score.as_dict()
         del model
     atomic.write_json(run.dir / "eval.json", scores)
@@ -207,7 +210,8 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     from factory.card import build_card
 
     text = build_card(run.request, base_license=resolved["base_license"], base_revision=resolved["base_revision"],
-                      data_summary=data, train_summary=trained, scores=evaluated["scores"], versions=versions())
+                      data_summary=data, train_summary=trained, scores=evaluated["scores"], versions=versions(),
+                      merge_check=merged.get("check"))
     atomic.write_text(Path(merged["path"]) / "README.md", text)
     atomic.write_text(run.dir / "README.md", text)
     return {"path": str(run.dir / "README.md")}
@@ -227,8 +231,8 @@ def stage_publish(run: Run, merged: dict) -> dict:
     return info
 
 
-def execute(run: Run) -> dict:
-    """Run every stage in order, skipping those already stamped done. Returns each stage's result."""
+def execute(run: Run, stop_after: str | None = None) -> dict:
+    """Run every stage in order (up to stop_after), skipping those already stamped done."""
     run.dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     plan = [
@@ -247,10 +251,14 @@ def execute(run: Run) -> dict:
             results[name] = stamped
             run.timings[name] = 0.0
             run.reporter.emit(Event(name, "already done (skipped)"))
+            if name == stop_after:
+                break
             continue
         if run.gate is not None:
             run.gate(name)
         t0 = time.time()
         results[name] = run.done(name, fn())
         run.timings[name] = time.time() - t0
+        if name == stop_after:
+            break
     return results

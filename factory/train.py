@@ -43,7 +43,7 @@ def compute_dtype(request: Request):
     return torch.bfloat16 if use_bf16(request) else (torch.float16 if request.fp16 else torch.float32)
 
 
-def load_base(request: Request, model_dir: Path):
+def load_base(request: Request, model_dir: Path, for_training: bool = True):
     """The base model as the request wants it: dtype, attention kernel, 4-bit for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -66,7 +66,8 @@ def load_base(request: Request, model_dir: Path):
         for m in model.modules():  # CPU repack after an eval pass breaks LoRA gradients (STACK_NOTES)
             if isinstance(m, bnb.nn.Linear4bit):
                 m.support_avx512bf16_for_cpu = False
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=request.gradient_checkpointing)
+        if for_training:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=request.gradient_checkpointing)
     return model
 
 
@@ -198,7 +199,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         max_grad_norm=request.max_grad_norm,
         bf16=use_bf16(request),
         fp16=request.fp16,
-        gradient_checkpointing=request.gradient_checkpointing,
+        activation_checkpointing=request.gradient_checkpointing,  # the Axolotl key; transformers 5 renamed it
         seed=request.seed,
         data_seed=request.seed,
         logging_steps=request.logging_steps,

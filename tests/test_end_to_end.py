@@ -63,3 +63,30 @@ def test_full_finetune_of_local_completion_data(home, tiny_base, tmp_path, capsy
     assert str(tmp_path) not in (run / "README.md").read_text()
     assert (run / "model" / "model.safetensors").is_file()
     assert LocalHub(home / "hub").exists("me/full-tiny")
+
+
+def test_packed_and_unpacked_training_end_within_two_percent(home, tiny_base, tmp_path):
+    """Same data, seed and epochs: packing changes how rows are batched, not what is learned."""
+    from factory.config import parse_request
+    from factory.hub import LocalHub
+    from factory.pipeline import Run, execute
+    from factory.progress import Silent
+
+    import random
+
+    rng = random.Random(0)
+    data = tmp_path / "songs.jsonl"
+    words = ["rain", "music", "city", "night", "river", "song", "light", "road"]
+    data.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(4, 20)))}) + "\n"
+                            for _ in range(600)))
+    losses = {}
+    for packing in (True, False):
+        req = parse_request({
+            "base_model": str(tiny_base), "datasets": [{"path": str(data), "type": "completion"}],
+            "sequence_len": 128, "sample_packing": packing, "micro_batch_size": 1 if packing else 6,
+            "num_epochs": 3, "learning_rate": 3e-3, "val_set_size": 24, "seed": 7, "bf16": False,
+            "lr_scheduler": "constant", "publish": {"enabled": False},
+        })
+        run = Run(request=req, hub=LocalHub(home / "hub"), reporter=Silent(), dir=tmp_path / f"packing-{packing}")
+        losses[packing] = execute(run, stop_after="train")["train"]["eval_loss"]
+    assert abs(losses[True] - losses[False]) / losses[False] <= 0.02, losses

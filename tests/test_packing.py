@@ -61,3 +61,68 @@ def test_packed_logits_equal_per_sample_logits(attn):
             alone = model(input_ids=torch.tensor([s.input_ids]), use_cache=False).logits[0]
             assert (packed[start:start + len(s.input_ids)] - alone).abs().max() <= 1e-4
             start += len(s.input_ids)
+
+
+def test_packed_loss_is_the_token_weighted_mean_of_sample_losses():
+    from factory.tiny import build_model
+
+    model = build_model(300, seed=5)
+    model.config.use_cache = False
+    model.eval()
+    rng = random.Random(1)
+    samples = []
+    for n, prompt in ((40, 30), (9, 4), (25, 5)):  # very different numbers of trained tokens
+        ids = [rng.randrange(300) for _ in range(n)]
+        samples.append(Encoded(ids, [IGNORE] * prompt + ids[prompt:]))
+    batch = FlattenCollator()([samples])
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False).loss.item()
+        losses, counts = [], []
+        for s in samples:
+            labels = [IGNORE] + s.labels[1:]
+            losses.append(model(input_ids=torch.tensor([s.input_ids]), labels=torch.tensor([labels])).loss.item())
+            counts.append(sum(x != IGNORE for x in labels[1:]))
+    weighted = sum(l * c for l, c in zip(losses, counts)) / sum(counts)
+    assert packed == pytest.approx(weighted, rel=1e-5)
+    assert abs(packed - sum(losses) / len(losses)) > 1e-3  # and not the plain mean of per-sample means
+
+
+def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_path):
+    """One SGD step over two micro-batches (5 and 50 trained tokens) moves the weights by exactly
+    -lr * grad(sum of token losses / all 55 tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from factory.config import parse_request
+    from factory.progress import Silent
+    from factory.train import train
+
+    rng = random.Random(2)
+    a = [rng.randrange(300) for _ in range(40)]
+    b = [rng.randrange(300) for _ in range(60)]
+    samples = [Encoded(a, [IGNORE] * 35 + a[35:]), Encoded(b, [IGNORE] * 10 + b[10:])]
+    lr = 0.5
+    req = parse_request({"base_model": str(tiny_base), "datasets": [{"path": "o/d"}], "sequence_len": 64,
+                         "micro_batch_size": 1, "gradient_accumulation_steps": 2, "max_steps": 1,
+                         "optimizer": "sgd", "learning_rate": lr, "lr_scheduler": "constant",
+                         "max_grad_norm": 1e9, "bf16": False, "save_steps": 100})
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    result = train(req, tiny_base, tok, samples, [], tmp_path / "run", Silent())
+    trained = AutoModelForCausalLM.from_pretrained(result.output)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    model.config.use_cache = False
+    total, count = 0.0, 0
+    for s in samples:
+        logits = model(input_ids=torch.tensor([s.input_ids])).logits[0, :-1]
+        target = torch.tensor(s.labels[1:])
+        total = total + torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+        count += int((target != IGNORE).sum())
+    (total / count).backward()
+    before = dict(model.named_parameters())
+    worst = 0.0
+    for name, p in trained.named_parameters():
+        if before[name].grad is None:
+            continue
+        expected = before[name].detach() - lr * before[name].grad
+        worst = max(worst, (p.detach() - expected).abs().max().item())
+    assert worst < 1e-5

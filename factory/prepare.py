@@ -1,0 +1,53 @@
+"""`factory prepare`: tokenise and pack a request's data without training, and report the numbers.
+
+The data stage writes its cache into the run folder, so a later `factory run` of the same request
+starts from it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from factory.config import Request
+
+
+def packing_report(request: Request, run, data_summary: dict, data_seconds: float) -> dict:
+    from factory.packing import pack
+    from factory.pipeline import load_encoded
+
+    _, train, evalset = load_encoded(run)
+    t0 = time.time()
+    per_step = request.micro_batch_size * request.gradient_accumulation_steps
+    real = sum(len(e.input_ids) for e in train)
+    if request.sample_packing:
+        packed = pack(train, request.sequence_len, request.seed)
+        rows, slots, efficiency = len(packed.bins), len(packed.bins) * request.sequence_len, packed.efficiency
+    else:  # padded to the longest sample of each micro-batch, in the seeded order training uses
+        lengths = [len(e.input_ids) for e in train]
+        rows = len(train)
+        slots = sum(max(lengths[i:i + request.micro_batch_size]) * len(lengths[i:i + request.micro_batch_size])
+                    for i in range(0, len(lengths), request.micro_batch_size))
+        efficiency = real / slots if slots else 0.0
+    pack_seconds = time.time() - t0
+    return {
+        "rows_read": data_summary["rows"], "malformed": data_summary["malformed"],
+        "duplicates": data_summary["duplicates"], "dropped_over_long": data_summary["dropped"],
+        "truncated": data_summary["truncated"], "train_samples": len(train), "eval_samples": len(evalset),
+        "real_tokens": real, "target_tokens": sum(e.trained for e in train),
+        "packing": request.sample_packing, "sequence_len": request.sequence_len,
+        "rows": rows, "slots": slots, "efficiency": round(efficiency, 6),
+        "steps_per_epoch": -(-rows // per_step), "seconds_data": round(data_seconds, 3),
+        "seconds_packing": round(pack_seconds, 3), "contamination": data_summary.get("contamination"),
+    }
+
+
+def print_report(r: dict, out) -> None:
+    print(f"rows read          {r['rows_read']:,} ({r['malformed']} malformed, {r['duplicates']} duplicates)", file=out)
+    print(f"samples            {r['train_samples']:,} train, {r['eval_samples']:,} eval "
+          f"({r['dropped_over_long']} over-long dropped, {r['truncated']} truncated)", file=out)
+    print(f"real tokens        {r['real_tokens']:,} ({r['target_tokens']:,} trained on)", file=out)
+    what = "packed rows" if r["packing"] else "padded rows"
+    print(f"{what:18} {r['rows']:,} of {r['sequence_len']} tokens max, {r['slots']:,} token slots", file=out)
+    print(f"efficiency         {r['efficiency']:.2%} of slots hold real tokens", file=out)
+    print(f"steps per epoch    {r['steps_per_epoch']:,}", file=out)
+    print(f"time               data {r['seconds_data']:.2f}s, packing {r['seconds_packing']:.3f}s", file=out)
