@@ -9,6 +9,12 @@ Target: 100k rows in at most 60 s on two cores, cost linear in rows.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/queue.py shares its name with the stdlib module: keep this folder off sys.path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import json
 import os

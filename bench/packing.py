@@ -1,4 +1,4 @@
-"""Packing efficiency and time: the factory's best-fit-decreasing vs first-fit, on real data.
+"""Packing efficiency and time: the factory's best-fit-decreasing vs first-fit vs TRL's bfd, on real data.
 
     python bench/packing.py [--shared ../shared/data]
 
@@ -7,6 +7,12 @@ and prints, per sequence_len, rows, efficiency (real tokens / slots) and packing
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/queue.py shares its name with the stdlib module: keep this folder off sys.path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
@@ -31,34 +37,59 @@ def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def texts(shared: Path) -> list[str]:
+def texts(shared: Path, sharegpt: bool = True) -> list[str]:
     out = []
     for p in sorted((shared / "sft_alpaca").glob("*")):
         rows = json.loads(p.read_text()) if p.suffix == ".json" else [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
         out += [" ".join(str(v) for v in r.values() if isinstance(v, str)) for r in rows]
-    for p in sorted((shared / "chat_sharegpt").glob("*.json")):
+    for p in sorted((shared / "chat_sharegpt").glob("*.json")) if sharegpt else []:
         out += [" ".join(t["value"] for t in r["conversations"]) for r in json.loads(p.read_text())]
     return out
 
 
+def trl_bfd(lengths: list[int], capacity: int) -> int:
+    """Rows TRL's pack_dataset(strategy="bfd") makes of sequences with these lengths."""
+    from datasets import Dataset
+    from trl import pack_dataset
+
+    ds = Dataset.from_dict({"input_ids": [[1] * n for n in lengths]})
+    return len(pack_dataset(ds, capacity, strategy="bfd"))
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     args = ap.parse_args()
+    import os
+
     from tokenizers import Tokenizer
 
     shared = Path(args.shared)
     tok = Tokenizer.from_file(str(shared / "tokenizers/gpt-neox-20b/20B_tokenizer.json"))
+    alpaca_only = len(texts(shared, sharegpt=False))
     lengths = [len(e.ids) + 1 for e in tok.encode_batch(texts(shared))]
-    print(f"machine: {platform.machine()} {platform.processor()}; samples: {len(lengths)}; tokens: {sum(lengths):,}")
-    print(f"{'seq_len':>7} {'algorithm':>18} {'rows':>6} {'efficiency':>10} {'seconds':>8}")
-    for cap in (512, 2048, 4096):
-        fit = [n for n in lengths if n <= cap]
-        for name, fn in (("best-fit-decr.", best_fit_decreasing), ("first-fit", first_fit)):
-            t = time.perf_counter()
-            bins = fn(fit, cap)
-            dt = time.perf_counter() - t
-            print(f"{cap:>7} {name:>18} {len(bins):>6} {sum(fit) / (len(bins) * cap):>10.4f} {dt:>8.3f}")
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.machine()}; tokenizer: gpt-neox-20b")
+    print(f"samples: {len(lengths)} ({alpaca_only} Alpaca + {len(lengths) - alpaca_only} ShareGPT), "
+          f"tokens: {sum(lengths):,}; samples longer than seq_len are left out at that seq_len\n")
+    trl_bfd([3, 2], 4)  # import datasets/trl before timing anything
+    print(f"{'data':9} {'seq_len':>7} {'algorithm':>16} {'rows':>6} {'efficiency':>10} {'seconds':>8}")
+    for data, pool in (("alpaca", lengths[:alpaca_only]), ("all", lengths)):
+        for cap in (512, 2048, 4096):
+            fit = [n for n in pool if n <= cap]
+            algorithms = (("factory BFD", lambda f, c: len(best_fit_decreasing(f, c))),
+                          ("first-fit", lambda f, c: len(first_fit(f, c))), ("TRL bfd", trl_bfd))
+            for name, fn in algorithms:
+                t = time.perf_counter()
+                rows = fn(fit, cap)
+                dt = time.perf_counter() - t
+                print(f"{data:9} {cap:>7} {name:>16} {rows:>6} {sum(fit) / (rows * cap):>10.4f} {dt:>8.3f}")
+    big = [n for n in (lengths * (100_000 // len(lengths) + 1))[:100_000] if n <= 2048]
+    print(f"\n100k samples (the real lengths repeated), seq_len 2048:")
+    for name, fn in (("factory BFD", lambda: len(best_fit_decreasing(big, 2048))), ("TRL bfd", lambda: trl_bfd(big, 2048))):
+        t = time.perf_counter()
+        rows = fn()
+        dt = time.perf_counter() - t
+        print(f"  {name:12} {rows} rows, efficiency {sum(big) / (rows * 2048):.4f}, {dt:.2f}s")
 
 
 if __name__ == "__main__":

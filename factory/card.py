@@ -1,10 +1,19 @@
-"""The model card (README.md of the merged model), built with huggingface_hub's ModelCard."""
+"""The model card (README.md of the published repo), built with huggingface_hub's ModelCard and EvalResult.
+
+Everything in it comes from the run: the base's license and languages (never a made-up license),
+row counts, contamination, hyperparameters, tokens, hardware, time, the merge check, eval scores,
+and the validated request with local paths removed.
+"""
 
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from factory.config import Request
+
+METHOD = {"lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit nf4 base)", None: "full finetune"}
 
 
 def hardware() -> str:
@@ -17,104 +26,121 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def build_card(request: Request, *, base_license: str | None, base_revision: str | None,
-               data_summary: dict, train_summary: dict, scores: dict, versions: dict[str, str],
-               merge_check: dict | None = None) -> str:
+@dataclass
+class CardFacts:
+    """What the run knows, stage by stage, for the card."""
+    base_license: str | None
+    base_language: str | list[str] | None
+    base_revision: str | None
+    data: dict
+    train: dict
+    scores: dict
+    versions: dict[str, str]
+    merge_check: dict | None = None
+    loss_image: str | None = None  # file name beside the card
+    extra_tags: list[str] = field(default_factory=list)
+
+
+def build_card(request: Request, facts: CardFacts) -> str:
+    """The card for the merged model, or for the adapter alone when the request publishes that."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    adapter_only = request.publish.adapter
     hub_datasets = [d.path for d in request.datasets if not d.is_local]
-    eval_results = []
-    for task, pair in scores.items():
-        ft = pair["finetuned"]
-        eval_results.append(EvalResult(
-            task_type="text-generation", dataset_type=task, dataset_name=task, metric_type=ft["metric"],
-            metric_value=round(ft["value"], 4), metric_name=f"{ft['metric']} ({ft['n']} items)",
-        ))
+    local_base = Path(request.base_model).expanduser().is_dir()  # a folder on this machine: never named in a card
+    eval_results = [EvalResult(task_type="text-generation", dataset_type=task, dataset_name=task,
+                               metric_type=pair["finetuned"]["metric"], metric_value=round(pair["finetuned"]["value"], 4),
+                               metric_name=f"{pair['finetuned']['metric']} ({pair['finetuned']['n']} items)")
+                    for task, pair in facts.scores.items()]
     data = ModelCardData(
-        base_model=request.base_model,
-        base_model_relation="finetune",
+        base_model=None if local_base else request.base_model,
+        base_model_relation=None if local_base else "adapter" if adapter_only else "finetune",
         datasets=hub_datasets or None,
-        license=base_license,
-        library_name="transformers",
+        license=facts.base_license or "other",
+        language=facts.base_language,
+        library_name="peft" if adapter_only else "transformers",
         pipeline_tag="text-generation",
-        tags=["factory", "finetuned", request.adapter or "full-finetune", *(["packing"] if request.sample_packing else [])],
+        tags=["factory", request.adapter or "full", *(["packing"] if request.sample_packing else []), *facts.extra_tags],
         model_name=request.hub_model_id,
         eval_results=eval_results or None,
     )
-    method = {"lora": "LoRA", "qlora": "QLoRA (4-bit nf4 base)", None: "full finetune"}[request.adapter]
     lines = [
-        f"# {request.hub_model_id or 'finetuned model'}",
-        "",
-        f"A {method} of [`{request.base_model}`]"
-        f"{f' (revision `{base_revision}`)' if base_revision else ''}, made by the model factory.",
-        "",
-        "## Evaluation (base vs finetuned, same items)",
-        "",
-        "Scores with their standard error; `items` is the number of test items scored (a seeded random subset "
-        "when the request sets `evals.limit`), the same for both models.",
-        "",
-        "| task | metric | items | base | finetuned | delta |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for task, pair in scores.items():
-        b, f = pair["base"], pair["finetuned"]
-        lines.append(f"| {task} | {f['metric']} | {f['n']} | {plus_minus(b)} | {plus_minus(f)} | {f['value'] - b['value']:+.3f} |")
-    if not scores:
-        lines.append("| (no eval tasks in the request) | | | | | |")
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"- examples: {data_summary['train_samples']} train, {data_summary['eval_samples']} eval "
-        f"(from {data_summary['rows']} rows: {data_summary['malformed']} malformed, "
-        f"{data_summary['duplicates']} duplicates, {data_summary['dropped']} over-long dropped, "
-        f"{data_summary['truncated']} truncated)",
-        f"- tokens: {train_summary['tokens']:,} per epoch; epochs: {request.num_epochs}; steps: {train_summary['steps']}",
-        f"- packing: {'on, efficiency ' + format(train_summary['packing_efficiency'], '.1%') if request.sample_packing else 'off'}",
-        f"- final train loss: {train_summary['train_loss']:.4f}"
-        + (f"; eval loss: {train_summary['eval_loss']:.4f}" if train_summary.get("eval_loss") is not None else ""),
-        f"- time: {train_summary['seconds']:.0f} s on {train_summary['hardware']}",
-        *([f"- merge: {'into the 4-bit base dequantised to the compute dtype; ' if request.adapter == 'qlora' else ''}"
-           f"largest |logit difference| from the {merge_check['against']} it was trained with: "
-           f"{merge_check['max_abs_logit_diff']:.2e} over {merge_check['probe_tokens']} tokens"] if merge_check else []),
-        "- datasets: " + ", ".join(f"`{d.path}`" if not d.is_local else "a local file" for d in request.datasets),
-        "",
-        *_contamination_lines(data_summary.get("contamination")),
-        "## Versions",
-        "",
-        *[f"- {k} {v}" for k, v in versions.items()],
-        "",
-        "## The request",
-        "",
-        "```yaml",
-        _card_request(request).rstrip(),
-        "```",
+        *_intro(request, facts, adapter_only),
+        *_usage(request, adapter_only),
+        *_evaluation(facts.scores),
+        *_training_data(request, facts.data),
+        *_contamination(facts.data.get("contamination")),
+        *_procedure(request, facts),
+        *_limitations(request, facts),
+        "## The request", "",
+        "<details><summary>The validated request (YAML; local paths reduced to file names)</summary>", "",
+        "```yaml", card_request(request).rstrip(), "```", "", "</details>", "",
+        "## Framework versions", "",
+        *[f"- {k} {v}" for k, v in facts.versions.items()],
     ]
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ content }}\n",
                                    content="\n".join(lines)).content
 
 
-def plus_minus(score: dict) -> str:
-    err = score.get("stderr")
-    return f"{score['value']:.3f}" + (f" ± {err:.3f}" if err is not None else "")
+def _intro(request: Request, facts: CardFacts, adapter_only: bool) -> list[str]:
+    rev = f" (revision `{facts.base_revision}`)" if facts.base_revision else ""
+    base = f"`{Path(request.base_model).name}` (a local model folder)" if Path(request.base_model).expanduser().is_dir() \
+        else f"`{request.base_model}`"
+    data = ", ".join(f"`{d.path}`" if not d.is_local else "a local dataset" for d in request.datasets)
+    lines = [f"# {request.hub_model_id or 'finetuned model'}", "",
+             f"A {METHOD[request.adapter]} of {base}{rev} on {data}, made with the model factory.",
+             ""]
+    if adapter_only:
+        lines += ["This repository holds only the LoRA adapter: load it on top of the base model.", ""]
+    if not facts.base_license:
+        lines += ["**License:** the base model's card names no license, so this card says `other`; check the base "
+                  "model's terms before you use or share this model.", ""]
+    return lines
 
 
-def _card_request(request: Request) -> str:
-    """The validated request, with local dataset paths reduced to file names and no output_dir: no local paths in cards."""
-    from pathlib import Path
+def _usage(request: Request, adapter_only: bool) -> list[str]:
+    repo = request.hub_model_id or "this-repo"
+    load = (f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}", dtype="auto")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")') if adapter_only else (
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}", dtype="auto")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")')
+    imports = ("from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer" if adapter_only
+               else "from transformers import AutoModelForCausalLM, AutoTokenizer")
+    return ["## How to use", "", "The tokenizer carries the chat template the model was trained with:", "", "```python",
+            imports, "", load, 'messages = [{"role": "user", "content": "Hello! What can you do?"}]',
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
+            "return_dict=True)",
+            "output = model.generate(**inputs, max_new_tokens=128)",
+            "print(tokenizer.decode(output[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))",
+            "```", ""]
 
-    datasets = [d.model_copy(update={"path": Path(d.path).name}) if d.is_local else d for d in request.datasets]
-    benchmarks = [f"{b.partition('=')[0]}={Path(b.partition('=')[2]).name}" if "=" in b else b
-                  for b in request.contamination.benchmarks]
-    model = request.contamination.embedding_model
-    contamination = request.contamination.model_copy(update={"benchmarks": benchmarks,
-                                                             "embedding_model": Path(model).name if model else None})
-    return request.model_copy(update={"datasets": datasets, "output_dir": None,
-                                      "contamination": contamination}).sanitized_yaml()
+
+def _evaluation(scores: dict) -> list[str]:
+    lines = ["## Evaluation (base vs finetuned, same items)", "",
+             "Scores with their standard error; `items` is the number of test items scored (a seeded random subset "
+             "when the request sets `evals.limit`), the same for both models.", "",
+             "| task | metric | items | base | finetuned | delta |", "|---|---|---:|---:|---:|---:|"]
+    for task, pair in scores.items():
+        b, f = pair["base"], pair["finetuned"]
+        lines.append(f"| {task} | {f['metric']} | {f['n']} | {plus_minus(b)} | {plus_minus(f)} | {f['value'] - b['value']:+.3f} |")
+    if not scores:
+        lines.append("| (no eval tasks in the request) | | | | | |")
+    return lines + [""]
 
 
-def _contamination_lines(summary: dict | None) -> list[str]:
-    """The card's contamination section: per benchmark, how many test items overlap the training data."""
+def _training_data(request: Request, data: dict) -> list[str]:
+    lines = ["## Training data", "", "| dataset | format | rows | used | malformed | duplicates |",
+             "|---|---|---:|---:|---:|---:|"]
+    for spec, d in zip(request.datasets, data["datasets"]):
+        name = f"`{spec.path}`" if not spec.is_local else "a local file"
+        lines.append(f"| {name} | {spec.type} | {d['rows']} | {d['used']} | {d['malformed']} | {d['duplicates']} |")
+    return lines + ["", f"{data['train_samples']} training and {data['eval_samples']} evaluation samples after "
+                        f"{data['dropped']} over-long samples were dropped and {data['truncated']} truncated "
+                        f"(`sequence_len: {request.sequence_len}`).", ""]
+
+
+def _contamination(summary: dict | None) -> list[str]:
+    """Per benchmark, how many test items overlap the training data."""
     if summary is None:
         return ["## Benchmark contamination", "", "Not checked (the request named no `contamination.benchmarks`).", ""]
     action = {"warn": "kept in training (policy `warn`)",
@@ -129,3 +155,65 @@ def _contamination_lines(summary: dict | None) -> list[str]:
         lines.append(f"| {name} | {b['items']} | {b['contaminated']} | {b['rate']:.2%} | {b['by_method']['ngram']} "
                      f"| {b['by_method']['substring']} |")
     return lines + [""]
+
+
+def _procedure(request: Request, facts: CardFacts) -> list[str]:
+    t, r = facts.train, request
+    hyper = {"method": METHOD[r.adapter], "learning rate": f"{r.learning_rate:g} ({r.lr_scheduler}, warmup "
+             f"{r.warmup_steps if r.warmup_steps is not None else r.warmup_ratio})",
+             "epochs / max steps": f"{r.num_epochs:g} / {r.max_steps or '-'}",
+             "batch": f"{r.micro_batch_size} per device x {r.gradient_accumulation_steps} accumulation",
+             "sequence length": r.sequence_len, "packing": "on" if r.sample_packing else "off",
+             "optimizer": f"{r.optimizer}, weight decay {r.weight_decay:g}, max grad norm {r.max_grad_norm:g}",
+             "seed": r.seed}
+    if r.adapter:
+        hyper["LoRA"] = (f"r {r.lora_r}, alpha {r.lora_alpha}, dropout {r.lora_dropout:g}, targets "
+                         f"{'all linear layers' if r.lora_target_linear else ', '.join(r.lora_target_modules or [])}")
+    lines = ["## Training procedure", "", "| setting | value |", "|---|---|",
+             *[f"| {k} | {v} |" for k, v in hyper.items()], "",
+             f"- steps: {t['steps']}; real tokens trained: {t.get('tokens_seen') or t['tokens']:,}"
+             f" ({t['tokens']:,} per epoch)",
+             f"- packing efficiency: {t['packing_efficiency']:.1%}" if t.get("packing_efficiency") else "- packing: off",
+             f"- final train loss {t['train_loss']:.4f}" + (f", eval loss {t['eval_loss']:.4f}" if t.get("eval_loss") is not None else ""),
+             f"- hardware: {t['hardware']}; training wall time {t['seconds']:.0f} s"]
+    if facts.merge_check:
+        m = facts.merge_check
+        lines.append(f"- merge: {'into the 4-bit base dequantised to the compute dtype; ' if r.adapter == 'qlora' else ''}"
+                     f"largest |logit difference| from the {m['against']} it was trained with: "
+                     f"{m['max_abs_logit_diff']:.2e} over {m['probe_tokens']} tokens")
+    if facts.loss_image:
+        lines += ["", f"![Training loss]({facts.loss_image})"]
+    return lines + [""]
+
+
+def _limitations(request: Request, facts: CardFacts) -> list[str]:
+    lines = ["## Limitations", "",
+             f"- This model inherits the limitations and biases of `{Path(request.base_model).name}` and of its training data; "
+             "finetuning does not remove them.",
+             f"- It was trained on {facts.data['train_samples']} examples; behaviour outside that data is not evaluated here."]
+    if facts.scores and request.evals.limit:
+        lines.append(f"- Scores are on a seeded random subset of at most {request.evals.limit} items per task; read "
+                     "them with their standard errors.")
+    if not facts.scores:
+        lines.append("- No benchmark was run: the card makes no claim about quality.")
+    if facts.data.get("contamination") is None:
+        lines.append("- The training data was not checked for benchmark contamination.")
+    return lines + [""]
+
+
+def plus_minus(score: dict) -> str:
+    err = score.get("stderr")
+    return f"{score['value']:.3f}" + (f" ± {err:.3f}" if err is not None else "")
+
+
+def card_request(request: Request) -> str:
+    """The validated request with local paths reduced to file names and no output_dir."""
+    datasets = [d.model_copy(update={"path": Path(d.path).name}) if d.is_local else d for d in request.datasets]
+    benchmarks = [f"{b.partition('=')[0]}={Path(b.partition('=')[2]).name}" if "=" in b else b
+                  for b in request.contamination.benchmarks]
+    model = request.contamination.embedding_model
+    contamination = request.contamination.model_copy(update={"benchmarks": benchmarks,
+                                                             "embedding_model": Path(model).name if model else None})
+    base = request.base_model if not Path(request.base_model).expanduser().is_dir() else Path(request.base_model).name
+    return request.model_copy(update={"datasets": datasets, "output_dir": None, "base_model": base,
+                                      "contamination": contamination}).sanitized_yaml()

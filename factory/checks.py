@@ -13,8 +13,10 @@ from factory.config import Request
 from factory.errors import UserError
 from factory.lint import Finding
 
+CONFIG_FILES = ["config.json", "tokenizer_config.json", "chat_template.jinja"]  # all lint needs; no weights
 
-def base_facts(request: Request):
+
+def base_facts(request: Request, hub=None):
     """Base-model facts for lint, from the model folder or the hub's snapshot of it."""
     from factory.hub import default_hub
     from factory.lint import Facts, facts_from_folder
@@ -23,11 +25,12 @@ def base_facts(request: Request):
     if (local / "config.json").is_file():
         folder = local
     else:
-        hub = default_hub()
+        hub = hub or default_hub(request.hub_endpoint)
         if not hub.exists(request.base_model):
-            raise UserError(f"base_model '{request.base_model}' is not in the {hub.name} hub ({hub.root}); "
+            where = f"the {hub.name} hub ({hub.root})" if hasattr(hub, "root") else hub.name
+            raise UserError(f"base_model '{request.base_model}' is not in {where}; "
                             "check the id, or run `factory demo` once to create the demo base model")
-        folder = hub.snapshot(request.base_model)[0]
+        folder = hub.snapshot(request.base_model, "model", request.revision_of_model, files=CONFIG_FILES)[0]
 
     def read(name):
         p = folder / name
@@ -39,7 +42,7 @@ def base_facts(request: Request):
                              (folder / "chat_template.jinja").is_file())
 
 
-def check_request(request: Request, source: str = "request") -> list[Finding]:
+def check_request(request: Request, source: str = "request", hub=None) -> list[Finding]:
     """Every finding for the request; raises UserError when any of them is an error."""
     from evals.harness import available_tasks
     from factory.lint import lint
@@ -60,7 +63,12 @@ def check_request(request: Request, source: str = "request") -> list[Finding]:
         from factory.decontaminate import load_benchmarks
 
         load_benchmarks(request.contamination.benchmarks, request.contamination.fields)
-    findings = lint(request, base_facts(request))
+    if request.hub_model_id and request.publish.enabled:
+        from factory.credentials import allowed_namespace
+
+        if problem := allowed_namespace(request.hub_model_id):
+            raise UserError(f"{source}: hub_model_id: {problem}")
+    findings = lint(request, base_facts(request, hub))
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise UserError(f"{source}: {len(errors)} lint error(s):\n" +

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from factory.errors import DiskFull, UserError
+from factory.errors import DiskFull, TransientError, UserError
 
 EPILOG = """\
 examples:
@@ -27,13 +27,13 @@ State lives under $FACTORY_HOME (default ~/.factory): hub/ (the local hub), runs
 """
 
 
-def _check(path: str, out=None):
+def _check(path: str, out=None, hub=None):
     """Load, validate and lint a request; print warnings; raise UserError on any error."""
     from factory.checks import check_request
     from factory.config import load_request
 
     request = load_request(path)
-    for f in check_request(request, path):
+    for f in check_request(request, path, hub):
         print(f"  {f.severity:7} {f.rule}: {f.message}", file=out or sys.stdout)
     return request
 
@@ -78,7 +78,7 @@ def _summary(run, results: dict, out=None) -> None:
           + f" (total {sum(run.timings.values()):.1f}s)", file=out)
 
 
-def _execute(request, substitutions: dict | None = None):
+def _execute(request, substitutions: dict | None = None, hub=None):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars; the stages report progress themselves
@@ -86,10 +86,11 @@ def _execute(request, substitutions: dict | None = None):
     from factory.pipeline import Run, execute, run_dir_for
     from factory.progress import Console
 
-    run = Run(request=request, hub=default_hub(), reporter=Console(), dir=run_dir_for(request),
-              substitutions=substitutions or {})
+    run = Run(request=request, hub=hub or default_hub(request.hub_endpoint), reporter=Console(),
+              dir=run_dir_for(request), substitutions=substitutions or {})
     results = execute(run)
-    _summary(run, results)
+    if "publish" in results:  # under `accelerate launch`, only the main process gets this far
+        _summary(run, results)
     return 0
 
 
@@ -109,7 +110,7 @@ def cmd_prepare(args) -> int:
     from factory.progress import Console
 
     request = _check(args.request)
-    run = Run(request=request, hub=default_hub(), reporter=Console(), dir=run_dir_for(request),
+    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=Console(), dir=run_dir_for(request),
               substitutions={"factory_home": str(factory_home())})
     t0 = time.time()
     results = execute(run, stop_after="data")
@@ -125,19 +126,20 @@ def cmd_demo(args) -> int:
 
     from factory import demo
     from factory.config import load_request
-    from factory.hub import default_hub
+    from factory.home import hub_root
+    from factory.hub import LocalHub
     from factory.pipeline import run_dir_for
     from factory.progress import Console
 
     t0 = time.time()
-    hub = default_hub()
+    hub = LocalHub(hub_root())  # the demo is the offline default, token or not
     request = load_request(demo.REQUEST)
     if args.fresh:
         demo.reset(hub)
         shutil.rmtree(run_dir_for(request), ignore_errors=True)
     subs = demo.ensure_assets(hub, Console())
-    request = _check(str(demo.REQUEST))
-    code = _execute(request, subs)
+    request = _check(str(demo.REQUEST), hub=hub)
+    code = _execute(request, subs, hub=hub)
     print(f"demo wall time: {time.time() - t0:.1f}s")
     return code
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except DiskFull as exc:
+    except (DiskFull, TransientError) as exc:  # not the user's input: worth trying again later
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ errors that say so by name. Imports no torch: `factory validate` must stay fast.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +24,8 @@ AXOLOTL_UNSUPPORTED = {
     "rl": "preference training (DPO/KTO/ORPO/GRPO)",
     "dpo_beta": "preference training", "rl_beta": "preference training",
     "load_in_8bit": "8-bit loading (use adapter: qlora with load_in_4bit)",
-    "gptq": "GPTQ bases", "deepspeed": "DeepSpeed (multi-GPU comes in a later release)",
-    "fsdp": "FSDP (multi-GPU comes in a later release)", "fsdp_config": "FSDP",
+    "gptq": "GPTQ bases", "deepspeed": "a DeepSpeed JSON file (use distributed: {strategy: deepspeed, zero_stage: N})",
+    "fsdp": "Axolotl's fsdp list (use distributed: {strategy: fsdp})", "fsdp_config": "fsdp_config (use distributed: {strategy: fsdp})",
     "relora_steps": "ReLoRA", "peft_use_dora": "DoRA", "peft_use_rslora": "rsLoRA",
     "lora_model_dir": "starting from an existing adapter", "unfrozen_parameters": "partial unfreezing",
     "rope_scaling": "RoPE scaling", "noisy_embedding_alpha": "NEFTune", "neftune_noise_alpha": "NEFTune",
@@ -110,9 +111,24 @@ class ContaminationSpec(Strict):
         return v
 
 
+class DistributedSpec(Strict):
+    """How one job spans processes under `accelerate launch`. Ignored in a single process."""
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    zero_stage: Literal[1, 2, 3] | None = Field(None, description="DeepSpeed ZeRO stage (strategy: deepspeed)")
+
+    @model_validator(mode="after")
+    def _stage(self) -> "DistributedSpec":
+        if self.strategy == "deepspeed" and self.zero_stage is None:
+            raise ValueError("strategy: deepspeed needs zero_stage: 1, 2 or 3")
+        if self.strategy != "deepspeed" and self.zero_stage is not None:
+            raise ValueError(f"zero_stage applies to strategy: deepspeed, not {self.strategy}")
+        return self
+
+
 class PublishSpec(Strict):
     enabled: bool = True
     private: bool = False
+    adapter: bool = Field(False, description="publish the LoRA adapter alone (a PEFT repo) instead of the merged model")
 
 
 class Request(Strict):
@@ -161,8 +177,10 @@ class Request(Strict):
     # output
     output_dir: str | None = Field(None, description="run folder (default: $FACTORY_HOME/runs/<job-id>)")
     hub_model_id: str | None = Field(None, description="'org/name' to publish the merged model as")
+    hub_endpoint: str | None = Field(None, description="a Hub-compatible endpoint (default HF_ENDPOINT or huggingface.co)")
     evals: EvalSpec = Field(default_factory=EvalSpec)
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
 
     @field_validator("base_model")
@@ -175,6 +193,13 @@ class Request(Strict):
         if not (Path(v).expanduser() / "config.json").is_file():
             problem = repo_id_problem(v)
             raise ValueError(f"{problem}, nor a local model folder with a config.json")
+        return v
+
+    @field_validator("hub_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?$", v):
+            raise ValueError(f"'{v}' is not an http(s) URL such as https://huggingface.co")
         return v
 
     @field_validator("hub_model_id")
@@ -192,6 +217,8 @@ class Request(Strict):
             raise ValueError("load_in_4bit: true needs adapter: qlora (4-bit weights cannot be trained directly)")
         if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
             raise ValueError("an adapter needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true")
+        if self.publish.adapter and not self.adapter:
+            raise ValueError("publish.adapter: true needs an adapter (adapter: lora or qlora); a full finetune has none")
         if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
         return self

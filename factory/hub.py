@@ -37,8 +37,11 @@ class Hub(Protocol):
 
     def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool: ...
 
-    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None) -> tuple[Path, str]:
-        """A local folder with the repo's files at revision (default main), and the resolved revision."""
+    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None,
+                 files: list[str] | None = None) -> tuple[Path, str]:
+        """A local folder with the repo's files at revision (default main), and the resolved revision.
+
+        `files` (glob patterns) limits a download to those files where downloading costs something."""
         ...
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
@@ -75,7 +78,8 @@ class LocalHub:
     def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool:
         return self.current(repo_id, repo_type) is not None
 
-    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None) -> tuple[Path, str]:
+    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None,
+                 files: list[str] | None = None) -> tuple[Path, str]:
         rev = revision or self.current(repo_id, repo_type)
         if rev is None:
             raise UserError(
@@ -113,8 +117,21 @@ class LocalHub:
         return (self.root / f"{repo_type}s" / repo_id).as_uri()
 
 
-def default_hub() -> LocalHub:
-    """The hub this process talks to. Only the local hub exists in this release (the real Hub client is next)."""
+def default_hub(endpoint: str | None = None) -> Hub:
+    """The real Hub when a token is found (HF_TOKEN, the secrets file, or `hf auth login`), else the local hub.
+
+    FACTORY_HUB=local forces the local hub even with a token; the endpoint is the request's
+    hub_endpoint, else HF_ENDPOINT, else https://huggingface.co."""
+    import os
+
     from factory.home import hub_root
 
+    if os.environ.get("FACTORY_HUB", "").lower() != "local":
+        from factory.credentials import hf_token
+
+        token = hf_token()
+        if token is not None:
+            from factory.hf_hub import HfHub
+
+            return HfHub(token, endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     return LocalHub(hub_root())

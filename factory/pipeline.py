@@ -19,7 +19,7 @@ from factory import atomic
 from factory.config import Request
 from factory.errors import UserError
 from factory.hub import Hub
-from factory.progress import Event, Reporter
+from factory.progress import Event, MainOnly, Reporter
 
 
 @dataclass
@@ -74,14 +74,15 @@ def stage_resolve(run: Run) -> dict:
         base_dir, base_rev = local, None
     else:
         base_dir, base_rev = run.hub.snapshot(req.base_model, "model", req.revision_of_model)
-    readme = base_dir / "README.md"
-    license_ = None
-    if readme.is_file():
-        m = re.search(r"^license:\s*(\S+)", readme.read_text(), re.M)
-        license_ = m.group(1) if m else None
+    meta = {}
+    if (base_dir / "README.md").is_file():  # the base's card: its license and languages carry over
+        from huggingface_hub import ModelCard
+
+        meta = ModelCard.load(base_dir / "README.md").data.to_dict()
     atomic.write_text(run.dir / "request.yaml", req.sanitized_yaml())
     run.reporter.emit(Event("resolve", f"hub: {run.hub.name}; base {req.base_model} @ {base_rev or 'local folder'}"))
-    return {"base_dir": str(base_dir), "base_revision": base_rev, "base_license": license_}
+    return {"base_dir": str(base_dir), "base_revision": base_rev, "base_license": meta.get("license"),
+            "base_language": meta.get("language")}
 
 
 def stage_data(run: Run, resolved: dict) -> dict:
@@ -139,6 +140,11 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "eval": [[e.input_ids, e.labels] for e in evalset],
     })
     atomic.write_json(run.dir / "data" / "report.json", summary)
+    from factory.lint import Facts, lint
+
+    for f in lint(req, Facts(train_rows=len(train_samples) + len(eval_samples))):  # the rules that need row counts
+        if f.rule in ("eval-split-too-small", "batch-larger-than-data"):
+            run.reporter.emit(Event("data", f"{f.severity} {f.rule}: {f.message}"))
     for r in prepared.reports:
         msg = f"{r.source}: {r.rows} rows, {r.used} used, {r.malformed} malformed, {r.duplicates} duplicates"
         run.reporter.emit(Event("data", msg + "".join(f"\n    {x}" for x in r.examples[:3])))
@@ -207,28 +213,68 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
 
 
 def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict) -> dict:
-    from factory.card import build_card
+    """Card, loss curve and the sanitised request, written into the folder that will be published."""
+    from factory import loss_curve
+    from factory.card import CardFacts, build_card, card_request
 
-    text = build_card(run.request, base_license=resolved["base_license"], base_revision=resolved["base_revision"],
-                      data_summary=data, train_summary=trained, scores=evaluated["scores"], versions=versions(),
-                      merge_check=merged.get("check"))
-    atomic.write_text(Path(merged["path"]) / "README.md", text)
+    adapter_only = run.request.publish.adapter
+    folder = Path(trained["output"]) if adapter_only else Path(merged["path"])
+    has_curve = loss_curve.write(run.dir / "metrics.jsonl", folder / "loss.svg")
+    facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
+                      base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
+                      versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None)
+    text = build_card(run.request, facts)
+    atomic.write_text(folder / "factory_request.yaml", card_request(run.request))
+    atomic.write_text(folder / "README.md", text)
     atomic.write_text(run.dir / "README.md", text)
-    return {"path": str(run.dir / "README.md")}
+    return {"path": str(run.dir / "README.md"), "folder": str(folder)}
 
 
-def stage_publish(run: Run, merged: dict) -> dict:
+def stage_publish(run: Run, carded: dict) -> dict:
     req = run.request
     if not req.publish.enabled:
         return {"skipped": "publish.enabled is false"}
     repo_id = req.hub_model_id or f"local/{run.dir.name}"
-    result = run.hub.publish(repo_id, Path(merged["path"]), f"factory: publish run {run.dir.name}",
+    result = run.hub.publish(repo_id, Path(carded["folder"]), f"factory: publish run {run.dir.name}",
                              private=req.publish.private)
     info = {"repo_id": result.repo_id, "revision": result.revision, "url": result.url, "hub": run.hub.name}
     atomic.write_json(run.dir / "published.json", info)
     run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
                                        + ("" if result.created else " (unchanged; no new revision)")))
     return info
+
+
+class Ranks:
+    """Which process this is under `accelerate launch` (one process otherwise)."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.main = int(os.environ.get("RANK", "0")) == 0
+
+    def main_first(self, wanted: bool):
+        import contextlib
+
+        if self.world == 1 or not wanted:
+            return contextlib.nullcontext()
+        from accelerate import PartialState
+
+        return PartialState().main_process_first()
+
+
+def _run_stage(run: Run, name: str, fn, results: dict, write_stamp: bool) -> None:
+    stamped = run.stamp(name)
+    if stamped is not None and name != "resolve":
+        results[name] = stamped
+        run.timings[name] = 0.0
+        run.reporter.emit(Event(name, "already done (skipped)"))
+        return
+    if run.gate is not None:
+        run.gate(name)
+    t0 = time.time()
+    results[name] = run.done(name, fn()) if write_stamp else fn()
+    run.timings[name] = time.time() - t0
 
 
 def execute(run: Run, stop_after: str | None = None) -> dict:
@@ -243,22 +289,15 @@ def execute(run: Run, stop_after: str | None = None) -> dict:
         ("eval", lambda: stage_eval(run, results["resolve"], results["merge"])),
         ("card", lambda: stage_card(run, results["resolve"], results["data"], results["train"],
                                     results["merge"], results["eval"])),
-        ("publish", lambda: stage_publish(run, results["merge"])),
+        ("publish", lambda: stage_publish(run, results["card"])),
     ]
+    ranks = Ranks()
+    if not ranks.main:
+        run.reporter = MainOnly(run.reporter)
     for name, fn in plan:
-        stamped = run.stamp(name)
-        if stamped is not None and name != "resolve":
-            results[name] = stamped
-            run.timings[name] = 0.0
-            run.reporter.emit(Event(name, "already done (skipped)"))
-            if name == stop_after:
-                break
-            continue
-        if run.gate is not None:
-            run.gate(name)
-        t0 = time.time()
-        results[name] = run.done(name, fn())
-        run.timings[name] = time.time() - t0
-        if name == stop_after:
+        if ranks.main or name in ("resolve", "data", "train"):
+            with ranks.main_first(name in ("resolve", "data")):  # one process prepares data; the others reuse it
+                _run_stage(run, name, fn, results, write_stamp=ranks.main)
+        if name == stop_after or (name == "train" and not ranks.main):  # merge, eval, card, publish: main only
             break
     return results

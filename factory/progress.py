@@ -27,6 +27,24 @@ class Reporter(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+class MainOnly:
+    """Passes events on from the main process only, under `accelerate launch` (one console, one event log)."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        import os
+
+        self.reporter = reporter
+        self.main = int(os.environ.get("RANK", "0")) == 0
+
+    def emit(self, event: Event) -> None:
+        if self.main:
+            self.reporter.emit(event)
+
+    @property
+    def stop_requested(self):
+        return getattr(self.reporter, "stop_requested", None)
+
+
 class Silent:
     def __init__(self) -> None:
         self.events: list[Event] = []

@@ -7,6 +7,7 @@ normalised by the number of target tokens across accumulation steps), checkpoint
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from factory.chat import Encoded
 from factory.config import Request
 from factory.errors import Stopped
 from factory.packing import FlattenCollator, PadCollator, pack
-from factory.progress import Event, Reporter
+from factory.progress import Event, MainOnly, Reporter
 
 
 @dataclass
@@ -25,8 +26,9 @@ class TrainResult:
     seconds: float
     train_loss: float
     eval_loss: float | None
-    tokens: int
+    tokens: int  # real tokens in one epoch of the training set
     packing_efficiency: float | None
+    tokens_seen: int = 0  # real tokens this run trained on (all processes), padding excluded
 
 
 def use_bf16(request: Request) -> bool:
@@ -81,7 +83,11 @@ def wrap_adapter(request: Request, model):
         target_modules="all-linear" if request.lora_target_linear else request.lora_target_modules,
         modules_to_save=request.lora_modules_to_save, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    import warnings
+
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for the renamed is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficiency: float | None,
@@ -93,8 +99,9 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
             self.t0, self.tok0, self.last = time.time(), collator.tokens_seen, {}
 
         def on_step_end(self, args, state, control, **kw):
-            reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
-                                loss=self.last.get("loss"), extra=dict(self.last)))
+            if state.is_world_process_zero:  # one progress bar and one metrics.jsonl per job, not per process
+                reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
+                                    loss=self.last.get("loss"), extra=dict(self.last)))
             if getattr(reporter, "stop_requested", None) == "preempt":  # SIGTERM: checkpoint, then stop
                 control.should_save = True
                 control.should_training_stop = True
@@ -107,14 +114,44 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
             logs = logs or {}
             elapsed = max(time.time() - self.t0, 1e-9)
             row = {"step": state.global_step, **logs, "epoch": round((state.epoch or 0.0) * epoch_scale, 4),
-                   "tokens_per_s": (collator.tokens_seen - self.tok0) / elapsed}
+                   "tokens_per_s": (collator.tokens_seen - self.tok0) * world_size() / elapsed}  # every process alike
             if efficiency is not None:
                 row["packing_efficiency"] = efficiency
             self.last = row
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            if state.is_world_process_zero:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
 
     return Progress()
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_args(request: Request) -> dict:
+    """TrainingArguments for the request's strategy when launched with `accelerate launch` (else none).
+
+    ddp runs anywhere (gloo on CPU, nccl on GPU). fsdp and deepspeed are passed to the Trainer as
+    configured here but were only checked on the CPU for validation, not run: they need GPUs.
+    """
+    import torch
+
+    if world_size() == 1:
+        return {}
+    spec = request.distributed
+    args: dict = {"ddp_backend": "nccl" if torch.cuda.is_available() else "gloo", "ddp_find_unused_parameters": False}
+    if spec.strategy == "fsdp":
+        args.update(fsdp="full_shard auto_wrap", fsdp_config={
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "activation_checkpointing": request.gradient_checkpointing,
+            "use_orig_params": request.adapter is not None})
+    elif spec.strategy == "deepspeed":
+        args["deepspeed"] = {
+            "zero_optimization": {"stage": spec.zero_stage, "overlap_comm": True, "contiguous_gradients": True},
+            "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}, "gradient_clipping": "auto",
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "train_batch_size": "auto"}
+    return args
 
 
 def epoch_order(n: int, epochs: float, rows_needed: int | None, seed: int) -> list[int]:
@@ -157,6 +194,8 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
+    reporter = MainOnly(reporter)
+
     if request.sample_packing:
         packed = pack(train_set, request.sequence_len, request.seed)
         train_bins = [[train_set[i] for i in b] for b in packed.bins]
@@ -178,7 +217,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         reporter.emit(Event("train", f"{request.adapter}: {trainable:,} trainable of {total:,} parameters"))
 
     ckpt_dir = run_dir / "checkpoints"
-    per_step = request.micro_batch_size * request.gradient_accumulation_steps
+    per_step = request.micro_batch_size * request.gradient_accumulation_steps * world_size()  # rows per optimizer step
     steps_per_epoch = max(1, -(-len(train_bins) // per_step))
     order = epoch_order(len(train_bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
                         request.seed)
@@ -212,6 +251,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        **distributed_args(request),
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
                       data_collator=collator,
@@ -224,10 +264,12 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
+    seen = collator.tokens_seen * world_size()  # before evaluate(), which runs through the same collator
     eval_loss = trainer.evaluate()["eval_loss"] if eval_bins else None
 
     final = run_dir / ("adapter" if request.adapter else "model")
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(final)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(final)
     return TrainResult(final, out.global_step, seconds, float(out.training_loss), eval_loss,
-                       sum(len(s.input_ids) for s in train_set), efficiency)
+                       sum(len(s.input_ids) for s in train_set), efficiency, seen)

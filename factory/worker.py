@@ -100,7 +100,7 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
 
     hf_logging.disable_progress_bar()
     request = loads_request(job.request, f"job {job.id}")
-    run = Run(request=request, hub=default_hub(), reporter=reporter, dir=runs_root() / f"job-{job.id}",
+    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=reporter, dir=runs_root() / f"job-{job.id}",
               substitutions={"factory_home": str(factory_home())}, gate=reporter.gate)
     results = execute(run)
     return {"run_dir": str(run.dir), "published": results["publish"], "scores": results["eval"]["scores"],

@@ -1,0 +1,149 @@
+"""HfHub: the Hub protocol over huggingface_hub (huggingface.co or any Hub-compatible endpoint).
+
+In: snapshot_download of only the files a finetune needs (weights, config, tokenizer, chat
+template, card; or a dataset repo's data files), pinned to the resolved commit. Out: create_repo
+(exist_ok) and one upload_folder commit; nothing is committed when the repo already holds exactly
+these files. Errors become one message naming the repo and what is missing; 5xx answers and broken
+connections are retried with backoff and then raised as TransientError (a queued job is retried).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from factory.credentials import Token, allowed_namespace
+from factory.errors import TransientError, UserError
+from factory.hub import Published, RepoType
+from factory.ids import repo_id_problem
+
+MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.jinja", "*.txt", "README.md"]
+DATASET_FILES = ["*.parquet", "*.json", "*.jsonl", "*.csv", "README.md"]
+RETRIES = 4
+
+
+def _git_blob_sha(path: Path) -> str:
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class HfHub:
+    def __init__(self, token: Token, endpoint: str = "https://huggingface.co", retry_base_s: float = 1.0):
+        from huggingface_hub import HfApi
+
+        self.token, self.endpoint = token, endpoint.rstrip("/")
+        self.api = HfApi(endpoint=self.endpoint, token=token.value)
+        self.name = f"{urlparse(self.endpoint).netloc} (token from {token.source})"
+        self.retry_base_s = retry_base_s
+
+    # ---- errors and retries ----------------------------------------------------------------------
+
+    def _explain(self, exc: Exception, repo_id: str, repo_type: RepoType, revision: str | None = None) -> Exception:
+        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+
+        where = f"{repo_type} '{repo_id}' on {self.endpoint}"
+        if isinstance(exc, GatedRepoError):
+            return UserError(f"{where} is gated: accept its terms at {self.endpoint}/{repo_id} with the account of "
+                             f"the token from {self.token.source}, then retry")
+        if isinstance(exc, RevisionNotFoundError):
+            return UserError(f"{where} has no revision '{revision}'; check revision_of_model")
+        if isinstance(exc, RepositoryNotFoundError):
+            return UserError(f"{where} was not found, or it is private and the token from {self.token.source} cannot "
+                             "read it: check the id and the token's access")
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401:
+            return UserError(f"the token from {self.token.source} was refused by {self.endpoint} (401): it is invalid "
+                             "or expired; make a new one at https://huggingface.co/settings/tokens")
+        if status == 403:
+            return UserError(f"the token from {self.token.source} may not do this on {where} (403): use a token with "
+                             "write access to that namespace")
+        if status is not None and status >= 500 or self._is_connection_error(exc):
+            return TransientError(f"{where}: the Hub did not answer ({status or type(exc).__name__}); try again later")
+        if isinstance(exc, HfHubHTTPError):
+            return UserError(f"{where}: the Hub answered {status}: {str(exc).splitlines()[0]}")
+        return exc
+
+    @staticmethod
+    def _is_connection_error(exc: Exception) -> bool:
+        """A broken or refused connection, from whichever httpx huggingface_hub uses (2.4: httpx2)."""
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        return any(c.__name__ in ("TransportError", "NetworkError", "RemoteProtocolError", "TimeoutException")
+                   and c.__module__.split(".")[0].startswith("httpx") for c in type(exc).__mro__)
+
+    def _call(self, fn, repo_id: str, repo_type: RepoType, revision: str | None = None):
+        """fn() with retries on 5xx and broken connections (exponential backoff), errors explained."""
+        for attempt in range(RETRIES):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - every failure is explained or re-raised
+                explained = self._explain(exc, repo_id, repo_type, revision)
+                if not isinstance(explained, TransientError) or attempt == RETRIES - 1:
+                    raise explained from None
+                time.sleep(self.retry_base_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    # ---- the Hub protocol ------------------------------------------------------------------------
+
+    def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool:
+        return self._call(lambda: self.api.repo_exists(repo_id, repo_type=repo_type), repo_id, repo_type)
+
+    def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None,
+                 files: list[str] | None = None) -> tuple[Path, str]:
+        from huggingface_hub import snapshot_download
+
+        if problem := repo_id_problem(repo_id):
+            raise UserError(problem)
+        patterns = files or (MODEL_FILES if repo_type == "model" else DATASET_FILES)
+        path = self._call(lambda: snapshot_download(
+            repo_id, repo_type=repo_type, revision=revision, allow_patterns=patterns, token=self.token.value,
+            endpoint=self.endpoint), repo_id, repo_type, revision)
+        return Path(path), Path(path).name  # the cache's snapshot folder is named by the commit id
+
+    def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
+                private: bool = False) -> Published:
+        if problem := repo_id_problem(repo_id) or allowed_namespace(repo_id):
+            raise UserError(problem)
+        url = f"{self.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        self._call(lambda: self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
+                   repo_id, repo_type)
+        current = self._unchanged(repo_id, folder, repo_type)
+        if current:
+            return Published(repo_id, current, url, created=False)
+        info = self._call(lambda: self.api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type,
+                                                         commit_message=message, delete_patterns=["*"]),
+                          repo_id, repo_type)
+        return Published(repo_id, info.oid, url, created=True)
+
+    def _unchanged(self, repo_id: str, folder: Path, repo_type: RepoType) -> str | None:
+        """The current commit id when the repo holds exactly the folder's files, else None."""
+        from huggingface_hub.hf_api import RepoFile
+
+        info = self._call(lambda: self.api.repo_info(repo_id, repo_type=repo_type), repo_id, repo_type)
+        if not info.sha:
+            return None
+        remote = {f.path: f for f in self._call(lambda: list(self.api.list_repo_tree(
+            repo_id, repo_type=repo_type, revision=info.sha, recursive=True)), repo_id, repo_type)
+            if isinstance(f, RepoFile) and f.path != ".gitattributes"}
+        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        if set(remote) != set(local):
+            return None
+        for path, f in remote.items():
+            same = (f.lfs.sha256 == _sha256(local[path])) if f.lfs else (f.blob_id == _git_blob_sha(local[path]))
+            if not same:
+                return None
+        return info.sha

@@ -1,0 +1,309 @@
+"""A Hub-compatible HTTP server for tests (stdlib only): the endpoints huggingface_hub 2.4 uses to
+create repos, commit files (regular and LFS), read repo info and trees, and download files.
+
+Repos live in memory as git-like commits: {sha: {path: bytes}}. Faults can be injected:
+`fail_next = n` answers the next n requests with 503; `cut_commits = n` closes the connection in
+the middle of the next n commit requests; `tokens` maps accepted tokens to user names; `private`/`gated`
+repo ids need a token (401) / are refused (403).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+
+@dataclass
+class Repo:
+    kind: str  # "model" | "dataset"
+    private: bool = False
+    gated: bool = False
+    commits: list[tuple[str, dict[str, bytes], str]] = field(default_factory=list)  # (sha, files, message)
+
+    def head(self) -> tuple[str, dict[str, bytes]] | None:
+        return (self.commits[-1][0], self.commits[-1][1]) if self.commits else None
+
+    def at(self, rev: str) -> tuple[str, dict[str, bytes]] | None:
+        if rev in ("main", None):
+            return self.head()
+        for sha, files, _ in self.commits:
+            if sha == rev:
+                return sha, files
+        return None
+
+
+class State:
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.lfs: dict[str, bytes] = {}  # sha256 -> bytes
+        self.tokens: dict[str, str] = {}  # token -> user
+        self.fail_next = 0
+        self.cut_commits = 0  # how many of the next commit requests lose their connection mid-upload
+        self.requests: list[str] = []
+        self.lfs_uploads = 0
+        self.lock = threading.Lock()
+
+    def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes], private: bool = False, gated: bool = False) -> str:
+        repo = self.repos.setdefault((kind, repo_id), Repo(kind, private, gated))
+        return commit(repo, files, "initial", parent_files={})
+
+
+def commit(repo: Repo, files: dict[str, bytes], message: str, parent_files: dict[str, bytes] | None = None) -> str:
+    base = dict(repo.head()[1]) if repo.head() and parent_files is None else dict(parent_files or {})
+    base.update(files)
+    h = hashlib.sha1((repo.head()[0] if repo.head() else "").encode() + message.encode())
+    for path in sorted(base):
+        h.update(path.encode() + b"\0" + hashlib.sha1(base[path]).digest())
+    sha = h.hexdigest()
+    repo.commits.append((sha, base, message))
+    return sha
+
+
+def git_blob_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def make_handler(state: State):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        # ---- plumbing ----------------------------------------------------------------------------
+        def _send(self, code: int, body: bytes | dict | list = b"", headers: dict | None = None) -> None:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
+            self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _error(self, code: int, error_code: str, message: str) -> None:
+            self._send(code, {"error": message}, {"X-Error-Code": error_code, "X-Error-Message": message})
+
+        def _body(self) -> bytes:
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n else b""
+
+        def _user(self) -> str | None:
+            auth = self.headers.get("Authorization", "")
+            return state.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
+
+        def _repo(self, kind: str, repo_id: str, write: bool = False) -> Repo | None:
+            repo = state.repos.get((kind, repo_id))
+            user = self._user()
+            if repo is None or (repo.private and user is None):
+                self._error(401 if user is None and repo is not None else 404, "RepoNotFound",
+                            f"Repository Not Found for url: {self.path}")
+                return None
+            if repo.gated and user is None:
+                self._error(403, "GatedRepo", f"Access to model {repo_id} is restricted")
+                return None
+            if write and (user is None or repo_id.split("/")[0] not in (user, "orgs-of-" + user, "me", "factory")):
+                self._error(403, "Forbidden", f"You don't have the rights to write to {repo_id}")
+                return None
+            return repo
+
+        def _fault(self) -> bool:
+            with state.lock:
+                state.requests.append(f"{self.command} {self.path}")
+                if state.fail_next > 0:
+                    state.fail_next -= 1
+                    self._body()  # consume it, or keep-alive would read it as the next request
+                    self._send(503, {"error": "Service Unavailable"})
+                    return True
+            return False
+
+        # ---- routes ------------------------------------------------------------------------------
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            if self._fault():
+                return
+            path = unquote(urlparse(self.path).path)
+            m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+?)(?:/revision/([^/]+))?/?$", path)
+            if m:
+                return self._info(m.group(1)[:-1], m.group(2), m.group(3))
+            m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
+            if m:
+                return self._tree(m.group(1)[:-1], m.group(2), m.group(3))
+            m = re.match(r"^/(?:(datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+            if m:
+                return self._resolve("dataset" if m.group(1) else "model", m.group(2), m.group(3), m.group(4))
+            if path.startswith("/api/whoami"):
+                user = self._user()
+                return self._send(200, {"name": user, "type": "user"}) if user else self._error(401, "Unauthorized", "bad token")
+            self._error(404, "EntryNotFound", f"no route {path}")
+
+        def do_POST(self) -> None:
+            if self._fault():
+                return
+            path = unquote(urlparse(self.path).path)
+            if path == "/api/validate-yaml":  # the real Hub checks card metadata; this server accepts it
+                self._body()
+                return self._send(200, {"errors": [], "warnings": []})
+            if path == "/api/repos/create":
+                return self._create(json.loads(self._body() or b"{}"))
+            m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/]+)$", path)
+            if m:
+                return self._preupload(m.group(1)[:-1], m.group(2), json.loads(self._body()))
+            m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/commit/([^/]+)$", path)
+            if m:
+                return self._commit(m.group(1)[:-1], m.group(2))
+            m = re.match(r"^/(?:datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/batch$", path)
+            if m:
+                return self._lfs_batch(json.loads(self._body()))
+            m = re.match(r"^/lfs-verify/([0-9a-f]{64})$", path)
+            if m:
+                self._body()
+                return self._send(200, {"ok": True}) if m.group(1) in state.lfs else self._send(404, {"error": "missing"})
+            self._error(404, "EntryNotFound", f"no route {path}")
+
+        def do_PUT(self) -> None:
+            m = re.match(r"^/lfs-upload/([0-9a-f]{64})$", urlparse(self.path).path)
+            data = self._body()
+            if not m or hashlib.sha256(data).hexdigest() != m.group(1):
+                return self._send(400, {"error": "bad lfs upload"})
+            state.lfs[m.group(1)] = data
+            state.lfs_uploads += 1
+            self._send(200)
+
+        # ---- handlers ----------------------------------------------------------------------------
+        def _info(self, kind: str, repo_id: str, rev: str | None) -> None:
+            repo = self._repo(kind, repo_id)
+            if repo is None:
+                return
+            found = repo.at(rev or "main")
+            if found is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            sha, files = found
+            self._send(200, {"id": repo_id, "sha": sha, "private": repo.private,
+                             "siblings": [{"rfilename": p} for p in sorted(files)]})
+
+        def _tree(self, kind: str, repo_id: str, rev: str) -> None:
+            repo = self._repo(kind, repo_id)
+            if repo is None:
+                return
+            found = repo.at(rev)
+            if found is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            out = []
+            for p, data in sorted(found[1].items()):
+                entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha(data)}
+                if p.endswith(".safetensors"):
+                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                out.append(entry)
+            self._send(200, out)
+
+        def _resolve(self, kind: str, repo_id: str, rev: str, file: str) -> None:
+            repo = self._repo(kind, repo_id)
+            if repo is None:
+                return
+            found = repo.at(unquote(rev))
+            if found is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            sha, files = found
+            if file not in files:
+                return self._error(404, "EntryNotFound", f"{file} not in {repo_id}")
+            data = files[file]
+            etag = hashlib.sha256(data).hexdigest() if file.endswith(".safetensors") else git_blob_sha(data)
+            headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Content-Type": "application/octet-stream"}
+            if file.endswith(".safetensors"):
+                headers["X-Linked-Etag"] = f'"{etag}"'
+                headers["X-Linked-Size"] = str(len(data))
+            self._send(200, data, headers)
+
+        def _create(self, body: dict) -> None:
+            user = self._user()
+            if user is None:
+                return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            kind = body.get("type") or "model"
+            repo_id = f"{body.get('organization') or user}/{body['name']}"
+            if (kind, repo_id) in state.repos:
+                return self._send(409, {"error": "You already created this model repo", "url": f"/{repo_id}"})
+            repo = state.repos[(kind, repo_id)] = Repo(kind, private=bool(body.get("private")))
+            commit(repo, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit")
+            self._send(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
+
+        def _preupload(self, kind: str, repo_id: str, body: dict) -> None:
+            if self._repo(kind, repo_id, write=True) is None:
+                return
+            files = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
+                      "shouldIgnore": False} for f in body.get("files", [])]
+            self._send(200, {"files": files, "commitOid": None})
+
+        def _commit(self, kind: str, repo_id: str) -> None:
+            repo = self._repo(kind, repo_id, write=True)
+            if repo is None:
+                self._body()
+                return
+            if state.cut_commits > 0:  # the connection breaks mid-upload: nothing is committed
+                state.cut_commits -= 1
+                self.rfile.read(max(1, int(self.headers.get("Content-Length") or 2) // 2))
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            lines = [json.loads(x) for x in self._body().splitlines() if x.strip()]
+            header = next(x["value"] for x in lines if x["key"] == "header")
+            files: dict[str, bytes] = {}
+            deleted: list[str] = []
+            for x in lines:
+                v = x["value"]
+                if x["key"] == "file":
+                    files[v["path"]] = base64.b64decode(v["content"])
+                elif x["key"] == "lfsFile":
+                    if v["oid"] not in state.lfs:
+                        return self._send(422, {"error": f"LFS object {v['oid']} was never uploaded"})
+                    files[v["path"]] = state.lfs[v["oid"]]
+                elif x["key"] in ("deletedFile", "deletedFolder"):
+                    deleted.append(v["path"])
+            current = dict(repo.head()[1]) if repo.head() else {}
+            for p in deleted:
+                current = {k: d for k, d in current.items() if k != p and not k.startswith(p.rstrip("/") + "/")}
+            sha = commit(repo, files, header.get("summary", ""), parent_files=current)
+            self._send(200, {"commitOid": sha, "commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{sha}",
+                             "hookOutput": "", "success": True, "pullRequestUrl": None})
+
+        def _lfs_batch(self, body: dict) -> None:
+            host = self.headers["Host"]
+            objects = []
+            for o in body.get("objects", []):
+                entry = {"oid": o["oid"], "size": o["size"], "authenticated": True}
+                if o["oid"] not in state.lfs:
+                    entry["actions"] = {"upload": {"href": f"http://{host}/lfs-upload/{o['oid']}"},
+                                        "verify": {"href": f"http://{host}/lfs-verify/{o['oid']}"}}
+                objects.append(entry)
+            self._send(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                       {"Content-Type": "application/vnd.git-lfs+json"})
+
+    return Handler
+
+
+class HubServer:
+    """Start with `with HubServer() as hub:`; hub.url is the endpoint, hub.state the repos and faults."""
+
+    def __init__(self) -> None:
+        self.state = State()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "HubServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
