@@ -129,11 +129,12 @@ def _evaluation(scores: dict) -> list[str]:
 
 
 def _training_data(request: Request, data: dict) -> list[str]:
-    lines = ["## Training data", "", "| dataset | format | rows | used | malformed | duplicates |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["## Training data", "", "| dataset | revision | format | rows | used | malformed | duplicates |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for spec, d in zip(request.datasets, data["datasets"]):
         name = f"`{spec.path}`" if not spec.is_local else "a local file"
-        lines.append(f"| {name} | {spec.type} | {d['rows']} | {d['used']} | {d['malformed']} | {d['duplicates']} |")
+        rev = f"`{d['revision'][:12]}`" if d.get("revision") else "-"
+        lines.append(f"| {name} | {rev} | {spec.type} | {d['rows']} | {d['used']} | {d['malformed']} | {d['duplicates']} |")
     return lines + ["", f"{data['train_samples']} training and {data['eval_samples']} evaluation samples after "
                         f"{data['dropped']} over-long samples were dropped and {data['truncated']} truncated "
                         f"(`sequence_len: {request.sequence_len}`).", ""]

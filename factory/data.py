@@ -26,9 +26,10 @@ class DatasetReport:
     malformed: int = 0
     duplicates: int = 0
     examples: list[str] = field(default_factory=list)  # "row 12: missing field 'output'"
+    revision: str | None = None  # the Hub commit the files came from (None for local files)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples")}
+        return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision")}
 
 
 @dataclass
@@ -99,7 +100,7 @@ def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
 
 
 def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
-    files, _ = dataset_files(spec, hub)
+    files, report.revision = dataset_files(spec, hub)
     for path in files:
         for n, row in enumerate(read_rows(path), 1):
             report.rows += 1

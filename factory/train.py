@@ -6,6 +6,7 @@ normalised by the number of target tokens across accumulation steps), checkpoint
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -45,12 +46,22 @@ def compute_dtype(request: Request):
     return torch.bfloat16 if use_bf16(request) else (torch.float16 if request.fp16 else torch.float32)
 
 
+def pick_attention(request: Request, cuda: bool, has_flash: bool) -> str:
+    """The request's kernel; when the request leaves it at the default, flash-attention 2 if it can run here
+    (packed rows then use its varlen path through position_ids)."""
+    explicit = "attn_implementation" in request.model_fields_set or request.flash_attention
+    if not explicit and cuda and has_flash and (use_bf16(request) or request.fp16):
+        return "flash_attention_2"
+    return request.attention
+
+
 def load_base(request: Request, model_dir: Path, for_training: bool = True):
     """The base model as the request wants it: dtype, attention kernel, 4-bit for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": compute_dtype(request), "attn_implementation": request.attention}
+    kwargs = {"dtype": compute_dtype(request), "attn_implementation": pick_attention(
+        request, torch.cuda.is_available(), importlib.util.find_spec("flash_attn") is not None)}
     if request.adapter == "qlora":
         from transformers import BitsAndBytesConfig
 

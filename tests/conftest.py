@@ -19,11 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def shared() -> Path:
     """../shared/data: skipped with a reason when absent, a failure when FACTORY_REQUIRE_SHARED_DATA=1."""
     if not SHARED.is_dir():
-        msg = f"shared data not found at {SHARED} (a fresh clone without ../shared)"
-        if os.environ.get("FACTORY_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(msg + " but FACTORY_REQUIRE_SHARED_DATA=1")
-        pytest.skip(msg)
+        missing(f"shared data not found at {SHARED} (a fresh clone without ../shared)", "FACTORY_REQUIRE_SHARED_DATA")
     return SHARED
+
+
+def missing(msg: str, required_by: str) -> None:
+    """Skip with the reason, or fail when the environment variable says the thing is required (CI)."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{msg} but {required_by}=1")
+    pytest.skip(msg)
 
 
 @pytest.fixture
@@ -66,10 +70,8 @@ def _pg_or_skip() -> str:
             conn.execute(sqlalchemy.text("select 1"))
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any failure to connect means no server for us
-        msg = f"no PostgreSQL server at {PG_URL} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-        if os.environ.get("FACTORY_REQUIRE_PG") == "1":
-            pytest.fail(msg + " but FACTORY_REQUIRE_PG=1")
-        pytest.skip(msg)
+        missing(f"no PostgreSQL server at {PG_URL} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                "FACTORY_REQUIRE_PG")
     return PG_URL
 
 

@@ -11,7 +11,8 @@ from factory.config import parse_request
 def _facts(**over) -> CardFacts:
     data = {"rows": 1200, "malformed": 12, "duplicates": 8, "train_samples": 1150, "eval_samples": 24,
             "dropped": 5, "truncated": 1,
-            "datasets": [{"source": "org/support-chats", "rows": 1000, "used": 984, "malformed": 10, "duplicates": 6},
+            "datasets": [{"source": "org/support-chats", "rows": 1000, "used": 984, "malformed": 10, "duplicates": 6,
+                          "revision": "0123456789abcdef" * 2 + "01234567"},
                          {"source": "extra.jsonl", "rows": 200, "used": 196, "malformed": 2, "duplicates": 2}],
             "contamination": {"policy": "drop", "rows_flagged": 4, "rows_dropped": 4,
                               "benchmarks": {"gsm8k": {"items": 1319, "contaminated": 3, "rate": 0.002274,
@@ -51,7 +52,8 @@ def test_card_metadata_and_sections():
         assert section in text, section
     assert "apply_chat_template" in text and "AutoModelForCausalLM" in text
     assert "| arc_easy | acc | 500 | 0.610 ± 0.020 | 0.660 ± 0.021 | +0.050 |" in text
-    assert "| `org/support-chats` | sharegpt | 1000 | 984 | 10 | 6 |" in text and "| a local file | alpaca | 200 |" in text
+    assert "| `org/support-chats` | `0123456789ab` | sharegpt | 1000 | 984 | 10 | 6 |" in text
+    assert "| a local file | - | alpaca | 200 |" in text
     assert "| gsm8k | 1319 | 3 | 0.23% | 3 | 2 |" in text and "dropped before training (4 rows)" in text
     assert "real tokens trained: 3,000,000" in text and "packing efficiency: 98.7%" in text
     assert "1x NVIDIA H100" in text and "into the 4-bit base dequantised" in text and "3.10e-05" in text

@@ -137,11 +137,14 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
 
     from huggingface_hub import ModelCard
 
-    card = ModelCard(files["README.md"].decode())
+    card = ModelCard.load("me/tiny-tuned")  # downloaded again through the server
+    assert card.content == files["README.md"].decode()
     assert card.data.base_model == "org/tiny-base" and card.data.license == "mit" and card.data.language == ["en"]
     assert card.data.datasets == ["org/songs"] and card.data.library_name == "transformers"
     base_rev = hub.state.repos[("model", "org/tiny-base")].head()[0]
-    assert f"revision `{base_rev}`" in card.text  # the pinned base revision
+    assert f"revision `{base_rev}`" in card.text  # the pinned base and dataset revisions
+    data_rev = hub.state.repos[("dataset", "org/songs")].head()[0]
+    assert f"`{data_rev[:12]}`" in card.text
 
     # the same request again: a new job, the same run content -> no second commit
     (home / "runs" / "job-2").mkdir(parents=True)

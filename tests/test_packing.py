@@ -126,3 +126,17 @@ def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_pa
         expected = before[name].detach() - lr * before[name].grad
         worst = max(worst, (p.detach() - expected).abs().max().item())
     assert worst < 1e-5
+
+
+def test_flash_attention_is_picked_only_where_it_can_run():
+    from factory.config import parse_request
+    from factory.train import pick_attention
+
+    default = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": True})
+    assert pick_attention(default, cuda=True, has_flash=True) == "flash_attention_2"
+    assert pick_attention(default, cuda=False, has_flash=True) == "sdpa"
+    assert pick_attention(default, cuda=True, has_flash=False) == "sdpa"
+    chosen = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": True, "attn_implementation": "eager"})
+    assert pick_attention(chosen, cuda=True, has_flash=True) == "eager"  # the user's choice stands
+    fp32 = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": False})
+    assert pick_attention(fp32, cuda=True, has_flash=True) == "sdpa"  # flash-attention needs bf16/fp16
