@@ -189,7 +189,7 @@ def _procedure(request: Request, facts: CardFacts) -> list[str]:
 
 def _limitations(request: Request, facts: CardFacts) -> list[str]:
     lines = ["## Limitations", "",
-             f"- This model inherits the limitations and biases of `{Path(request.base_model).name}` and of its training data; "
+             f"- This model inherits the limitations and biases of `{_base_name(request)}` and of its training data; "
              "finetuning does not remove them.",
              f"- It was trained on {facts.data['train_samples']} examples; behaviour outside that data is not evaluated here."]
     if facts.scores and request.evals.limit:
@@ -200,6 +200,11 @@ def _limitations(request: Request, facts: CardFacts) -> list[str]:
     if facts.data.get("contamination") is None:
         lines.append("- The training data was not checked for benchmark contamination.")
     return lines + [""]
+
+
+def _base_name(request: Request) -> str:
+    """The base as a card may name it: the Hub id, or only the folder's name for a local model."""
+    return Path(request.base_model).name if Path(request.base_model).expanduser().is_dir() else request.base_model
 
 
 def plus_minus(score: dict) -> str:

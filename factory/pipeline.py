@@ -174,6 +174,7 @@ def stage_train(run: Run, resolved: dict) -> dict:
                                      + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")))
     return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
             "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
+            "tokens_seen": result.tokens_seen,
             "packing_efficiency": result.packing_efficiency, "hardware": hardware()}
 
 

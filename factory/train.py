@@ -29,7 +29,7 @@ class TrainResult:
     eval_loss: float | None
     tokens: int  # real tokens in one epoch of the training set
     packing_efficiency: float | None
-    tokens_seen: int = 0  # real tokens this run trained on (all processes), padding excluded
+    tokens_seen: int = 0  # real tokens trained on, all processes and resumed runs included, padding excluded
 
 
 def use_bf16(request: Request) -> bool:
@@ -262,6 +262,8 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        # real tokens trained: packed rows hold no padding; padded batches count their attention mask
+        include_num_input_tokens_seen="all" if request.sample_packing else "non_padding",
         **distributed_args(request),
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
@@ -275,7 +277,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
-    seen = collator.tokens_seen * world_size()  # before evaluate(), which runs through the same collator
+    seen = trainer.state.num_input_tokens_seen  # kept in checkpoints, so it counts across a resume too
     eval_loss = trainer.evaluate()["eval_loss"] if eval_bins else None
 
     final = run_dir / ("adapter" if request.adapter else "model")

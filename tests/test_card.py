@@ -75,3 +75,20 @@ def test_a_local_base_folder_is_never_named(tmp_path, tiny_base):
     text = build_card(_request(base_model=str(tiny_base)), _facts())
     meta = yaml.safe_load(text.split("---")[1])
     assert "base_model" not in meta and str(tiny_base) not in text and "a local model folder" in text
+
+
+def test_loss_curve_svg(tmp_path):
+    import json
+    import xml.etree.ElementTree as ET
+
+    from factory import loss_curve
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss": 5.0 / s} for s in range(1, 21)] + [{"step": 10, "loss": 0.3}]  # a resumed run rewrites step 10
+    rows.append({"step": 20, "eval_loss": 0.4})
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert loss_curve.write(metrics, tmp_path / "loss.svg")
+    svg = ET.parse(tmp_path / "loss.svg").getroot()
+    lines = [e for e in svg.iter() if e.tag.endswith("polyline")]
+    assert [len(e.get("points").split()) for e in lines] == [20, 1]  # train (one point per step), eval
+    assert not loss_curve.write(tmp_path / "missing.jsonl", tmp_path / "none.svg")

@@ -107,6 +107,7 @@ def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_pa
                          "max_grad_norm": 1e9, "bf16": False, "save_steps": 100})
     tok = AutoTokenizer.from_pretrained(tiny_base)
     result = train(req, tiny_base, tok, samples, [], tmp_path / "run", Silent())
+    assert result.tokens_seen == 100  # both samples, every real token, no padding
     trained = AutoModelForCausalLM.from_pretrained(result.output)
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
