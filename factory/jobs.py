@@ -31,7 +31,7 @@ FRONT_DOORS = ("cli", "discord", "space")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 metadata = MetaData()
-schema_version = Table(
+versions = Table(
     "factory_schema_version", metadata,
     Column("version", Integer, primary_key=True),
     Column("description", String(200), nullable=False),
@@ -181,16 +181,16 @@ class Store:
         with self._tx() as conn:
             if self.is_pg:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7231001)"))  # one migrator at a time
-            schema_version.create(conn, checkfirst=True)
-            current = conn.scalar(select(func.max(schema_version.c.version))) or 0
+            versions.create(conn, checkfirst=True)
+            current = conn.scalar(select(func.max(versions.c.version))) or 0
             for version, description, step in MIGRATIONS:
                 if version > current:
                     step(conn)
-                    conn.execute(insert(schema_version).values(version=version, description=description, applied=now()))
+                    conn.execute(insert(versions).values(version=version, description=description, applied=now()))
 
     def schema_version(self) -> int:
         with self._tx() as conn:
-            return conn.scalar(select(func.max(schema_version.c.version))) or 0
+            return conn.scalar(select(func.max(versions.c.version))) or 0
 
     # ---- front doors -------------------------------------------------------------------------
 

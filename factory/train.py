@@ -110,9 +110,8 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
             self.t0, self.tok0, self.last = time.time(), collator.tokens_seen, {}
 
         def on_step_end(self, args, state, control, **kw):
-            if state.is_world_process_zero:  # one progress bar and one metrics.jsonl per job, not per process
-                reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
-                                    loss=self.last.get("loss"), extra=dict(self.last)))
+            reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
+                                loss=self.last.get("loss"), extra=dict(self.last)))
             if getattr(reporter, "stop_requested", None) == "preempt":  # SIGTERM: checkpoint, then stop
                 control.should_save = True
                 control.should_training_stop = True
@@ -129,7 +128,7 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
             if efficiency is not None:
                 row["packing_efficiency"] = efficiency
             self.last = row
-            if state.is_world_process_zero:
+            if state.is_world_process_zero:  # one metrics.jsonl per job, not per process
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
 
