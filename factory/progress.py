@@ -74,7 +74,9 @@ class Console:
 
         if self.bar is None or self.bar_stage != event.stage:
             self._close_bar()
+            tty = hasattr(self.stream, "isatty") and self.stream.isatty()
             self.bar = tqdm(total=event.total, desc=event.stage, file=self.stream, dynamic_ncols=True,
+                            mininterval=0.1 if tty else 15.0,  # a log file gets a line every 15 s, not every step
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
             self.bar_stage = event.stage
         self.bar.update(max(0, event.step - self.bar.n))
