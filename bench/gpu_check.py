@@ -21,7 +21,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
@@ -107,7 +106,7 @@ def main() -> None:
 
 def _has_flash() -> bool:
     try:
-        import flash_attn  # noqa: F401
+        import flash_attn  # noqa: F401  (only whether it imports)
         import torch
 
         return torch.cuda.is_available()

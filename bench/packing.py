@@ -84,7 +84,7 @@ def main() -> None:
                 dt = time.perf_counter() - t
                 print(f"{data:9} {cap:>7} {name:>16} {rows:>6} {sum(fit) / (rows * cap):>10.4f} {dt:>8.3f}")
     big = [n for n in (lengths * (100_000 // len(lengths) + 1))[:100_000] if n <= 2048]
-    print(f"\n100k samples (the real lengths repeated), seq_len 2048:")
+    print("\n100k samples (the real lengths repeated), seq_len 2048:")
     for name, fn in (("factory BFD", lambda: len(best_fit_decreasing(big, 2048))), ("TRL bfd", lambda: trl_bfd(big, 2048))):
         t = time.perf_counter()
         rows = fn()

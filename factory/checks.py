@@ -7,7 +7,6 @@ becomes a job. Reads JSON files only: no torch, no download.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from factory.config import Request
 from factory.errors import UserError
@@ -18,19 +17,11 @@ CONFIG_FILES = ["config.json", "tokenizer_config.json", "chat_template.jinja"]  
 
 def base_facts(request: Request, hub=None):
     """Base-model facts for lint, from the model folder or the hub's snapshot of it."""
-    from factory.hub import default_hub
+    from factory.hub import default_hub, model_folder
     from factory.lint import Facts, facts_from_folder
 
-    local = Path(request.base_model).expanduser()
-    if (local / "config.json").is_file():
-        folder = local
-    else:
-        hub = hub or default_hub(request.hub_endpoint)
-        if not hub.exists(request.base_model):
-            where = f"the {hub.name} hub ({hub.root})" if hasattr(hub, "root") else hub.name
-            raise UserError(f"base_model '{request.base_model}' is not in {where}; "
-                            "check the id, or run `factory demo` once to create the demo base model")
-        folder = hub.snapshot(request.base_model, "model", request.revision_of_model, files=CONFIG_FILES)[0]
+    folder = model_folder(request.base_model, hub or default_hub(request.hub_endpoint), request.revision_of_model,
+                          files=CONFIG_FILES)[0]
 
     def read(name):
         p = folder / name

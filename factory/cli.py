@@ -78,16 +78,23 @@ def _summary(run, results: dict, out=None) -> None:
           + f" (total {sum(run.timings.values()):.1f}s)", file=out)
 
 
-def _execute(request, substitutions: dict | None = None, hub=None):
+def _console_run(request, hub=None):
+    """The run of a request in its run folder, with a console reporter and the request's hub."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars; the stages report progress themselves
     from factory.hub import default_hub
-    from factory.pipeline import Run, execute, run_dir_for
+    from factory.pipeline import Run, run_dir_for
     from factory.progress import Console
 
-    run = Run(request=request, hub=hub or default_hub(request.hub_endpoint), reporter=Console(),
-              dir=run_dir_for(request), substitutions=substitutions or {})
+    return Run(request=request, hub=hub or default_hub(request.hub_endpoint), reporter=Console(),
+               dir=run_dir_for(request))
+
+
+def _execute(request, hub=None):
+    from factory.pipeline import execute
+
+    run = _console_run(request, hub)
     results = execute(run)
     if "publish" in results:  # under `accelerate launch`, only the main process gets this far
         _summary(run, results)
@@ -95,23 +102,16 @@ def _execute(request, substitutions: dict | None = None, hub=None):
 
 
 def cmd_run(args) -> int:
-    from factory.home import factory_home
-
-    request = _check(args.request)
-    return _execute(request, {"factory_home": str(factory_home())})
+    return _execute(_check(args.request))
 
 
 def cmd_prepare(args) -> int:
     from factory import atomic
-    from factory.home import factory_home
-    from factory.hub import default_hub
-    from factory.pipeline import Run, execute, run_dir_for
+    from factory.pipeline import execute
     from factory.prepare import packing_report, print_report
-    from factory.progress import Console
 
     request = _check(args.request)
-    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=Console(), dir=run_dir_for(request),
-              substitutions={"factory_home": str(factory_home())})
+    run = _console_run(request)
     t0 = time.time()
     results = execute(run, stop_after="data")
     report = packing_report(request, run, results["data"], time.time() - t0)
@@ -137,9 +137,9 @@ def cmd_demo(args) -> int:
     if args.fresh:
         demo.reset(hub)
         shutil.rmtree(run_dir_for(request), ignore_errors=True)
-    subs = demo.ensure_assets(hub, Console())
+    demo.ensure_assets(hub, Console())
     request = _check(str(demo.REQUEST), hub=hub)
-    code = _execute(request, subs, hub=hub)
+    code = _execute(request, hub=hub)
     print(f"demo wall time: {time.time() - t0:.1f}s")
     return code
 

@@ -21,7 +21,6 @@ examples:
 
 
 def cmd_contamination(args) -> int:
-    import json
 
     from tqdm import tqdm
 

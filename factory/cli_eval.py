@@ -16,16 +16,9 @@ example:
 
 
 def _model_dir(ref: str) -> Path:
-    from factory.errors import UserError
-    from factory.hub import default_hub
+    from factory.hub import default_hub, model_folder
 
-    local = Path(ref).expanduser()
-    if (local / "config.json").is_file():
-        return local
-    hub = default_hub()
-    if not hub.exists(ref):
-        raise UserError(f"'{ref}' is neither a model folder nor a model in the {hub.name} hub")
-    return hub.snapshot(ref)[0]
+    return model_folder(ref, default_hub())[0]
 
 
 def cmd_eval(args) -> int:
@@ -35,7 +28,7 @@ def cmd_eval(args) -> int:
     from factory import atomic
     from factory.card import plus_minus
     from factory.errors import UserError
-    from factory.home import factory_home
+    from factory.home import placeholders
 
     unknown = [t for t in args.task if t not in available_tasks()]
     if unknown:
@@ -46,7 +39,7 @@ def cmd_eval(args) -> int:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(path)
         for task, s in evaluate(model, tokenizer, args.task, limit=args.limit, seed=args.seed,
-                                substitutions={"factory_home": str(factory_home())},
+                                substitutions=placeholders(),
                                 apply_chat_template=not args.no_chat_template,
                                 max_new_tokens=args.max_new_tokens).items():
             scores.setdefault(task, {})[which] = s.as_dict()

@@ -79,6 +79,11 @@ def _json_lines(path: Path) -> Iterator[object]:
                     yield Malformed(f"line {n} is not JSON ({exc.msg})")
 
 
+def repo_data_files(root: Path) -> list[Path]:
+    """The data files of a dataset repo snapshot, in a stable order."""
+    return sorted(p for p in root.rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith("."))
+
+
 def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
     """The files to read for spec, and the Hub revision they came from (None for local files)."""
     if spec.is_local:
@@ -87,7 +92,7 @@ def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
             raise UserError(f"dataset file '{spec.path}' does not exist")
         return [path], None
     root, revision = hub.snapshot(spec.path, "dataset")
-    files = sorted(p for p in root.rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith("."))
+    files = repo_data_files(root)
     if spec.name:
         files = [p for p in files if spec.name in p.relative_to(root).parts]
     chosen = [p for p in files if p.stem.split("-")[0] == spec.split or p.parent.name == spec.split]

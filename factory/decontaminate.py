@@ -33,11 +33,12 @@ def data_files(data: str, hub: Hub) -> list[Path]:
     p = Path(data).expanduser()
     if p.is_file():
         return [p]
+    from factory.data import repo_data_files
+
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix in DATA_SUFFIXES)
+        files = repo_data_files(p)
     elif "/" in data and hub.exists(data, "dataset"):
-        root = hub.snapshot(data, "dataset")[0]
-        files = sorted(f for f in root.rglob("*") if f.suffix in DATA_SUFFIXES and not f.name.startswith("."))
+        files = repo_data_files(hub.snapshot(data, "dataset")[0])
     else:
         raise UserError(f"--data {data}: no such file or folder, and no dataset '{data}' in the {hub.name} hub")
     if not files:
@@ -69,9 +70,10 @@ def rows_of(files: list[Path], fmt: str | None) -> Callable[[], Iterator[tuple[i
 def load_benchmarks(specs: list[str], fields: list[str] | None):
     from evals.benchmarks import BenchmarkError, load_benchmark
 
-    from factory.home import factory_home
+    from factory.home import placeholders
 
-    specs = [s.replace("{factory_home}", str(factory_home())) for s in specs]  # as in the eval task files
+    for key, value in placeholders().items():  # the same placeholders as the eval task files
+        specs = [s.replace("{" + key + "}", value) for s in specs]
     try:
         return [load_benchmark(s, tuple(fields) if fields else None) for s in specs]
     except BenchmarkError as exc:
@@ -109,6 +111,6 @@ def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], r
         train = [s for i, s in enumerate(train) if i not in bad]
         evalset = [s for j, s in enumerate(evalset) if n_train + j not in bad]
         report["rows_dropped"] = len(bad)
-    reporter.emit(Event("contamination", f"{line}; {len(bad)} rows flagged"
+    reporter.emit(Event("data", f"contamination: {line}; {len(bad)} rows flagged"
                         + {"warn": " (policy warn: kept)", "drop": " and dropped", "block": ""}[spec.policy]))
     return train, evalset, report

@@ -44,7 +44,6 @@ def ensure_assets(hub: LocalHub, reporter: Reporter, seed: int = 0) -> dict[str,
         rows = synthetic.generate(HELDOUT_ROWS, held_out=True, seed=seed + 1)
         atomic.write_text(heldout, "".join(json.dumps({"question": r["instruction"], "answer": r["output"]}) + "\n"
                                            for r in rows))
-    return {"factory_home": str(factory_home())}
 
 
 def reset(hub: LocalHub) -> None:

@@ -16,3 +16,8 @@ def hub_root() -> Path:
 
 def runs_root() -> Path:
     return factory_home() / "runs"
+
+
+def placeholders() -> dict[str, str]:
+    """`{name}` placeholders that shipped eval task files and contamination paths may hold."""
+    return {"factory_home": str(factory_home())}

@@ -117,6 +117,18 @@ class LocalHub:
         return (self.root / f"{repo_type}s" / repo_id).as_uri()
 
 
+def model_folder(ref: str, hub: Hub, revision: str | None = None, files: list[str] | None = None) -> tuple[Path, str | None]:
+    """A model folder on disk wins over a same-named Hub id; else the hub's snapshot (and its revision)."""
+    local = Path(ref).expanduser()
+    if (local / "config.json").is_file():
+        return local, None
+    if not hub.exists(ref):
+        where = f"the {hub.name} hub ({hub.root})" if hasattr(hub, "root") else hub.name
+        raise UserError(f"model '{ref}' is not in {where} nor a model folder on this machine; check the id, "
+                        "or run `factory demo` once to create the demo base model")
+    return hub.snapshot(ref, "model", revision, files)
+
+
 def default_hub(endpoint: str | None = None) -> Hub:
     """The real Hub when a token is found (HF_TOKEN, the secrets file, or `hf auth login`), else the local hub.
 

@@ -18,7 +18,8 @@ from typing import Callable
 from factory import atomic
 from factory.config import Request
 from factory.errors import UserError
-from factory.hub import Hub
+from factory.home import placeholders
+from factory.hub import Hub, model_folder
 from factory.progress import Event, MainOnly, Reporter
 
 
@@ -29,7 +30,7 @@ class Run:
     reporter: Reporter
     dir: Path
     timings: dict[str, float] = field(default_factory=dict)
-    substitutions: dict[str, str] = field(default_factory=dict)  # for eval task files
+    substitutions: dict[str, str] = field(default_factory=placeholders)  # for eval task files
     gate: Callable[[str], None] | None = None  # called before a stage runs; raises to stop (jobs: cancel, publish)
 
     def stamp(self, stage: str) -> dict | None:
@@ -69,11 +70,7 @@ def versions() -> dict[str, str]:
 
 def stage_resolve(run: Run) -> dict:
     req = run.request
-    local = Path(req.base_model).expanduser()
-    if (local / "config.json").is_file():  # a model folder on disk wins over a same-named Hub id
-        base_dir, base_rev = local, None
-    else:
-        base_dir, base_rev = run.hub.snapshot(req.base_model, "model", req.revision_of_model)
+    base_dir, base_rev = model_folder(req.base_model, run.hub, req.revision_of_model)
     meta = {}
     if (base_dir / "README.md").is_file():  # the base's card: its license and languages carry over
         from huggingface_hub import ModelCard

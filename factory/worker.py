@@ -94,14 +94,14 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     from transformers.utils import logging as hf_logging
 
     from factory.config import loads_request
-    from factory.home import factory_home, runs_root
+    from factory.home import runs_root
     from factory.hub import default_hub
     from factory.pipeline import Run, execute
 
     hf_logging.disable_progress_bar()
     request = loads_request(job.request, f"job {job.id}")
-    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=reporter, dir=runs_root() / f"job-{job.id}",
-              substitutions={"factory_home": str(factory_home())}, gate=reporter.gate)
+    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=reporter,
+              dir=runs_root() / f"job-{job.id}", gate=reporter.gate)
     results = execute(run)
     return {"run_dir": str(run.dir), "published": results["publish"], "scores": results["eval"]["scores"],
             "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss")}
