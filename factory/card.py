@@ -148,6 +148,8 @@ def _contamination(summary: dict | None) -> list[str]:
               "drop": f"dropped before training ({summary['rows_dropped']} rows)", "block": ""}[summary["policy"]]
     outcome = (f"{summary['rows_flagged']} training rows overlapped and were {action}." if summary["rows_flagged"]
                else f"No training row overlapped (policy `{summary['policy']}`).")
+    if unchecked := summary.get("malformed_rows_not_checked"):
+        outcome += f" {unchecked} rows dropped as malformed were not checked (they were not trained on)."
     lines = ["## Benchmark contamination", "",
              "Training rows checked against each benchmark's test items by word 13-gram overlap and by the GPT-4 "
              f"report's 50-character substring method. {outcome}", "",

@@ -26,16 +26,22 @@ def cmd_contamination(args) -> int:
 
     from evals.contamination import check
     from factory import atomic
-    from factory.decontaminate import data_files, load_benchmarks, rows_of
+    from factory.decontaminate import data_files, load_benchmarks, mark_trainable, rows_of
     from factory.hub import default_hub
 
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     benchmarks = load_benchmarks(args.benchmark, fields)
     files = data_files(args.data, default_hub())
+    source = rows_of(files, args.format)
     with tqdm(desc="rows", unit=" rows", file=sys.stderr, disable=args.quiet) as bar:
-        report, bad = check(rows_of(files, args.format), benchmarks, args.embedding_model, progress=bar.update)
-    print(f"\n{report['train_rows']:,} training rows in {report['seconds']:.1f}s "
-          f"({report['train_rows'] / max(report['seconds'], 1e-9):,.0f} rows/s); {len(bad)} rows overlap")
+        report, bad = check(source, benchmarks, args.embedding_model, progress=bar.update)
+    mark_trainable(report, source)
+    dropped = (f"{report['rows_training_would_drop']:,} that training would drop as malformed (scanned too)"
+               if args.format else "trainability not judged (give --format to learn which rows training would drop)")
+    print(f"\n{report['rows_read']:,} rows read, {report['rows_scanned']:,} scanned (rows with text), {dropped}; "
+          f"{report['seconds']:.1f}s ({report['rows_read'] / max(report['seconds'], 1e-9):,.0f} rows/s); "
+          f"{len(bad)} rows overlap" + (f", {len(bad & source.untrainable)} of them rows training would drop"
+                                         if args.format else ""))
     print(f"{'benchmark':16} {'items':>6} {'overlap':>8} {'rate':>7} {'13-gram':>8} {'substring':>9} {'embedding':>9}")
     for name, b in report["benchmarks"].items():
         m = b["by_method"]
@@ -46,7 +52,8 @@ def cmd_contamination(args) -> int:
     if examples:
         print("\nexamples:")
     for name, m in examples:
-        print(f"  {name} item {m['item']} <- row {m['train_rows'][0]} ({m['method']}): \"{m['evidence'][:90]}\"")
+        note = " (a row training would drop)" if m["train_rows"][0] in m["untrainable_rows"] else ""
+        print(f"  {name} item {m['item']} <- row {m['train_rows'][0]}{note} ({m['method']}): \"{m['evidence'][:90]}\"")
     if args.json:
         atomic.write_json(args.json, report)
         print(f"\nreport: {args.json}")
@@ -61,7 +68,8 @@ def add_command(sub) -> None:
                        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--data", required=True, help="a data file, a folder of them, or a Hub dataset id")
     c.add_argument("--format", choices=["alpaca", "sharegpt", "messages", "completion"],
-                   help="read rows as this format (only the text the factory trains on); default: every string in a row")
+                   help="read rows as this format: the text the factory trains on; rows training would drop as malformed "
+                   "are scanned whole and marked. Default: every string in every row")
     c.add_argument("--benchmark", action="append", required=True, metavar="NAME[=PATH]", help="repeat for several")
     c.add_argument("--fields", help="benchmark fields to check, comma-separated (default: every text field)")
     c.add_argument("--embedding-model", type=Path, help="local sentence-embedding model folder for paraphrases")

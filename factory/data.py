@@ -76,7 +76,7 @@ def _json_lines(path: Path) -> Iterator[object]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield Malformed(f"line {n} is not JSON ({exc.msg})")
+                    yield Malformed(f"line {n} is not JSON ({exc.msg})", raw=line)
 
 
 def repo_data_files(root: Path) -> list[Path]:

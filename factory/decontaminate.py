@@ -46,25 +46,56 @@ def data_files(data: str, hub: Hub) -> list[Path]:
     return files
 
 
-def rows_of(files: list[Path], fmt: str | None) -> Callable[[], Iterator[tuple[int, str]]]:
-    """(row number, text) for every row of the files; with a format, only the text the factory would train on."""
-    from factory.data import read_rows
+class RowSource:
+    """(row number, text) for every row of the files, as often as `check` asks; counts what it read.
 
-    def rows() -> Iterator[tuple[int, str]]:
+    With a format, a row training would use gives the text the factory trains on; a row training would
+    drop as malformed still gives every string it holds (an audit scans everything) and is counted in
+    `untrainable`. Without a format every string of every row is scanned and trainability is unknown."""
+
+    def __init__(self, files: list[Path], fmt: str | None):
+        self.files, self.fmt = files, fmt
+        self.read = 0            # rows read
+        self.scanned = 0         # rows with any text to scan
+        self.untrainable: set[int] = set()  # rows training would drop as malformed (with a format)
+
+    def __call__(self) -> Iterator[tuple[int, str]]:
+        from factory.data import read_rows
+
+        self.read, self.scanned, self.untrainable = 0, 0, set()
         n = 0
-        for path in files:
-            spec = DatasetSpec(path=str(path), type=fmt) if fmt else None
+        for path in self.files:
+            spec = DatasetSpec(path=str(path), type=self.fmt) if self.fmt else None
             for row in read_rows(path):
-                try:
-                    if isinstance(row, Malformed):
-                        raise row
-                    text = sample_text(normalise(row, spec)) if spec else row_strings(row)
-                except Malformed:
-                    text = ""
+                if isinstance(row, Malformed):  # not even parseable: scan its raw text
+                    text = row.raw or ""
+                    self.untrainable.add(n)
+                elif spec is None:
+                    text = row_strings(row)
+                else:
+                    try:
+                        text = sample_text(normalise(row, spec))
+                    except Malformed:
+                        text = row_strings(row)
+                        self.untrainable.add(n)
+                self.read += 1
+                self.scanned += bool(text.strip())
                 yield n, text
                 n += 1
 
-    return rows
+
+def rows_of(files: list[Path], fmt: str | None) -> RowSource:
+    return RowSource(files, fmt)
+
+
+def mark_trainable(report: dict, source: RowSource) -> dict:
+    """Each match says which of its rows training would drop; the report counts rows read/scanned/dropped."""
+    for b in report["benchmarks"].values():
+        for m in b["matches"]:
+            m["untrainable_rows"] = [r for r in m["train_rows"] if r in source.untrainable]
+    report["rows_read"], report["rows_scanned"] = source.read, source.scanned
+    report["rows_training_would_drop"] = len(source.untrainable) if source.fmt else None
+    return report
 
 
 def load_benchmarks(specs: list[str], fields: list[str] | None):
@@ -86,8 +117,11 @@ def summary_line(report: dict) -> str:
 
 
 def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], reporter: Reporter,
-                 ) -> tuple[list[Sample], list[Sample], dict | None]:
-    """Check the prepared samples; warn, stop (block) or drop what overlaps. Returns the kept samples."""
+                 malformed: int = 0) -> tuple[list[Sample], list[Sample], dict | None]:
+    """Check the prepared samples; warn, stop (block) or drop what overlaps. Returns the kept samples.
+
+    Only rows that will be trained on are checked: the `malformed` rows the data stage dropped are not,
+    and the report says so."""
     spec = request.contamination
     if not spec.benchmarks:
         return train, evalset, None
@@ -99,6 +133,7 @@ def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], r
                         Path(spec.embedding_model).expanduser() if spec.embedding_model else None)
     report["policy"] = spec.policy
     report["rows_flagged"] = len(bad)
+    report["malformed_rows_not_checked"] = malformed
     line = summary_line(report)
     if bad and spec.policy == "block":
         examples = [f"{n}: item {m['item']} ({m['method']}) \"{m['evidence'][:80]}\""
@@ -112,5 +147,6 @@ def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], r
         evalset = [s for j, s in enumerate(evalset) if n_train + j not in bad]
         report["rows_dropped"] = len(bad)
     reporter.emit(Event("data", f"contamination: {line}; {len(bad)} rows flagged"
-                        + {"warn": " (policy warn: kept)", "drop": " and dropped", "block": ""}[spec.policy]))
+                        + {"warn": " (policy warn: kept)", "drop": " and dropped", "block": ""}[spec.policy]
+                        + (f"; {malformed} rows dropped as malformed were not checked" if malformed else "")))
     return train, evalset, report

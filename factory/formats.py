@@ -20,7 +20,13 @@ MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system", 
 
 
 class Malformed(ValueError):
-    """A row that cannot be used; the message names the field and the problem."""
+    """A row that cannot be used; the message names the field and the problem.
+
+    `raw` is the row's text when it could not even be parsed (an audit still scans it)."""
+
+    def __init__(self, message: str, raw: str | None = None):
+        super().__init__(message)
+        self.raw = raw
 
 
 @dataclass(frozen=True)

@@ -159,8 +159,9 @@ def _sqlite_setup(engine: Engine) -> None:
 class Store:
     """All reads and state changes of jobs. One per process; safe to share between threads."""
 
-    def __init__(self, url: str | None = None, limits: Limits | None = None):
+    def __init__(self, url: str | None = None, limits: Limits | None = None, clock=None):
         self.url = url or default_url()
+        self.now = clock or now  # injectable, so lease tests step time instead of sleeping
         self.limits = limits or Limits.from_env()
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,7 @@ class Store:
             for version, description, step in MIGRATIONS:
                 if version > current:
                     step(conn)
-                    conn.execute(insert(versions).values(version=version, description=description, applied=now()))
+                    conn.execute(insert(versions).values(version=version, description=description, applied=self.now()))
 
     def schema_version(self) -> int:
         with self._tx() as conn:
@@ -208,7 +209,7 @@ class Store:
             raise UserError("output_dir cannot be set on a queued job: the worker keeps its run folder in "
                             "$FACTORY_HOME/runs/job-<id>; remove the key")
         check_request(request, f"{front_door} request")
-        t = now()
+        t = self.now()
         try:
             with self._tx() as conn:
                 self._check_limits(conn, submitter, t)
@@ -268,7 +269,7 @@ class Store:
         if by != job.submitter and by not in self.limits.operators:
             raise UserError(f"{by} may not cancel job {job_id}: only its submitter ({job.submitter}) or an operator "
                             "(FACTORY_OPERATORS) can")
-        t = now()
+        t = self.now()
         with self._tx() as conn:
             done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
                 status="cancelled", cancel_requested=True, cancelled_by=by, finished=t, lease_owner=None)).rowcount
@@ -292,7 +293,7 @@ class Store:
 
     def claim(self, worker: str, lease_s: float, max_attempts: int = 3) -> Job | None:
         """Take the oldest claimable job: queued (past its backoff), or running with an expired lease."""
-        t = now()
+        t = self.now()
         with self._tx() as conn:
             self._give_up_on_lost(conn, t, max_attempts)
             claimable = or_(
@@ -324,7 +325,7 @@ class Store:
 
     def renew(self, job_id: int, worker: str, lease_s: float) -> tuple[bool, bool]:
         """Extend the lease. Returns (still the owner, cancel requested)."""
-        t = now()
+        t = self.now()
         with self._tx() as conn:
             owned = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == worker,
                                                     jobs.c.status == "running")
@@ -336,7 +337,7 @@ class Store:
                progress: float | None = None) -> bool:
         """Append an event from the owning worker (and move stage/progress). False when no longer the owner."""
         values = {k: v for k, v in (("stage", stage), ("progress", progress)) if v is not None}
-        t = now()
+        t = self.now()
         with self._tx() as conn:
             ok = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == worker,
                                                  jobs.c.status == "running")
@@ -352,7 +353,7 @@ class Store:
                 jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running",
                 jobs.c.cancel_requested.is_(False)).values(stage="publish", progress=0.0)).rowcount == 1
             if ok:
-                self._event(conn, job_id, "stage", {"stage": "publish"}, now())
+                self._event(conn, job_id, "stage", {"stage": "publish"}, self.now())
                 return None
             row = conn.execute(select(jobs.c.lease_owner, jobs.c.status, jobs.c.cancel_requested)
                                .where(jobs.c.id == job_id)).one()
@@ -360,7 +361,7 @@ class Store:
 
     def finish(self, job_id: int, worker: str, status: str, result: dict | None = None, error: str | None = None) -> bool:
         assert status in TERMINAL
-        t = now()
+        t = self.now()
         error = redact(error) if error else None
         with self._tx() as conn:
             ok = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == worker,
@@ -375,7 +376,7 @@ class Store:
 
     def requeue(self, job_id: int, worker: str, reason: str, delay_s: float = 0.0) -> bool:
         """Back to the queue (SIGTERM, transient error); the next worker resumes from the checkpoint."""
-        t = now()
+        t = self.now()
         with self._tx() as conn:
             ok = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == worker,
                                                  jobs.c.status == "running")

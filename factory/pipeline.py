@@ -91,7 +91,8 @@ def stage_data(run: Run, resolved: dict) -> dict:
 
     req = run.request
     prepared = prepare(req, run.hub)
-    train_samples, eval_samples, contamination = apply_policy(req, prepared.train, prepared.eval, run.reporter)
+    train_samples, eval_samples, contamination = apply_policy(req, prepared.train, prepared.eval, run.reporter,
+                                                              sum(r.malformed for r in prepared.reports))
     if contamination is not None:
         atomic.write_json(run.dir / "contamination.json", contamination)
     tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
@@ -128,6 +129,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "contamination": None if contamination is None else {
             "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
             "rows_dropped": contamination.get("rows_dropped", 0),
+            "malformed_rows_not_checked": contamination["malformed_rows_not_checked"],
             "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
                            for n, b in contamination["benchmarks"].items()}},
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,13 @@ def wrap_adapter(request: Request, model):
         return get_peft_model(model, config)
 
 
+def _pause_here(step: int) -> None:
+    """FACTORY_PAUSE_AT_STEP=N freezes this process (SIGSTOP) at the end of step N, after its checkpoint
+    when one is saved there: a debugging and test hook to crash or signal a run at a known point."""
+    if os.environ.get("FACTORY_PAUSE_AT_STEP") == str(step):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficiency: float | None,
                        epoch_scale: float):
     from transformers import TrainerCallback
@@ -115,8 +123,11 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
             if getattr(reporter, "stop_requested", None) == "preempt":  # SIGTERM: checkpoint, then stop
                 control.should_save = True
                 control.should_training_stop = True
+            if not control.should_save:
+                _pause_here(state.global_step)
 
         def on_save(self, args, state, control, **kw):
+            _pause_here(state.global_step)
             if getattr(reporter, "stop_requested", None) == "preempt":
                 raise Stopped("preempt", f"checkpoint saved at step {state.global_step}")
 

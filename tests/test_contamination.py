@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,7 @@ def plant(shared: Path, tmp_path: Path, benchmarks, variant, per_benchmark: int,
 def test_planted_items_are_found(shared, benchmarks, tmp_path, variant):
     fn = VARIANTS[variant]
     fn.__name__ = re.sub(r"\W", "_", variant)
-    files, planted = plant(shared, tmp_path, benchmarks, fn, per_benchmark=120, seed=hash(variant) % 1000)
+    files, planted = plant(shared, tmp_path, benchmarks, fn, per_benchmark=120, seed=zlib.crc32(variant.encode()) % 1000)
     report, rows = check(rows_of(files, None), benchmarks)
     found = {(n, m["item"]) for n, b in report["benchmarks"].items() for m in b["matches"]
              if planted.get((n, m["item"])) in m["train_rows"]}
@@ -155,12 +156,47 @@ def test_cli_writes_the_json_report(shared, benchmarks, tmp_path, capsys):
     mine = report["benchmarks"]["mine"]
     assert (mine["items"], mine["contaminated"], mine["rate"]) == (2, 1, 0.5)
     assert {m["method"] for m in mine["matches"]} == {"ngram", "substring"}
-    assert all(set(m) == {"item", "train_rows", "method", "evidence"} and m["train_rows"] == [0] for m in mine["matches"])
+    assert all(set(m) == {"item", "train_rows", "method", "evidence", "untrainable_rows"} and m["train_rows"] == [0]
+               and m["untrainable_rows"] == [] for m in mine["matches"])
+    assert (report["rows_read"], report["rows_scanned"], report["rows_training_would_drop"]) == (2, 2, 0)
     assert report["benchmarks"]["gsm8k"]["contaminated"] == 0
     printed = capsys.readouterr().out
     assert "mine" in printed and "50.00%" in printed and "paraphrase check skipped" in printed
     assert main(["contamination", "--data", str(data), "--benchmark", "mine=/no/such.csv"]) == 2
     assert main(["contamination", "--data", str(tmp_path / "nope.jsonl"), "--benchmark", "gsm8k"]) == 2
+
+
+def test_audit_scans_rows_training_would_drop(shared, benchmarks, tmp_path, capsys):
+    """Items planted into rows with an empty output (malformed for training) are found as surely as items
+    in well-formed rows, marked as rows training would drop, and the summary counts both kinds."""
+    from factory.cli import main
+
+    src = shared / "sft_alpaca" / "alpaca_libre_tasks_v1.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    empty = [i for i, r in enumerate(rows) if not (r.get("output") or "").strip()]
+    good = [i for i, r in enumerate(rows) if (r.get("output") or "").strip()]
+    assert len(rows) == 2375 and len(empty) == 237
+    rng = random.Random(7)
+    gsm = benchmarks[0]
+    items = rng.sample(range(len(gsm.items)), 40)
+    targets = dict(zip(items, rng.sample(empty, 20) + rng.sample(good, 20)))
+    for item, r in targets.items():
+        rows[r] = {**rows[r], "instruction": gsm.items[item][0]}  # the question; outputs stay as they were
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "audit.json"
+    assert main(["contamination", "--data", str(data), "--format", "alpaca", "--benchmark", "gsm8k",
+                 "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    matches = {m["item"]: m for m in report["benchmarks"]["gsm8k"]["matches"]}
+    assert set(targets) <= set(matches)  # every planted item, in either kind of row
+    for item, r in targets.items():
+        assert r in matches[item]["train_rows"]
+        assert (r in matches[item]["untrainable_rows"]) == (r in empty)
+    assert (report["rows_read"], report["rows_scanned"], report["rows_training_would_drop"]) == (2375, 2375, 237)
+    printed = capsys.readouterr().out
+    assert "2,375 rows read, 2,375 scanned" in printed and "237 that training would drop" in printed
+    assert "40 rows overlap, 20 of them rows training would drop" in printed
 
 
 def test_embedding_method_with_a_local_model(tiny_base, tmp_path):
@@ -188,6 +224,7 @@ def _request(tmp_path, tiny_base, policy):
     data = tmp_path / "docs.jsonl"
     rows = [{"text": f"document number {i} about music and rain"} for i in range(40)]
     rows += [{"text": f"Trivia: {items[i]['question']} A violin."} for i in range(3)]
+    rows += [{"body": f"Trivia: {items[4]['question']}"}]  # malformed for completion (no `text`): never trained
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     req = tmp_path / f"{policy}.yaml"
     req.write_text(yaml.safe_dump({
@@ -220,3 +257,4 @@ def test_drop_removes_rows_and_the_card_says_so(home, tiny_base, tmp_path):
     card = (run / "README.md").read_text()
     assert "## Benchmark contamination" in card and "| quiz | 5 | 3 | 60.00% |" in card
     assert "dropped before training (3 rows)" in card and str(tmp_path) not in card
+    assert full["malformed_rows_not_checked"] == 1 and "1 rows dropped as malformed were not checked" in card

@@ -151,14 +151,26 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
     data_rev = hub.state.repos[("dataset", "org/songs")].head()[0]
     assert f"`{data_rev[:12]}`" in card.text
 
-    # the same request again: a new job, the same run content -> no second commit
-    (home / "runs" / "job-2").mkdir(parents=True)
-    job2 = store.submit(request.read_text(), "alice", "discord")
+    # A worker that crashed after its commit and retried (or `factory run` re-run) publishes the same run
+    # folder again: no new commit, the same revision.
+    from factory.config import loads_request
+    from factory.pipeline import Run, execute
+    from factory.progress import Console
+
+    (home / "runs" / "job-1" / "stages" / "publish.json").unlink()
+    again = execute(Run(request=loads_request(store.get(job).request), hub=_hf(hub), reporter=Console(),
+                        dir=home / "runs" / "job-1"))
+    assert again["publish"]["revision"] == sha and len(repo.commits) == 2
+
+    # A second job whose content differs (another seed): exactly one new commit, named after that job.
+    (tmp_path / "second").mkdir()
+    job2 = store.submit(_request(tmp_path / "second", seed=7).read_text(), "alice", "discord")
     Worker(store, "w2").run(drain=True)
-    assert store.get(job2).status == "succeeded" and len(repo.commits) == 2
+    assert store.get(job2).status == "succeeded", store.get(job2).error
+    assert len(repo.commits) == 3 and f"job-{job2}" in repo.commits[2][2]
 
     model = AutoModelForCausalLM.from_pretrained("me/tiny-tuned")  # through the server, like any Hub model
-    local = AutoModelForCausalLM.from_pretrained(home / "runs" / "job-1" / "merged")
+    local = AutoModelForCausalLM.from_pretrained(home / "runs" / f"job-{job2}" / "merged")  # the head is job 2's
     ids = torch.tensor([[1, 5, 9, 14, 3]])
     with torch.no_grad():
         assert (model(input_ids=ids).logits - local(input_ids=ids).logits).abs().max() < 1e-6

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,31 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Clock:
+    """A clock the test moves by hand: lease expiry without sleeping, whatever the machine's load."""
+
+    def __init__(self):
+        from factory.jobs import now
+
+        self.t = now()
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.t += timedelta(seconds=seconds)
+
+
+def paused(proc: subprocess.Popen) -> bool:
+    """True once the process has stopped itself (FACTORY_PAUSE_AT_STEP) or exited."""
+    try:
+        return Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except FileNotFoundError:
+        return True
 
 
 def statuses(store: Store, job_id: int) -> list[str]:
@@ -126,13 +152,16 @@ def test_cancel_authorisation_and_queued_cancel(db_url, tiny_request):
 
 
 def test_claims_are_exclusive_and_expired_leases_return(db_url, tiny_request):
-    store = Store(db_url, Limits(0, 0))
+    clock = Clock()
+    store = Store(db_url, Limits(0, 0), clock=clock)
     first, second = store.submit(tiny_request(), "u", "cli"), store.submit(tiny_request(), "u", "cli")
-    j1 = store.claim("w1", lease_s=0.5)
+    j1 = store.claim("w1", lease_s=5)
     j2 = store.claim("w2", lease_s=30)
     assert (j1.id, j2.id) == (first, second) and store.claim("w3", 30) is None
     assert not store.record(j1.id, "w2", "message", {"message": "not mine"})  # only the owner writes
-    time.sleep(0.6)
+    clock.advance(4.9)
+    assert store.claim("w3", 30) is None  # still w1's
+    clock.advance(0.2)
     j1b = store.claim("w3", 30)  # w1's lease expired: the job returns, attempt 2
     assert (j1b.id, j1b.attempt, j1b.lease_owner) == (first, 2, "w3")
     assert store.renew(first, "w1", 30) == (False, False)  # w1 lost it
@@ -144,11 +173,12 @@ def test_claims_are_exclusive_and_expired_leases_return(db_url, tiny_request):
 
 
 def test_lost_worker_limit_fails_the_job(db_url, tiny_request):
-    store = Store(db_url, Limits(0, 0))
+    clock = Clock()
+    store = Store(db_url, Limits(0, 0), clock=clock)
     job = store.submit(tiny_request(), "u", "cli")
     for n in range(2):
-        assert store.claim(f"w{n}", lease_s=0.01, max_attempts=2).id == job
-        time.sleep(0.05)
+        assert store.claim(f"w{n}", lease_s=10, max_attempts=2).id == job
+        clock.advance(11)
     assert store.claim("w9", 30, max_attempts=2) is None
     assert store.get(job).status == "failed" and "lost 2 times" in store.get(job).error
 
@@ -180,6 +210,8 @@ def test_twenty_processes_submit_a_thousand_requests(db_url, tiny_request, tmp_p
 
 
 def test_four_workers_drain_forty_jobs_each_exactly_once(db_url, tiny_request, home, tmp_path):
+    """Four workers compete for forty jobs: each job is claimed once and runs once. How the jobs spread
+    over the workers depends on the machine's load, so it is printed, not asserted."""
     store = Store(db_url, Limits(0, 0))
     ids = [store.submit(tiny_request(max_steps=1, hub_model_id=f"me/drain-{i}", val_set_size=0), "u", "cli")
            for i in range(40)]
@@ -188,7 +220,7 @@ def test_four_workers_drain_forty_jobs_each_exactly_once(db_url, tiny_request, h
         w.wait(timeout=600)
     logs = "".join((tmp_path / f"w{n}.log").read_text() for n in range(4))
     assert all(w.returncode == 0 for w in workers), logs[-3000:]
-    owners = set()
+    owners = []
     for job_id in ids:
         job = store.get(job_id)
         assert job.status == "succeeded", (job_id, job.error, logs[-2000:])
@@ -196,9 +228,9 @@ def test_four_workers_drain_forty_jobs_each_exactly_once(db_url, tiny_request, h
         assert [e.id for e in evs] == sorted(e.id for e in evs)
         assert statuses(store, job_id) == ["queued", "running", "succeeded"], job_id  # claimed exactly once
         assert [e.payload["stage"] for e in evs if e.kind == "stage"] == STAGES
-        owners.add(next(e.payload["worker"] for e in evs if e.payload.get("status") == "running"))
+        owners.append(next(e.payload["worker"] for e in evs if e.payload.get("status") == "running"))
         assert job.result["published"]["repo_id"] == f"me/drain-{job_id - ids[0]}"
-    assert len(owners) > 1  # the work was actually shared
+    print("jobs per worker:", sorted(Counter(owners).values(), reverse=True))
 
 
 # ---- a real job killed, stopped, cancelled -------------------------------------------------------
@@ -217,22 +249,25 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, h
     store = Store(db_url, Limits(0, 0))
     request = tiny_request(max_steps=40, save_steps=5, hub_model_id="me/killed")
     killed = store.submit(request, "u", "cli")
-    w = start_worker(home, db_url, tmp_path / "w1.log", "--once")
-    ckpt = home / "runs" / f"job-{killed}" / "checkpoints" / "checkpoint-10"
-    wait_for(lambda: (ckpt / "trainer_state.json").is_file(), 300, "checkpoint-10")
-    w.send_signal(signal.SIGKILL)
+    w = start_worker(home, db_url, tmp_path / "w1.log", "--once", FACTORY_PAUSE_AT_STEP=10)
+    wait_for(lambda: paused(w), 300, "the worker to stop itself after checkpoint-10")
+    w.send_signal(signal.SIGKILL)  # killed at a known point: right after checkpoint-10
     w.wait()
-    assert store.get(killed).status == "running" and _train_steps(store, killed) < 40
+    ckpt = home / "runs" / f"job-{killed}" / "checkpoints" / "checkpoint-10"
+    assert (ckpt / "trainer_state.json").is_file(), (tmp_path / "w1.log").read_text()[-3000:]
+    assert store.get(killed).status == "running" and _train_steps(store, killed) <= 10  # progress is throttled
     assert not (home / "hub" / "models" / "me" / "killed").exists()
 
-    time.sleep(3.2)  # the dead worker's lease (3 s) expires
+    from factory.jobs import now
+
+    wait_for(lambda: store.get(killed).lease_expires < now(), 30, "the dead worker's lease (3 s) to expire")
     w2 = start_worker(home, db_url, tmp_path / "w2.log", "--once")
     assert w2.wait(timeout=300) == 0, (tmp_path / "w2.log").read_text()[-3000:]
     job = store.get(killed)
     assert job.status == "succeeded" and job.attempt == 2, job.error
     messages = [e.payload.get("message", "") for e in store.events(killed)]
     resumed = [m for m in messages if m.startswith("resuming from checkpoint-")]
-    assert resumed and int(resumed[0].split("-")[-1]) >= 10  # not from zero
+    assert resumed and int(resumed[0].split("-")[-1]) == 10  # not from zero
 
     reference = store.submit(request.replace("me/killed", "me/uninterrupted"), "u", "cli")
     w3 = start_worker(home, db_url, tmp_path / "w3.log", "--once")
@@ -247,14 +282,15 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, h
 def test_sigterm_puts_the_job_back_with_a_checkpoint(db_url, tiny_request, home, tmp_path):
     store = Store(db_url, Limits(0, 0))
     job_id = store.submit(tiny_request(max_steps=400, save_steps=1000, hub_model_id="me/termed"), "u", "cli")
-    w = start_worker(home, db_url, tmp_path / "w.log")
-    wait_for(lambda: _train_steps(store, job_id) >= 3, 300, "three training steps")
-    w.send_signal(signal.SIGTERM)
+    w = start_worker(home, db_url, tmp_path / "w.log", FACTORY_PAUSE_AT_STEP=3)
+    wait_for(lambda: paused(w), 300, "the worker to stop itself after step 3")
+    w.send_signal(signal.SIGTERM)  # delivered when it runs again, between steps 3 and 4
+    w.send_signal(signal.SIGCONT)
     assert w.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
     job = store.get(job_id)
     assert job.status == "queued" and job.lease_owner is None
     ckpts = list((home / "runs" / f"job-{job_id}" / "checkpoints").glob("checkpoint-*"))
-    assert len(ckpts) == 1 and int(ckpts[0].name.split("-")[1]) >= 3  # saved on SIGTERM (save_steps is 1000)
+    assert [c.name for c in ckpts] == ["checkpoint-4"]  # saved on SIGTERM (save_steps is 1000), at the next step
     assert statuses(store, job_id)[-1] == "queued"
     assert "SIGTERM" in (tmp_path / "w.log").read_text()
 
