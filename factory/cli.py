@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from factory.errors import DiskFull, TransientError, UserError
+from factory.redact import redact
 
 EPILOG = """\
 examples:
@@ -178,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except (DiskFull, TransientError) as exc:  # not the user's input: worth trying again later
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

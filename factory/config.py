@@ -7,7 +7,6 @@ errors that say so by name. Imports no torch: `factory validate` must stay fast.
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factory.errors import UserError
-from factory.ids import looks_like_repo_id, repo_id_problem
+from factory.ids import looks_like_repo_id, repo_id_problem, revision_problem
 
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 
@@ -129,6 +128,8 @@ class PublishSpec(Strict):
     enabled: bool = True
     private: bool = False
     adapter: bool = Field(False, description="publish the LoRA adapter alone (a PEFT repo) instead of the merged model")
+    into_existing: bool = Field(False, description="publish into a repo that exists but was not made by the factory "
+                                "(its own files are kept; only files the factory wrote are ever replaced or deleted)")
 
 
 class Request(Strict):
@@ -177,7 +178,8 @@ class Request(Strict):
     # output
     output_dir: str | None = Field(None, description="run folder (default: $FACTORY_HOME/runs/<job-id>)")
     hub_model_id: str | None = Field(None, description="'org/name' to publish the merged model as")
-    hub_endpoint: str | None = Field(None, description="a Hub-compatible endpoint (default HF_ENDPOINT or huggingface.co)")
+    hub_endpoint: str | None = Field(None, description="one of the operator's Hub endpoints (HF_ENDPOINT, "
+                                     "FACTORY_HUB_ENDPOINTS); default HF_ENDPOINT or huggingface.co")
     evals: EvalSpec = Field(default_factory=EvalSpec)
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
@@ -198,8 +200,21 @@ class Request(Strict):
     @field_validator("hub_endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?$", v):
-            raise ValueError(f"'{v}' is not an http(s) URL such as https://huggingface.co")
+        """The operator's endpoints only: a request never chooses where a token is sent."""
+        from factory.credentials import check_endpoint
+
+        if v is not None:
+            try:
+                return check_endpoint(v)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("revision_of_model")
+    @classmethod
+    def _revision(cls, v: str | None) -> str | None:
+        if v is not None and (problem := revision_problem(v)):
+            raise ValueError(problem)
         return v
 
     @field_validator("hub_model_id")

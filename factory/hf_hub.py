@@ -2,7 +2,9 @@
 
 In: snapshot_download of only the files a finetune needs (weights, config, tokenizer, chat
 template, card; or a dataset repo's data files), pinned to the resolved commit. Out: create_repo
-(exist_ok) and one upload_folder commit; nothing is committed when the repo already holds exactly
+when the repo is new, then one create_commit with the folder's files, a manifest of them, and
+deletions of only those files an earlier factory manifest lists (a repo the factory did not make is
+refused unless publish.into_existing); nothing is committed when the repo already holds exactly
 these files. Errors become one message naming the repo and what is missing; 5xx answers and broken
 connections are retried with backoff and then raised as TransientError (a queued job is retried).
 """
@@ -14,10 +16,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from factory.credentials import Token, allowed_namespace
+from factory.credentials import Token, allowed_namespace, normalise_endpoint
 from factory.errors import TransientError, UserError
-from factory.hub import Published, RepoType
-from factory.ids import repo_id_problem
+from factory.hub import MANIFEST, Published, RepoType, manifest_bytes, plan_publish
+from factory.ids import repo_id_problem, revision_problem
 
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.jinja", "*.txt", "README.md"]
 DATASET_FILES = ["*.parquet", "*.json", "*.jsonl", "*.csv", "README.md"]
@@ -44,7 +46,10 @@ class HfHub:
     def __init__(self, token: Token, endpoint: str = "https://huggingface.co", retry_base_s: float = 1.0):
         from huggingface_hub import HfApi
 
-        self.token, self.endpoint = token, endpoint.rstrip("/")
+        self.token, self.endpoint = token, normalise_endpoint(endpoint)
+        if token.endpoint != self.endpoint:  # a token is only ever sent where the operator configured it
+            raise UserError(f"the token from {token.source} belongs to {token.endpoint}, not {self.endpoint}; "
+                            "it is not sent there")
         self.api = HfApi(endpoint=self.endpoint, token=token.value)
         self.name = f"{urlparse(self.endpoint).netloc} (token from {token.source})"
         self.retry_base_s = retry_base_s
@@ -106,7 +111,7 @@ class HfHub:
                  files: list[str] | None = None) -> tuple[Path, str]:
         from huggingface_hub import snapshot_download
 
-        if problem := repo_id_problem(repo_id):
+        if problem := repo_id_problem(repo_id) or (revision and revision_problem(revision)):
             raise UserError(problem)
         patterns = files or (MODEL_FILES if repo_type == "model" else DATASET_FILES)
         path = self._call(lambda: snapshot_download(
@@ -115,35 +120,65 @@ class HfHub:
         return Path(path), Path(path).name  # the cache's snapshot folder is named by the commit id
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False) -> Published:
+                private: bool = False, into_existing: bool = False) -> Published:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
         if problem := repo_id_problem(repo_id) or allowed_namespace(repo_id):
             raise UserError(problem)
         url = f"{self.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
-        self._call(lambda: self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
-                   repo_id, repo_type)
-        current = self._unchanged(repo_id, folder, repo_type)
-        if current:
-            return Published(repo_id, current, url, created=False)
-        info = self._call(lambda: self.api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type,
-                                                         commit_message=message, delete_patterns=["*"]),
-                          repo_id, repo_type)
-        return Published(repo_id, info.oid, url, created=True)
+        info = self._info_or_none(repo_id, repo_type)
+        remote = self._files(repo_id, repo_type, info.sha) if info is not None and info.sha else {}
+        manifest = self._download(repo_id, repo_type, info.sha, MANIFEST) if MANIFEST in remote else None
+        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        new_manifest = manifest_bytes(list(local))
+        deletes = plan_publish(repo_id, set(remote) if info is not None else None, manifest,
+                               getattr(info, "private", None), list(local), private, into_existing)
+        if info is None:
+            self._call(lambda: self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
+                       repo_id, repo_type)
+        elif not deletes and manifest == new_manifest and self._same(remote, local):
+            return Published(repo_id, info.sha, url, created=False)
+        ops = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(p)) for path, p in sorted(local.items())]
+        ops.append(CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=new_manifest))
+        ops += [CommitOperationDelete(path_in_repo=path) for path in deletes]
+        done = self._call(lambda: self.api.create_commit(repo_id=repo_id, repo_type=repo_type, operations=ops,
+                                                         commit_message=message), repo_id, repo_type)
+        return Published(repo_id, done.oid, url, created=True)
 
-    def _unchanged(self, repo_id: str, folder: Path, repo_type: RepoType) -> str | None:
-        """The current commit id when the repo holds exactly the folder's files, else None."""
+    def _info_or_none(self, repo_id: str, repo_type: RepoType):
+        """The repo's info, or None when it does not exist (yet)."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        def fetch():
+            try:
+                return self.api.repo_info(repo_id, repo_type=repo_type)
+            except RepositoryNotFoundError:
+                return None
+
+        return self._call(fetch, repo_id, repo_type)
+
+    def _files(self, repo_id: str, repo_type: RepoType, revision: str) -> dict:
+        """path -> RepoFile of every file of the repo at revision."""
         from huggingface_hub.hf_api import RepoFile
 
-        info = self._call(lambda: self.api.repo_info(repo_id, repo_type=repo_type), repo_id, repo_type)
-        if not info.sha:
-            return None
-        remote = {f.path: f for f in self._call(lambda: list(self.api.list_repo_tree(
-            repo_id, repo_type=repo_type, revision=info.sha, recursive=True)), repo_id, repo_type)
-            if isinstance(f, RepoFile) and f.path != ".gitattributes"}
-        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-        if set(remote) != set(local):
-            return None
-        for path, f in remote.items():
-            same = (f.lfs.sha256 == _sha256(local[path])) if f.lfs else (f.blob_id == _git_blob_sha(local[path]))
-            if not same:
-                return None
-        return info.sha
+        return {f.path: f for f in self._call(lambda: list(self.api.list_repo_tree(
+            repo_id, repo_type=repo_type, revision=revision, recursive=True)), repo_id, repo_type)
+            if isinstance(f, RepoFile)}
+
+    def _download(self, repo_id: str, repo_type: RepoType, revision: str, filename: str) -> bytes:
+        from huggingface_hub import hf_hub_download
+
+        path = self._call(lambda: hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision,
+                                                  token=self.token.value, endpoint=self.endpoint), repo_id, repo_type)
+        return Path(path).read_bytes()
+
+    @staticmethod
+    def _same(remote: dict, local: dict[str, Path]) -> bool:
+        """Every local file is in the repo with the same content (git blob sha, or LFS sha256)."""
+        for path, p in local.items():
+            f = remote.get(path)
+            if f is None:
+                return False
+            if not ((f.lfs.sha256 == _sha256(p)) if f.lfs else (f.blob_id == _git_blob_sha(p))):
+                return False
+        return True

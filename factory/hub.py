@@ -9,6 +9,7 @@ half-written visible.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,10 +19,13 @@ from typing import Literal, Protocol
 
 from factory import atomic
 from factory.errors import UserError
-from factory.ids import repo_id_problem
+from factory.ids import repo_id_problem, revision_problem
+from factory.paths import inside
 
 RepoType = Literal["model", "dataset"]
 COMMIT_FILE = ".commit.json"  # message and parent of a revision; not part of its content
+MANIFEST = "factory_manifest.json"  # the files the factory wrote in this revision: the only ones it may delete
+LEGACY_MARK = "factory_request.yaml"  # every model the factory published before manifests carries this file
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,48 @@ class Hub(Protocol):
         ...
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False) -> Published: ...
+                private: bool = False, into_existing: bool = False) -> Published:
+        """One new revision with folder's files and a manifest of them. Deletes only files an earlier
+        factory manifest lists; refuses a repo the factory did not make unless into_existing, and a
+        private publish into a repo that exists as public."""
+        ...
+
+
+def manifest_bytes(files: list[str]) -> bytes:
+    listed = sorted(f for f in files if f != MANIFEST)
+    return (json.dumps({"made_by": "model-factory", "files": listed}, indent=1) + "\n").encode()
+
+
+def factory_files(existing: set[str], manifest: bytes | None) -> set[str] | None:
+    """The files of a repo that the factory wrote, or None when the factory did not make it."""
+    if manifest is not None:
+        try:
+            listed = json.loads(manifest)["files"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return {f for f in listed if isinstance(f, str)} | {MANIFEST}
+    if LEGACY_MARK in existing:  # published by the factory before it wrote manifests: all of it is ours
+        return set(existing)
+    return None
+
+
+def plan_publish(repo_id: str, existing: set[str] | None, manifest: bytes | None,
+                 existing_private: bool | None, new_files: list[str], private: bool, into_existing: bool) -> list[str]:
+    """The files to delete from the repo for this publish, or a UserError saying why it is refused."""
+    if existing is None:  # a new repo
+        return []
+    if private and existing_private is False:
+        raise UserError(f"'{repo_id}' already exists as a public repo and publish.private is true: the factory does not "
+                        "change a repo's visibility. Make it private on the Hub first, or publish elsewhere")
+    content = {f for f in existing if f != ".gitattributes"}
+    ours = factory_files(existing, manifest)
+    if ours is None:
+        if content and not into_existing:
+            raise UserError(f"'{repo_id}' exists and was not made by the factory ({len(content)} files of its own); "
+                            "nothing was published. Choose another hub_model_id, or set publish: {into_existing: true} "
+                            "to add the model's files to it (same-named files are replaced, nothing else is deleted)")
+        return []
+    return sorted((ours & content) - set(new_files) - {MANIFEST})
 
 
 def tree_digest(folder: Path, parent: str | None) -> str:
@@ -69,7 +114,7 @@ class LocalHub:
     def _repo(self, repo_id: str, repo_type: RepoType) -> Path:
         if problem := repo_id_problem(repo_id):
             raise UserError(problem)
-        return self.root / f"{repo_type}s" / repo_id
+        return inside(self.root, f"{repo_type}s", *repo_id.split("/"), what="repo id")
 
     def current(self, repo_id: str, repo_type: RepoType = "model") -> str | None:
         ref = self._repo(repo_id, repo_type) / "refs" / "main"
@@ -77,6 +122,11 @@ class LocalHub:
 
     def exists(self, repo_id: str, repo_type: RepoType = "model") -> bool:
         return self.current(repo_id, repo_type) is not None
+
+    def _revision(self, repo_id: str, repo_type: RepoType, rev: str) -> Path:
+        if problem := revision_problem(rev):
+            raise UserError(problem)
+        return inside(self._repo(repo_id, repo_type), "revisions", rev, what="revision")
 
     def snapshot(self, repo_id: str, repo_type: RepoType = "model", revision: str | None = None,
                  files: list[str] | None = None) -> tuple[Path, str]:
@@ -86,24 +136,38 @@ class LocalHub:
                 f"{repo_type} '{repo_id}' is not in the local hub ({self.root}); "
                 "check the id, run `factory demo` to create the demo repos, or set HF_TOKEN to use huggingface.co"
             )
-        path = self._repo(repo_id, repo_type) / "revisions" / rev
+        path = self._revision(repo_id, repo_type, rev)
         if not path.is_dir():
             raise UserError(f"{repo_type} '{repo_id}' has no revision '{rev}' in the local hub")
         return path, rev
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False) -> Published:
+                private: bool = False, into_existing: bool = False) -> Published:
         repo = self._repo(repo_id, repo_type)
         parent = self.current(repo_id, repo_type)
-        if parent is not None and tree_digest(folder, None) == tree_digest(repo / "revisions" / parent, None):
-            return Published(repo_id, parent, self.url(repo_id, repo_type), created=False)
+        old = self._revision(repo_id, repo_type, parent) if parent else None
+        existing = {p.relative_to(old).as_posix() for p in old.rglob("*") if p.is_file() and p.name != COMMIT_FILE} if old else None
+        commit = old / COMMIT_FILE if old else None
+        was_private = bool(json.loads(commit.read_text()).get("private")) if commit and commit.is_file() else None
+        manifest = (old / MANIFEST).read_bytes() if old and (old / MANIFEST).is_file() else None
+        new_files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        deletes = plan_publish(repo_id, existing, manifest, was_private, new_files, private, into_existing)
         (repo / "revisions").mkdir(parents=True, exist_ok=True)
         for stale in repo.glob(".incoming-*"):  # left by a crashed publish; never visible
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=repo, prefix=".incoming-"))
         try:
+            if old is not None:  # the new revision starts from the old one: files we did not write stay
+                shutil.copytree(old, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(COMMIT_FILE))
+                for rel in deletes:
+                    (tmp / rel).unlink(missing_ok=True)
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            atomic.write_json(tmp / COMMIT_FILE, {"message": message, "parent": parent, "private": private})
+            (tmp / MANIFEST).write_bytes(manifest_bytes(new_files))
+            if old is not None and tree_digest(tmp, None) == tree_digest(old, None):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return Published(repo_id, parent, self.url(repo_id, repo_type), created=False)
+            atomic.write_json(tmp / COMMIT_FILE, {"message": message, "parent": parent,
+                                                  "private": bool(was_private) if old else private})
             atomic.fsync_tree(tmp)
             rev = tree_digest(tmp, parent)
             os.replace(tmp, repo / "revisions" / rev)
@@ -130,20 +194,21 @@ def model_folder(ref: str, hub: Hub, revision: str | None = None, files: list[st
 
 
 def default_hub(endpoint: str | None = None) -> Hub:
-    """The real Hub when a token is found (HF_TOKEN, the secrets file, or `hf auth login`), else the local hub.
+    """The real Hub when the operator configured a token for the endpoint, else the local hub.
 
-    FACTORY_HUB=local forces the local hub even with a token; the endpoint is the request's
-    hub_endpoint, else HF_ENDPOINT, else https://huggingface.co."""
+    The endpoint is the request's hub_endpoint when the operator allows it (HF_ENDPOINT or
+    FACTORY_HUB_ENDPOINTS), else HF_ENDPOINT, else https://huggingface.co. FACTORY_HUB=local forces the
+    local hub even with a token."""
     import os
 
+    from factory.credentials import check_endpoint, hf_token
     from factory.home import hub_root
 
     if os.environ.get("FACTORY_HUB", "").lower() != "local":
-        from factory.credentials import hf_token
-
-        token = hf_token()
+        endpoint = check_endpoint(endpoint)  # before any connection: a request never picks where a token goes
+        token = hf_token(endpoint)
         if token is not None:
             from factory.hf_hub import HfHub
 
-            return HfHub(token, endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+            return HfHub(token, endpoint)
     return LocalHub(hub_root())

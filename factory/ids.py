@@ -22,3 +22,14 @@ def repo_id_problem(value: str) -> str | None:
 
 def looks_like_repo_id(value: str) -> bool:
     return REPO_ID.match(value) is not None and ".." not in value
+
+
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def revision_problem(value: str) -> str | None:
+    """None for a branch or tag name, or a 40-hex commit id; never a path (no '/', '\\', '..', NUL)."""
+    if not isinstance(value, str) or not _REVISION.match(value) or ".." in value:
+        return (f"{value!r} is not a revision: give a branch or tag name (letters, digits, '.', '_', '-'; "
+                "no '/', '\\', '..') or a 40-character commit id")
+    return None

@@ -208,6 +208,9 @@ class Store:
         if request.output_dir:
             raise UserError("output_dir cannot be set on a queued job: the worker keeps its run folder in "
                             "$FACTORY_HOME/runs/job-<id>; remove the key")
+        from factory.grants import check_queued
+
+        check_queued(request, f"{front_door} request")  # before anything reads a local file it names
         check_request(request, f"{front_door} request")
         t = self.now()
         try:

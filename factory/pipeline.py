@@ -21,6 +21,7 @@ from factory.errors import UserError
 from factory.home import placeholders
 from factory.hub import Hub, model_folder
 from factory.progress import Event, MainOnly, Reporter
+from factory.redact import redact
 
 
 @dataclass
@@ -51,7 +52,10 @@ def run_id(request: Request) -> str:
 def run_dir_for(request: Request) -> Path:
     from factory.home import runs_root
 
-    return Path(request.output_dir).expanduser() if request.output_dir else runs_root() / run_id(request)
+    from factory.paths import inside
+
+    return Path(request.output_dir).expanduser() if request.output_dir else inside(runs_root(), run_id(request),
+                                                                                   what="run folder")
 
 
 def versions() -> dict[str, str]:
@@ -223,7 +227,7 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
                       versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None)
-    text = build_card(run.request, facts)
+    text = redact(build_card(run.request, facts))
     atomic.write_text(folder / "factory_request.yaml", card_request(run.request))
     atomic.write_text(folder / "README.md", text)
     atomic.write_text(run.dir / "README.md", text)
@@ -236,7 +240,7 @@ def stage_publish(run: Run, carded: dict) -> dict:
         return {"skipped": "publish.enabled is false"}
     repo_id = req.hub_model_id or f"local/{run.dir.name}"
     result = run.hub.publish(repo_id, Path(carded["folder"]), f"factory: publish run {run.dir.name}",
-                             private=req.publish.private)
+                             private=req.publish.private, into_existing=req.publish.into_existing)
     info = {"repo_id": result.repo_id, "revision": result.revision, "url": result.url, "hub": run.hub.name}
     atomic.write_json(run.dir / "published.json", info)
     run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"

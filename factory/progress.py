@@ -67,7 +67,9 @@ class Console:
             return
         self._close_bar()
         if event.message:
-            print(f"[{event.stage}] {event.message}", file=self.stream, flush=True)
+            from factory.redact import redact
+
+            print(redact(f"[{event.stage}] {event.message}"), file=self.stream, flush=True)
 
     def _bar(self, event: Event) -> None:
         from tqdm import tqdm

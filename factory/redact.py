@@ -1,19 +1,52 @@
-"""Secrets never leave the process: every text bound for a log, event, job row or card passes here."""
+"""Secrets never leave the process: every text bound for a console, log, event, job row or card passes here.
+
+Redacted by source (whatever their shape): the values of the secret environment variables, every value
+in the secrets file, and every token the factory handled (`register`: the operator's tokens, per-user
+tokens). Redacted by shape, for secrets that came from nowhere we know (a token pasted into a message):
+Hugging Face and Discord tokens, passwords in database URLs.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DISCORD_TOKEN", "FACTORY_DB_PASSWORD")
-# Token shapes, for secrets that did not come from the environment (a pasted token in a message).
-PATTERNS = [re.compile(r"hf_[A-Za-z0-9]{20,}"), re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)[^@\s]+@")]
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DISCORD_TOKEN", "FACTORY_DB_PASSWORD", "FACTORY_SECRET_KEY")
+MIN_LEN = 6  # shorter values would redact ordinary words
+PATTERNS = [
+    (re.compile(r"hf_[A-Za-z0-9]{20,}"), "hf_***"),
+    (re.compile(r"api_org_[A-Za-z0-9]{20,}"), "api_org_***"),
+    (re.compile(r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}"), "***discord-token***"),
+    (re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
+]
+
+_known: set[str] = set()
+_lock = threading.Lock()
+
+
+def register(secret: str | None) -> None:
+    """Remember a secret so that every later redact() removes it."""
+    if secret and len(secret) >= MIN_LEN:
+        with _lock:
+            _known.add(secret)
+
+
+def _secrets_file_values() -> list[str]:
+    from factory.credentials import read_secrets
+
+    try:
+        return list(read_secrets().values())
+    except Exception:  # noqa: BLE001 - an unreadable secrets file is reported where it is used, not here
+        return []
 
 
 def redact(text: str) -> str:
-    for name in SECRET_ENV:
-        value = os.environ.get(name)
-        if value and len(value) >= 6:
-            text = text.replace(value, "***")
-    text = PATTERNS[0].sub("hf_***", text)
-    return PATTERNS[1].sub(r"\1***@", text)
+    values = {os.environ.get(name) for name in SECRET_ENV} | set(_secrets_file_values())
+    with _lock:
+        values |= _known
+    for value in sorted((v for v in values if v and len(v) >= MIN_LEN), key=len, reverse=True):
+        text = text.replace(value, "***")
+    for pattern, repl in PATTERNS:
+        text = pattern.sub(repl, text)
+    return text

@@ -94,14 +94,17 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     from transformers.utils import logging as hf_logging
 
     from factory.config import loads_request
+    from factory.grants import check_queued
     from factory.home import runs_root
     from factory.hub import default_hub
+    from factory.paths import inside
     from factory.pipeline import Run, execute
 
     hf_logging.disable_progress_bar()
-    request = loads_request(job.request, f"job {job.id}")
+    request = loads_request(job.request, f"job {job.id}")  # again: the row may predate a policy change
+    check_queued(request, f"job {job.id}")
     run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=reporter,
-              dir=runs_root() / f"job-{job.id}", gate=reporter.gate)
+              dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
     results = execute(run)
     return {"run_dir": str(run.dir), "published": results["publish"], "scores": results["eval"]["scores"],
             "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss")}

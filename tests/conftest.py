@@ -30,6 +30,15 @@ def missing(msg: str, required_by: str) -> None:
     pytest.skip(msg)
 
 
+@pytest.fixture(autouse=True)
+def data_roots(tmp_path_factory, monkeypatch) -> Path:
+    """Queued test jobs may read local files anywhere under pytest's temp root (FACTORY_DATA_ROOTS);
+    FACTORY_HOME inside it stays refused, as on a real machine."""
+    root = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("FACTORY_DATA_ROOTS", str(root))
+    return root
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     h = tmp_path / "factory-home"
@@ -99,3 +108,45 @@ def db_url(request, home) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{home / 'jobs.db'}"
     return request.getfixturevalue("pg_url")
+
+
+# ---- a Hub-compatible server ---------------------------------------------------------------------
+
+def fake_token(label: str) -> str:
+    """A token-shaped test value, built at run time so no token-like literal sits in the repo."""
+    return "hf" + "_" + label.ljust(36, "0")
+
+
+CANARY = fake_token("canaryTOKENthatMustNeverLeak")
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path, tiny_base):
+    """tests/hub_server.py as the operator's HF_ENDPOINT, HF_TOKEN the canary; a tiny base, a dataset,
+    a private and a gated repo."""
+    import json
+
+    import huggingface_hub.constants as c
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        server.state.tokens[CANARY] = "me"
+        files = {p.name: p.read_bytes() for p in tiny_base.iterdir() if p.is_file()}
+        files["README.md"] = b"---\nlicense: mit\nlanguage:\n- en\n---\n# tiny base\n"
+        server.state.add_repo("model", "org/tiny-base", files)
+        rows = "".join(json.dumps({"instruction": f"Name song {i}", "output": f"Song {i} is about rain"}) + "\n"
+                       for i in range(40))
+        server.state.add_repo("dataset", "org/songs", {"data/train.jsonl": rows.encode(), "README.md": b"# songs\n"})
+        server.state.add_repo("model", "org/private-base", files, private=True)
+        server.state.add_repo("model", "org/gated-base", files, gated=True)
+        monkeypatch.setenv("HF_TOKEN", CANARY)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.delenv("FACTORY_HUB", raising=False)
+        monkeypatch.delenv("FACTORY_HUB_ENDPOINTS", raising=False)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(c, "ENDPOINT", server.url)
+        monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        yield server

@@ -12,47 +12,13 @@ import pytest
 import yaml
 
 from factory.errors import TransientError, UserError
-from hub_server import HubServer  # tests/ is on sys.path under pytest
-
-def fake_token(label: str) -> str:
-    """A token-shaped test value, built at run time so no token-like literal sits in the repo."""
-    return "hf" + "_" + label.ljust(36, "0")
-
-
-CANARY = fake_token("canaryTOKENthatMustNeverLeak")
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path, tiny_base):
-    import huggingface_hub.constants as c
-
-    with HubServer() as server:
-        server.state.tokens[CANARY] = "me"
-        files = {p.name: p.read_bytes() for p in tiny_base.iterdir() if p.is_file()}
-        files["README.md"] = b"---\nlicense: mit\nlanguage:\n- en\n---\n# tiny base\n"
-        server.state.add_repo("model", "org/tiny-base", files)
-        rows = "".join(json.dumps({"instruction": f"Name song {i}", "output": f"Song {i} is about rain"}) + "\n"
-                       for i in range(40))
-        server.state.add_repo("dataset", "org/songs", {"data/train.jsonl": rows.encode(), "README.md": b"# songs\n"})
-        server.state.add_repo("model", "org/private-base", files, private=True)
-        server.state.add_repo("model", "org/gated-base", files, gated=True)
-        monkeypatch.setenv("HF_TOKEN", CANARY)
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.delenv("FACTORY_HUB", raising=False)
-        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(c, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(c, "ENDPOINT", server.url)
-        monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        yield server
-
+from conftest import CANARY, fake_token  # tests/ is on sys.path under pytest
 
 def _hf(server, **kw):
     from factory.credentials import Token
     from factory.hf_hub import HfHub
 
-    return HfHub(Token(CANARY, "HF_TOKEN"), server.url, retry_base_s=0.01, **kw)
+    return HfHub(Token(CANARY, "HF_TOKEN", server.url), server.url, retry_base_s=0.01, **kw)
 
 
 def test_token_selection(monkeypatch, home, tmp_path):
@@ -76,8 +42,12 @@ def test_token_selection(monkeypatch, home, tmp_path):
     assert token.value == CANARY and token.source.startswith("secrets file") and CANARY not in repr(token)
     monkeypatch.setenv("HF_TOKEN", fake_token("fromTheEnvironment"))
     assert hf_token().source == "HF_TOKEN"
-    hub = default_hub("http://127.0.0.1:9")
+    with pytest.raises(UserError, match="not one this factory sends requests to"):
+        default_hub("http://127.0.0.1:9")  # a request cannot point the operator's token elsewhere
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the operator can
+    hub = default_hub()
     assert type(hub).__name__ == "HfHub" and "127.0.0.1:9" in hub.name and "HF_TOKEN" in hub.name
+    assert hub.token.endpoint == "http://127.0.0.1:9"
     monkeypatch.setenv("FACTORY_HUB", "local")
     assert isinstance(default_hub(), LocalHub)
 
@@ -105,7 +75,7 @@ def _hf_with_token(server, value):
     from factory.credentials import Token
     from factory.hf_hub import HfHub
 
-    return HfHub(Token(value, "a test token"), server.url, retry_base_s=0.01)
+    return HfHub(Token(value, "a test token", server.url), server.url, retry_base_s=0.01)
 
 
 def _request(tmp_path, **over) -> Path:
