@@ -3,7 +3,8 @@
 A request run with `factory run` on the operator's own machine may name any local file. A request
 from the queue (any front door, the CLI's `factory submit` included) may name local model folders,
 data files and benchmark files only inside the folders listed in FACTORY_DATA_ROOTS, and never inside
-$FACTORY_HOME (other jobs' run folders, the local hub's internals, the job database, the secrets file).
+$FACTORY_HOME (other jobs' run folders, the local hub's internals, the job database, the secrets file),
+except $FACTORY_HOME/evals, the held-out task files the factory writes for its own evals.
 Symlinks are resolved before the check.
 """
 
@@ -60,6 +61,8 @@ def check_queued(request: Request, source: str = "request") -> None:
         path = Path(raw).expanduser()
         if "\0" in raw:
             problems.append(f"{key}: holds a NUL byte")
+        elif within(path, factory_home() / "evals"):
+            continue  # the factory's own held-out task files (the demo's): written by it, no secrets
         elif within(path, factory_home()):
             problems.append(f"{key}: '{raw}' lies inside the factory's own state ($FACTORY_HOME: run folders, hub, "
                             "job database, secrets); a queued job may not read it")

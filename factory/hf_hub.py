@@ -145,6 +145,12 @@ class HfHub:
                                                          commit_message=message), repo_id, repo_type)
         return Published(repo_id, done.oid, url, created=True)
 
+    def repo_bytes(self, repo_id: str, repo_type: RepoType = "model") -> int:
+        """The size of the repo's files at main, from the Hub's metadata (nothing is downloaded)."""
+        info = self._call(lambda: self.api.repo_info(repo_id, repo_type=repo_type, files_metadata=True),
+                          repo_id, repo_type)
+        return sum(s.size or 0 for s in info.siblings or [])
+
     def _info_or_none(self, repo_id: str, repo_type: RepoType):
         """The repo's info, or None when it does not exist (yet)."""
         from huggingface_hub.errors import RepositoryNotFoundError

@@ -19,15 +19,16 @@ from typing import Literal
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Integer, MetaData, String, Table,
                         Text, and_, create_engine, event, func, insert, or_, select, text, update)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from factory.config import Request, loads_request
+from factory.config import Request
 from factory.errors import DiskFull, UserError
 from factory.redact import redact
 
 FrontDoor = Literal["cli", "discord", "space"]
-FRONT_DOORS = ("cli", "discord", "space")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 metadata = MetaData()
@@ -69,13 +70,35 @@ events = Table(
 )
 
 
+job_secrets = Table(  # per-user Hub tokens, sealed (factory/sealed.py), bound to one job, deleted when it ends
+    "job_secrets", metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("sealed", Text, nullable=False),
+    Column("endpoint", String(300), nullable=False),
+)
+deliveries = Table(  # how far a front door has delivered a job's events to one target (a thread, a webhook)
+    "deliveries", metadata,
+    Column("front_door", String(16), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("target", String(200), primary_key=True),
+    Column("cursor", Integer, nullable=False, default=0),  # the last delivered event id
+    Column("owner", String(200)),  # the deliverer holding it now, until lease_expires
+    Column("lease_expires", DateTime),
+)
+
+
 def _v1(conn) -> None:
     for table in (jobs, events):
         table.create(conn, checkfirst=True)
 
 
+def _v2(conn) -> None:
+    for table in (job_secrets, deliveries):
+        table.create(conn, checkfirst=True)
+
+
 # Append-only: (version, description, step). A step takes a connection inside the migration transaction.
-MIGRATIONS = [(1, "jobs and events tables", _v1)]
+MIGRATIONS = [(1, "jobs and events tables", _v1), (2, "sealed per-user tokens and delivery cursors", _v2)]
 
 
 def now() -> datetime:
@@ -195,23 +218,17 @@ class Store:
 
     # ---- front doors -------------------------------------------------------------------------
 
-    def submit(self, request: Request | str, submitter: str, front_door: FrontDoor) -> int:
-        """Validate and enqueue. An invalid request or a limit raises UserError and writes nothing."""
-        from factory.checks import check_request
+    def submit(self, request: Request | str, submitter: str, front_door: FrontDoor,
+               hub_token: str | None = None) -> int:
+        """Validate and enqueue. An invalid request or a limit raises UserError and writes nothing.
 
-        if front_door not in FRONT_DOORS:
-            raise UserError(f"front_door must be one of {', '.join(FRONT_DOORS)}, not {front_door!r}")
-        if not submitter or len(submitter) > 200:
-            raise UserError("submitter must be a non-empty name of at most 200 characters")
-        if isinstance(request, str):
-            request = loads_request(request, f"{front_door} request")
-        if request.output_dir:
-            raise UserError("output_dir cannot be set on a queued job: the worker keeps its run folder in "
-                            "$FACTORY_HOME/runs/job-<id>; remove the key")
-        from factory.grants import check_queued
+        Requests from front doors ("space", "discord") also pass the strangers' policy
+        (factory/remote_policy.py). hub_token, a per-user Hub token, is kept sealed for this job only."""
+        from factory.admission import admit
 
-        check_queued(request, f"{front_door} request")  # before anything reads a local file it names
-        check_request(request, f"{front_door} request")
+        request = admit(request, submitter, front_door)
+        stranger = front_door != "cli"
+        sealed, note = self._seal(hub_token)
         t = self.now()
         try:
             with self._tx() as conn:
@@ -220,10 +237,51 @@ class Store:
                     request=request.sanitized_yaml(), hub_model_id=request.hub_model_id, submitter=submitter,
                     front_door=front_door, status="queued", progress=0.0, attempt=0, cancel_requested=False,
                     created=t).returning(jobs.c.id)).scalar_one()
-                self._event(conn, job_id, "status", {"status": "queued", "by": submitter, "front_door": front_door}, t)
+                if stranger and not request.hub_model_id:  # named after the job, which has an id only now
+                    from factory.remote_policy import default_repo_name
+
+                    request = request.model_copy(update={"hub_model_id": default_repo_name(request, submitter, job_id)})
+                    conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                        request=request.sanitized_yaml(), hub_model_id=request.hub_model_id))
+                if sealed is not None:
+                    from factory.credentials import operator_endpoint
+
+                    conn.execute(insert(job_secrets).values(job_id=job_id, sealed=sealed, endpoint=operator_endpoint()))
+                self._event(conn, job_id, "status", {"status": "queued", "by": submitter, "front_door": front_door,
+                                                     "hub_model_id": request.hub_model_id}, t)
+                if note:
+                    self._event(conn, job_id, "message", {"message": note}, t)
         except OperationalError as exc:
             raise self._explain(exc) from None
         return job_id
+
+    def _seal(self, hub_token: str | None) -> tuple[str | None, str | None]:
+        """(the sealed token, None), or (None, a note for the job's events) when it cannot be kept."""
+        if not hub_token:
+            return None, None
+        from factory.redact import register
+        from factory.sealed import seal, secret_key
+
+        register(hub_token)
+        if secret_key() is None:
+            return None, ("your sign-in token was not kept (FACTORY_SECRET_KEY is not set on this factory); "
+                          "the operator's token is used for this job")
+        return seal(hub_token), None
+
+    def job_token(self, job_id: int):
+        """The job's per-user token (a credentials.Token bound to its endpoint), or None."""
+        from factory.credentials import Token
+        from factory.sealed import unseal
+
+        with self._tx() as conn:
+            row = conn.execute(select(job_secrets).where(job_secrets.c.job_id == job_id)).first()
+        if row is None:
+            return None
+        return Token(unseal(row.sealed), "the submitter's sign-in", row.endpoint)
+
+    @staticmethod
+    def _forget_token(conn, job_id: int) -> None:
+        conn.execute(job_secrets.delete().where(job_secrets.c.job_id == job_id))
 
     def _check_limits(self, conn, submitter: str, t: datetime) -> None:
         lim = self.limits
@@ -277,6 +335,7 @@ class Store:
             done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(
                 status="cancelled", cancel_requested=True, cancelled_by=by, finished=t, lease_owner=None)).rowcount
             if done:
+                self._forget_token(conn, job_id)
                 self._event(conn, job_id, "status", {"status": "cancelled", "by": by}, t)
             else:
                 done = conn.execute(update(jobs).where(
@@ -291,6 +350,49 @@ class Store:
                 raise UserError(f"job {job_id} is already publishing; it can no longer be cancelled")
             raise UserError(f"job {job_id} is already {job.status}; nothing to cancel")
         return self.get(job_id)
+
+    # ---- delivery cursors (front doors that report progress somewhere) ------------------------
+
+    def take_events(self, front_door: str, job_id: int, target: str, owner: str, lease_s: float = 60.0,
+                    limit: int = 100) -> list[JobEvent]:
+        """The events after this target's cursor, for owner to deliver, under a lease on the target.
+
+        [] when another deliverer holds the target. Deliver them in order and `ack_event` each one:
+        a deliverer that dies mid-way leaves the cursor after the last one it acknowledged."""
+        t = self.now()
+        key = and_(deliveries.c.front_door == front_door, deliveries.c.job_id == job_id, deliveries.c.target == target)
+        with self._tx() as conn:
+            ins = (pg_insert if self.is_pg else sqlite_insert)(deliveries).values(
+                front_door=front_door, job_id=job_id, target=target, cursor=0).on_conflict_do_nothing()
+            conn.execute(ins)
+            q = select(deliveries).where(key)
+            row = conn.execute(q.with_for_update() if self.is_pg else q).one()
+            if row.owner not in (None, owner) and row.lease_expires is not None and row.lease_expires > t:
+                return []
+            conn.execute(update(deliveries).where(key).values(owner=owner, lease_expires=t + timedelta(seconds=lease_s)))
+            rows = conn.execute(select(events).where(events.c.job_id == job_id, events.c.id > row.cursor)
+                                .order_by(events.c.id).limit(limit)).all()
+        return [JobEvent(r.id, r.job_id, r.time, r.kind, r.payload) for r in rows]
+
+    def ack_event(self, front_door: str, job_id: int, target: str, owner: str, event_id: int) -> bool:
+        """Move the cursor past event_id. False when owner no longer holds the target (stop delivering)."""
+        with self._tx() as conn:
+            return conn.execute(update(deliveries).where(
+                deliveries.c.front_door == front_door, deliveries.c.job_id == job_id, deliveries.c.target == target,
+                deliveries.c.owner == owner, deliveries.c.lease_expires >= self.now(), deliveries.c.cursor < event_id,
+            ).values(cursor=event_id)).rowcount == 1
+
+    def release_target(self, front_door: str, job_id: int, target: str, owner: str) -> None:
+        with self._tx() as conn:
+            conn.execute(update(deliveries).where(
+                deliveries.c.front_door == front_door, deliveries.c.job_id == job_id, deliveries.c.target == target,
+                deliveries.c.owner == owner).values(owner=None, lease_expires=None))
+
+    def delivered_upto(self, front_door: str, job_id: int, target: str) -> int:
+        with self._tx() as conn:
+            return conn.scalar(select(deliveries.c.cursor).where(
+                deliveries.c.front_door == front_door, deliveries.c.job_id == job_id,
+                deliveries.c.target == target)) or 0
 
     # ---- workers -----------------------------------------------------------------------------
 
@@ -324,6 +426,7 @@ class Store:
             error = f"the worker was lost {attempt} times (lease expired); giving up"
             if conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_expires < t)
                             .values(status="failed", error=error, finished=t, lease_owner=None)).rowcount:
+                self._forget_token(conn, job_id)
                 self._event(conn, job_id, "status", {"status": "failed", "error": error}, t)
 
     def renew(self, job_id: int, worker: str, lease_s: float) -> tuple[bool, bool]:
@@ -373,6 +476,7 @@ class Store:
                                       lease_expires=None, progress=1.0 if status == "succeeded" else jobs.c.progress)
                               ).rowcount == 1
             if ok:
+                self._forget_token(conn, job_id)
                 payload = {"status": status, **({"error": error} if error else {}), **({"result": result} if result else {})}
                 self._event(conn, job_id, "status", payload, t)
         return ok

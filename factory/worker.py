@@ -26,6 +26,7 @@ from factory.progress import Event
 from factory.redact import redact
 
 Runner = Callable[[Job, "JobReporter"], dict]
+LAST_LINES = 12  # of the traceback, kept with a crashed job's error for the front doors
 
 
 def _env_float(name: str, default: float) -> float:
@@ -53,6 +54,7 @@ class JobReporter:
         self.min_interval_s = min_interval_s
         self._last_progress = 0.0
         self._stage: str | None = None
+        self._stage_start: tuple[float, int] | None = None  # (time, step) when the stage's counting began
 
     def emit(self, event: Event) -> None:
         if self.stop_requested in ("cancel", "lease-lost"):
@@ -62,16 +64,32 @@ class JobReporter:
         payload = {k: v for k, v in event.as_dict().items() if v not in (None, "", {})}
         counted = event.total and event.step is not None
         if event.stage != self._stage:
-            self._stage = event.stage
+            self._stage, self._stage_start = event.stage, None
             self._write("stage", {"stage": event.stage}, stage=event.stage, progress=0.0)
         if counted:
             last = event.step >= event.total
+            if self._stage_start is None or self._stage_start[1] > event.step:
+                self._stage_start = (time.monotonic(), event.step)
             if not last and time.monotonic() - self._last_progress < self.min_interval_s:
                 return  # progress is throttled; messages and the final step always go through
             self._last_progress = time.monotonic()
-            self._write("progress", payload, progress=event.step / event.total)
+            self._write("progress", self._progress_payload(event), progress=event.step / event.total)
         elif event.message:
             self._write("message", payload)
+
+    def _progress_payload(self, event: Event) -> dict:
+        """What a front door draws: stage, step/total, fraction, ETA, and the loss point (train, eval)."""
+        t0, step0 = self._stage_start
+        rate = (event.step - step0) / max(time.monotonic() - t0, 1e-9)
+        payload = {"stage": event.stage, "step": event.step, "total": event.total,
+                   "fraction": round(event.step / event.total, 4),
+                   "eta_s": round((event.total - event.step) / rate, 1) if rate > 0 else None}
+        if event.loss is not None:
+            payload["loss"] = event.loss
+        for key in ("eval_loss", "tokens_per_s"):
+            if event.extra.get(key) is not None:
+                payload[key] = event.extra[key]
+        return {k: v for k, v in payload.items() if v is not None}
 
     def _write(self, kind: str, payload: dict, **moves) -> None:
         if not self.store.record(self.job.id, self.worker, kind, payload, **moves):
@@ -96,18 +114,38 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     from factory.config import loads_request
     from factory.grants import check_queued
     from factory.home import runs_root
-    from factory.hub import default_hub
     from factory.paths import inside
     from factory.pipeline import Run, execute
 
     hf_logging.disable_progress_bar()
     request = loads_request(job.request, f"job {job.id}")  # again: the row may predate a policy change
     check_queued(request, f"job {job.id}")
-    run = Run(request=request, hub=default_hub(request.hub_endpoint), reporter=reporter,
+    run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
               dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
     results = execute(run)
-    return {"run_dir": str(run.dir), "published": results["publish"], "scores": results["eval"]["scores"],
-            "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss")}
+    published = results["publish"]
+    return {"run_dir": str(run.dir), "published": published, "scores": results["eval"]["scores"],
+            "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss"),
+            "contamination": results["data"].get("contamination"),
+            "card_url": card_url(published) if "url" in published else None}
+
+
+def job_hub(store: Store, job: Job, request):
+    """The hub a job reads and publishes through: with the submitter's own (sealed) token when it has one."""
+    from factory.credentials import check_endpoint
+    from factory.hub import default_hub
+
+    token = store.job_token(job.id)
+    if token is None or os.environ.get("FACTORY_HUB", "").lower() == "local":
+        return default_hub(request.hub_endpoint)
+    from factory.hf_hub import HfHub
+
+    return HfHub(token, check_endpoint(request.hub_endpoint))  # refuses if the token belongs elsewhere
+
+
+def card_url(published: dict) -> str:
+    url = published["url"]
+    return url + "/README.md" if url.startswith("file:") else url + "/blob/main/README.md"
 
 
 class Worker:
@@ -206,9 +244,11 @@ class Worker:
             self.store.requeue(job.id, self.name, f"transient error, retrying: {text}", delay_s=delay)
             self.log(f"job {job.id}: transient error, back in the queue in {delay:.0f}s: {text}")
             return
-        self.log(f"job {job.id} failed:\n{traceback.format_exc()}")
+        trace = traceback.format_exc()
+        self.log(f"job {job.id} failed:\n{trace}")
         prefix = "gave up after repeated transient errors" if is_transient(exc) else "internal error"
-        self.store.finish(job.id, self.name, "failed", error=f"{prefix}: {text}")
+        last = "\n".join(trace.rstrip().splitlines()[-LAST_LINES:])
+        self.store.finish(job.id, self.name, "failed", error=f"{prefix}: {text}\n--- last lines ---\n{last}")
 
     def _heartbeat(self, job: Job, reporter: JobReporter, stop: threading.Event) -> None:
         while not stop.wait(self.lease_s / 3):

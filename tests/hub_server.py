@@ -46,6 +46,7 @@ class State:
         self.fail_next = 0
         self.cut_commits = 0  # how many of the next commit requests lose their connection mid-upload
         self.requests: list[str] = []
+        self.users: list[str | None] = []  # the user behind each request's token (None: anonymous)
         self.lfs_uploads = 0
         self.lock = threading.Lock()
 
@@ -118,6 +119,7 @@ def make_handler(state: State):
         def _fault(self) -> bool:
             with state.lock:
                 state.requests.append(f"{self.command} {self.path}")
+                state.users.append(self._user())
                 if state.fail_next > 0:
                     state.fail_next -= 1
                     self._body()  # consume it, or keep-alive would read it as the next request

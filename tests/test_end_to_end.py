@@ -10,7 +10,7 @@ from factory.cli import main
 from factory.hub import LocalHub
 
 
-def test_demo_beats_base_and_publishes(home, capsys):
+def test_demo_beats_base_and_publishes(home, capsys, monkeypatch):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "factory_demo_heldout" in out and "time per stage" in out
@@ -42,6 +42,29 @@ def test_demo_beats_base_and_publishes(home, capsys):
     assert main(["demo"]) == 0
     assert "already done" in capsys.readouterr().err
     assert hub.snapshot("factory/tiny-llama-demo-instruct")[1] == rev
+
+    # the vibe check through the chat engine: held-out questions the finetuned model gets right and its base wrong
+    from factory.chat_engine import ChatEngine, Settings
+
+    heldout = [json.loads(line) for line in (home / "evals" / "factory_demo_heldout.jsonl").read_text().splitlines()][:10]
+    engine = ChatEngine(device="cpu")
+    greedy = Settings(temperature=0, max_new_tokens=8)
+
+    def right(model, item):
+        return engine.generate(model, [{"role": "user", "content": item["question"]}], greedy).strip() == item["answer"]
+
+    won = [item for item in heldout if right("factory/tiny-llama-demo-instruct", item) and not right("factory/tiny-llama", item)]
+    assert len(won) >= 8, won
+
+    # and in a terminal: `factory chat MODEL --base auto`, both models answering each prompt
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{heldout[0]['question']}\n/system be brief\n/reset\n/quit\n"))
+    assert main(["chat", "factory/tiny-llama-demo-instruct", "--base", "auto", "--temperature", "0",
+                 "--max-new-tokens", "8"]) == 0
+    chat = capsys.readouterr()
+    assert f"model> {heldout[0]['answer']}" in chat.out and "base> " in chat.out
+    assert "factory/tiny-llama)" in chat.err and "conversation reset; system: be brief" in chat.err
 
 
 def test_full_finetune_of_local_completion_data(home, tiny_base, tmp_path, capsys):

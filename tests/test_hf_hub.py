@@ -98,7 +98,7 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
 
     store = Store(limits=Limits(0, 0))
     request = _request(tmp_path)
-    job = store.submit(request.read_text(), "alice", "discord")
+    job = store.submit(request.read_text(), "alice", "cli")
     Worker(store, "w1").run(drain=True)
     assert store.get(job).status == "succeeded", store.get(job).error
     repo = hub.state.repos[("model", "me/tiny-tuned")]
@@ -134,7 +134,7 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
 
     # A second job whose content differs (another seed): exactly one new commit, named after that job.
     (tmp_path / "second").mkdir()
-    job2 = store.submit(_request(tmp_path / "second", seed=7).read_text(), "alice", "discord")
+    job2 = store.submit(_request(tmp_path / "second", seed=7).read_text(), "alice", "cli")
     Worker(store, "w2").run(drain=True)
     assert store.get(job2).status == "succeeded", store.get(job2).error
     assert len(repo.commits) == 3 and f"job-{job2}" in repo.commits[2][2]

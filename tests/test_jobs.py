@@ -97,39 +97,39 @@ def statuses(store: Store, job_id: int) -> list[str]:
 
 def test_schema_is_versioned_and_created_once(db_url):
     first, second = Store(db_url), Store(db_url)
-    assert first.schema_version() == second.schema_version() == 1
+    assert first.schema_version() == second.schema_version() == 2
 
 
 def test_invalid_requests_never_become_jobs(db_url, tiny_request):
     store = Store(db_url, Limits(0, 0))
     with pytest.raises(UserError, match="feild_output|unknown key"):
-        store.submit(tiny_request() + "feild_output: x\n", "alice", "discord")
+        store.submit(tiny_request() + "feild_output: x\n", "alice", "cli")
     with pytest.raises(UserError, match="not valid YAML"):
-        store.submit("base_model: [unclosed", "alice", "discord")
+        store.submit("base_model: [unclosed", "alice", "cli")
     with pytest.raises(UserError, match="output_dir"):
-        store.submit(tiny_request(output_dir="/tmp/x"), "alice", "space")
+        store.submit(tiny_request(output_dir="/tmp/x"), "alice", "cli")
     with pytest.raises(UserError, match="front_door"):
         store.submit(tiny_request(), "alice", "email")
     with pytest.raises(UserError, match="is not in the local hub"):
         store.submit(tiny_request(base_model="nobody/missing-model"), "alice", "cli")
     assert store.list() == []
-    job_id = store.submit(tiny_request(), "alice", "discord")
+    job_id = store.submit(tiny_request(), "alice", "cli")
     job = store.get(job_id)
-    assert (job.status, job.submitter, job.front_door, job.attempt) == ("queued", "alice", "discord", 0)
+    assert (job.status, job.submitter, job.front_door, job.attempt) == ("queued", "alice", "cli", 0)
     assert "lora_target_linear: true" in job.request
 
 
 def test_per_submitter_limits_name_the_limit(db_url, tiny_request):
     store = Store(db_url, Limits(queued=2, per_day=3, operators=frozenset({"op"})))
-    store.submit(tiny_request(), "bob", "discord")
-    second = store.submit(tiny_request(), "bob", "discord")
+    store.submit(tiny_request(), "bob", "cli")
+    second = store.submit(tiny_request(), "bob", "cli")
     with pytest.raises(UserError, match="FACTORY_MAX_QUEUED_PER_SUBMITTER=2"):
-        store.submit(tiny_request(), "bob", "discord")
+        store.submit(tiny_request(), "bob", "cli")
     store.cancel(second, "bob")
-    store.submit(tiny_request(), "bob", "discord")  # a queued slot freed; third of the day
+    store.submit(tiny_request(), "bob", "cli")  # a queued slot freed; third of the day
     store.cancel(store.list(submitter="bob")[0].id, "bob")
     with pytest.raises(UserError, match="FACTORY_MAX_JOBS_PER_DAY=3"):
-        store.submit(tiny_request(), "bob", "discord")
+        store.submit(tiny_request(), "bob", "cli")
     for _ in range(4):
         store.submit(tiny_request(), "op", "cli")  # operators are exempt
     assert len(store.list(submitter="bob")) == 3
@@ -137,8 +137,8 @@ def test_per_submitter_limits_name_the_limit(db_url, tiny_request):
 
 def test_cancel_authorisation_and_queued_cancel(db_url, tiny_request):
     store = Store(db_url, Limits(0, 0, operators=frozenset({"admin"})))
-    a = store.submit(tiny_request(), "alice", "space")
-    b = store.submit(tiny_request(), "alice", "space")
+    a = store.submit(tiny_request(), "alice", "cli")
+    b = store.submit(tiny_request(), "alice", "cli")
     with pytest.raises(UserError, match="only its submitter"):
         store.cancel(a, "mallory")
     assert store.cancel(a, "alice").status == "cancelled"
@@ -191,7 +191,7 @@ SUBMITTER = textwrap.dedent("""
     url, proc, n, template = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), open(sys.argv[4]).read()
     store = Store(url, Limits(0, 0))
     for i in range(n):
-        store.submit(template.replace("me/tiny-job", f"p{proc}/m{i}"), f"user{proc}", "discord")
+        store.submit(template.replace("me/tiny-job", f"p{proc}/m{i}"), f"user{proc}", "cli")
 """)
 
 
@@ -297,7 +297,7 @@ def test_sigterm_puts_the_job_back_with_a_checkpoint(db_url, tiny_request, home,
 
 def test_cancel_a_running_job_stops_it_and_never_publishes(db_url, tiny_request, home, tmp_path):
     store = Store(db_url, Limits(0, 0))
-    job_id = store.submit(tiny_request(max_steps=2000, save_steps=1000, hub_model_id="me/cancelled"), "carol", "discord")
+    job_id = store.submit(tiny_request(max_steps=2000, save_steps=1000, hub_model_id="me/cancelled"), "carol", "cli")
     w = start_worker(home, db_url, tmp_path / "w.log", "--once")
     wait_for(lambda: _train_steps(store, job_id) >= 2, 300, "two training steps")
     assert store.cancel(job_id, "carol").status == "running"  # a running job is asked to stop
@@ -468,7 +468,7 @@ def test_queue_commands(db_url, tiny_request, home, tmp_path, monkeypatch, capsy
     assert main(["cancel", str(job_id)]) == 2
     assert "already succeeded" in capsys.readouterr().err
     monkeypatch.setenv("FACTORY_SUBMITTER", "eve")
-    second = Store(db_url, Limits(0, 0)).submit(tiny_request(), "dora", "discord")
+    second = Store(db_url, Limits(0, 0)).submit(tiny_request(), "dora", "cli")
     assert main(["cancel", str(second)]) == 2
     assert "only its submitter (dora)" in capsys.readouterr().err
     assert main(["status", "424242"]) == 2
