@@ -78,9 +78,16 @@ def check_raw(data: object, source: str) -> None:
             raise UserError(f"{source}: worker-path-key: `{outer}.{inner}` {why}; requests from front doors may not set it")
     cont = data.get("contamination")
     benchmarks = cont.get("benchmarks") if isinstance(cont, dict) else None
-    if isinstance(benchmarks, list) and any(isinstance(b, str) and "=" in b for b in benchmarks):
+    if isinstance(benchmarks, list) and any(isinstance(b, str) and "=" in b and not _factory_task_file(b)
+                                            for b in benchmarks):
         raise UserError(f"{source}: worker-path-key: `contamination.benchmarks` NAME=PATH names a file on the worker; "
                         "use the built-in benchmark names")
+
+
+def _factory_task_file(benchmark: str) -> bool:
+    """NAME={factory_home}/evals/FILE: a held-out task file the factory itself writes (the demo's)."""
+    path = benchmark.partition("=")[2]
+    return path.startswith("{factory_home}/evals/") and ".." not in path and "\\" not in path
 
 
 def namespace_for(submitter: str) -> str:
@@ -114,10 +121,14 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
     """The typed request against the front-door rules and the operator's bounds."""
     from factory.credentials import allowed_namespace
     from factory.grants import local_paths
+    from factory.home import factory_home
+    from factory.paths import within
 
     lim = limits or RemoteLimits.load()
     own = namespace_for(submitter)  # refuses an identity with nowhere to publish, before anything else
     for key, value in local_paths(request):
+        if key.startswith("contamination.benchmarks") and within(Path(value), factory_home() / "evals"):
+            continue  # the factory's own held-out task file (check_raw allowed only that form)
         raise UserError(f"{source}: hub-ids-only: `{key}` is '{value}', a local path; requests from front doors "
                         "name Hub repos (org/name)")
     if not looks_like_repo_id(request.base_model):

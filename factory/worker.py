@@ -86,6 +86,7 @@ class JobReporter:
                    "eta_s": round((event.total - event.step) / rate, 1) if rate > 0 else None}
         if event.loss is not None:
             payload["loss"] = event.loss
+            payload["loss_step"] = event.extra.get("step", event.step)  # the step the loss was logged at
         for key in ("eval_loss", "tokens_per_s"):
             if event.extra.get(key) is not None:
                 payload[key] = event.extra[key]

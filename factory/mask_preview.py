@@ -1,0 +1,44 @@
+"""The label mask made visible before any compute: the first rows of a request's data as the model will
+see them through its chat template, split into trained and masked runs of tokens."""
+
+from __future__ import annotations
+
+import html
+from itertools import islice
+
+from factory.config import Request
+
+
+def preview(request: Request, hub, rows: int = 3) -> list[list[tuple[str, bool]]]:
+    """For each of the first rows: [(text, trained)] runs, exactly the tokens and labels training uses."""
+    from transformers import AutoTokenizer
+
+    from factory.chat import IGNORE, encode, resolve_template
+    from factory.data import DatasetReport, load_samples
+    from factory.hub import model_folder
+
+    folder, _ = model_folder(request.base_model, hub, request.revision_of_model,
+                             files=["*.json", "tokenizer*", "*.jinja", "*.model", "*.txt"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = resolve_template(request.chat_template, tokenizer)
+    out = []
+    for sample in islice(load_samples(request.datasets[0], hub, DatasetReport("preview")), rows):
+        enc = encode(sample, tokenizer, template, request.train_on_inputs)
+        runs: list[tuple[str, bool]] = []
+        for token, label in zip(enc.input_ids, enc.labels):
+            text, trained = tokenizer.decode([token]), label != IGNORE
+            if runs and runs[-1][1] == trained:
+                runs[-1] = (runs[-1][0] + text, trained)
+            else:
+                runs.append((text, trained))
+        out.append(runs)
+    return out
+
+
+def as_html(rows: list[list[tuple[str, bool]]]) -> str:
+    parts = ['<div class="mask-preview">']
+    for i, runs in enumerate(rows):
+        spans = "".join(f'<span class="{"trained" if t else "masked"}">{html.escape(text)}</span>' for text, t in runs)
+        parts.append(f'<div class="row"><div class="row-label">row {i + 1}</div><pre>{spans}</pre></div>')
+    parts.append("</div>")
+    return "".join(parts)

@@ -1,0 +1,209 @@
+"""The Gradio Space: through gradio_client against a launched app, and as a person sees it in Debian's
+chromium driven by Playwright (screenshots of each tab at 1280x800 and 390x844 in the test's folder)."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def short_demo(app_module, user: str, **over) -> str:
+    """The demo request as the page offers it, cut short so a test can wait for it."""
+    data = yaml.safe_load(app_module["example_request"](user))
+    data.update({"max_steps": 40, "evals": {"tasks": ["factory_demo_heldout"], "limit": 20}, **over})
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.fixture
+def space(home, monkeypatch):
+    """The app over the embedded default (local hub, SQLite) on a free port; the worker starts on demand."""
+    monkeypatch.setenv("FACTORY_SPACE_USER", "newcomer")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("FACTORY_SPACE_POLL_SECONDS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("FACTORY_HUB", "local")
+    module = runpy.run_path(str(ROOT / "spaces" / "app.py"), run_name="factory_space_test")
+    module["ensure_demo_assets"]()
+    from factory.jobs import Store
+
+    store = Store()
+    app = module["build"](store)
+    app.queue()
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=module["CSS"], quiet=True)
+    workers = []
+
+    def start_worker():
+        workers.append(module["start_worker"](store))
+
+    yield {"url": f"http://127.0.0.1:{port}/", "store": store, "module": module, "start_worker": start_worker}
+    app.close()
+    for w in workers:  # daemon threads: the worker stops with the test process; stop it claiming more now
+        pass
+
+
+def test_through_gradio_client(space):
+    from gradio_client import Client
+
+    client, store, module = Client(space["url"], verbose=False), space["store"], space["module"]
+    bad = client.predict(short_demo(module, "hf:newcomer", hub_model_id="someone/else"), api_name="/validate")
+    assert "Not accepted" in bad and "own-namespace" in bad
+    local = client.predict(short_demo(module, "hf:newcomer", base_model="/etc"), api_name="/validate")
+    assert "not a repo id" in local
+    assert "Valid" in client.predict(short_demo(module, "hf:newcomer"), api_name="/validate")
+
+    long_job = int(client.predict(short_demo(module, "hf:newcomer", max_steps=5000), api_name="/submit")[1]["value"])
+    queued = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1]["value"])
+    assert "cancelled" in client.predict(queued, api_name="/cancel") and store.get(queued).status == "cancelled"
+    space["start_worker"]()
+    wait_for(lambda: store.get(long_job).stage == "train" and store.get(long_job).progress > 0, 300, "training")
+    assert "stopping" in client.predict(long_job, api_name="/cancel")
+    wait_for(lambda: store.get(long_job).status == "cancelled", 120, "the running job to stop")
+
+    job = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1]["value"])
+    wait_for(lambda: store.get(job).status in ("succeeded", "failed"), 600, "the demo job")
+    assert store.get(job).status == "succeeded", store.get(job).error
+    headline, bar, plot, log, error = client.predict(job, api_name="/job")
+    assert "succeeded" in headline and "100%" in bar and not error
+    evals, cont, note, card, link = client.predict(job, api_name="/results")
+    assert evals["data"][0][0] == "factory_demo_heldout" and evals["data"][0][2] == 20
+    assert "newcomer/tiny-llama-demo" in link and "## Evaluation" in card and "overlapped" in note
+
+    chat = client.submit("newcomer/tiny-llama-demo", [{"role": "user", "content": "What is this text about? guitar song"}],
+                         [{"role": "user", "content": "What is this text about? guitar song"}], 0.0, 16, 0,
+                         api_name="/chat")
+    updates = list(chat)
+    assert len(updates) > 1  # it streamed
+    left, right = updates[-1]
+    assert left[-1]["role"] == "assistant" and right[-1]["role"] == "assistant"
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        from conftest import missing
+
+        missing("Debian's chromium is not installed (apt-get install chromium)", "FACTORY_REQUIRE_BROWSER")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def _shots(page, out: Path, name: str) -> None:
+    for w, h, label in ((1280, 800, "desktop"), (390, 844, "phone")):
+        page.set_viewport_size({"width": w, "height": h})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def _type_request(page, text: str) -> None:
+    editor = page.locator("#editor .cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(text)
+
+
+def test_in_a_real_browser(space, browser, tmp_path):
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots"))
+    out.mkdir(parents=True, exist_ok=True)
+    store, module = space["store"], space["module"]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(space["url"])
+    page.get_by_text("Running locally as").wait_for(timeout=60_000)
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    _shots(page, out, "1-new-finetune")
+
+    # a guided field out of the user's namespace: the finding appears, with its rule
+    target = page.get_by_label("Target repo")
+    target.click()
+    page.keyboard.press("Control+A")
+    target.press_sequentially("someone/else")  # typed, as a person types
+    try:
+        page.locator("#findings").get_by_text("own-namespace").wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(out / "failed.png"))
+        raise AssertionError(page.locator("#findings").inner_text() + " | " + target.input_value())
+    # a request naming a local file: refused on the page with the policy's message
+    _type_request(page, short_demo(module, "hf:newcomer", datasets=[{"path": "/etc/passwd.jsonl"}]))
+    page.locator("#findings").get_by_text("hub-ids-only").wait_for(timeout=60_000)
+    _shots(page, out, "2-refused")
+
+    _type_request(page, short_demo(module, "hf:newcomer"))
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Preview the label mask").click()
+    page.locator("#mask .trained").first.wait_for(timeout=60_000)
+    assert page.locator("#mask .masked").count() > 0
+    _shots(page, out, "3-mask-preview")
+
+    space["start_worker"]()
+    page.get_by_role("button", name="Submit").click()
+    page.locator("#submitted").get_by_text("Queued as job").wait_for(timeout=60_000)
+    job = store.list(limit=1)[0].id
+    page.get_by_role("tab", name="Jobs").click()
+    wait_for(lambda: store.get(job).stage == "train" and len([e for e in store.events(job) if e.kind == "progress"
+                                                               and e.payload.get("loss") is not None]) >= 3,
+             300, "training with a loss")
+    page.wait_for_timeout(2500)  # a poll or two: the curve has its points
+    page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
+    page.locator("#progress").get_by_text("train").wait_for(timeout=60_000)
+    _shots(page, out, "4-jobs-training")
+
+    page.reload()  # mid-job: nothing is lost, the newest job is shown again
+    page.get_by_role("tab", name="Jobs").click()
+    page.locator("#headline").get_by_text(f"job {job}").or_(page.locator("#progress").get_by_text(f"job {job}")).first \
+        .wait_for(timeout=60_000)
+    wait_for(lambda: store.get(job).status in ("succeeded", "failed"), 600, "the job to finish")
+    assert store.get(job).status == "succeeded", store.get(job).error
+    page.locator("#headline").get_by_text("succeeded").wait_for(timeout=60_000)
+    _shots(page, out, "5-jobs-done")
+
+    page.reload()
+    page.get_by_role("tab", name="Results").click()
+    from playwright.sync_api import expect
+
+    expect(page.locator("#evals")).to_contain_text("factory_demo_heldout", timeout=60_000)
+    page.locator("#link").get_by_text("newcomer/tiny-llama-demo").wait_for(timeout=60_000)
+    _shots(page, out, "6-results")
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#prompt textarea").fill("What is this text about? guitar song drums")
+    page.locator("#prompt textarea").press("Enter")
+    page.locator("#left .message.bot, #left [data-testid='bot']").first.wait_for(timeout=120_000)
+    page.locator("#right .message.bot, #right [data-testid='bot']").first.wait_for(timeout=120_000)
+    _shots(page, out, "7-chat")
+    shots = sorted(p.name for p in out.glob("*.png"))
+    assert len(shots) == 14, shots
