@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev clean space
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ install-dev: $(VENV)/.installed-dev
 
 demo: install
 	$(VENV)/bin/factory demo
+
+space: install-dev
+	$(VENV)/bin/factory space --worker
 
 test: install-dev
 	$(VENV)/bin/python -m pytest -q

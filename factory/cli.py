@@ -23,6 +23,7 @@ examples:
   factory contamination --data train.jsonl --benchmark gsm8k    benchmark items in a training set
   factory chat MODEL --base auto    talk to a finetuned model and its base, side by side
   factory space --worker            the web app on http://127.0.0.1:7860, running its own jobs
+  factory bot                       the Discord bot (DISCORD_TOKEN, FACTORY_DISCORD_GUILDS)
   factory submit my.yaml            put it in the job queue instead; `factory worker` runs queued jobs
   factory jobs / status ID / logs ID --follow / cancel ID    watch and steer queued jobs
 
@@ -168,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.set_defaults(fn=cmd_demo)
-    from factory import cli_chat, cli_contamination, cli_eval, cli_jobs, cli_space
+    from factory import cli_bot, cli_chat, cli_contamination, cli_eval, cli_jobs, cli_space
 
+    cli_bot.add_command(sub)
     cli_chat.add_command(sub)
     cli_space.add_commands(sub)
     cli_eval.add_command(sub)

@@ -25,11 +25,13 @@ class Deliverer:
     def pump(self, job_id: int) -> int:
         """Send every event not yet delivered to the target, in order; returns how many were sent.
 
-        `send` raising leaves the cursor before that event (it is retried next time)."""
+        `send` raising leaves the cursor before that event (it is retried next time) and the lease held
+        until it expires, as a killed deliverer would."""
         sent = 0
         while True:
             batch = self.store.take_events(self.front_door, job_id, self.target, self.owner, self.lease_s)
             if not batch:
+                self.release(job_id)  # caught up: the next deliverer (a restarted bot) need not wait
                 return sent
             for event in batch:
                 self.send(event)

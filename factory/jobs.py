@@ -324,10 +324,12 @@ class Store:
                                 .order_by(events.c.id)).all()
         return [JobEvent(r.id, r.job_id, r.time, r.kind, r.payload) for r in rows]
 
-    def cancel(self, job_id: int, by: str) -> Job:
-        """A queued job is cancelled at once; a running one stops at its next step boundary."""
+    def cancel(self, job_id: int, by: str, operator: bool = False) -> Job:
+        """A queued job is cancelled at once; a running one stops at its next step boundary.
+
+        operator: the front door vouches that `by` is an operator there (Discord's operator roles)."""
         job = self.get(job_id)
-        if by != job.submitter and by not in self.limits.operators:
+        if by != job.submitter and by not in self.limits.operators and not operator:
             raise UserError(f"{by} may not cancel job {job_id}: only its submitter ({job.submitter}) or an operator "
                             "(FACTORY_OPERATORS) can")
         t = self.now()
@@ -387,6 +389,21 @@ class Store:
             conn.execute(update(deliveries).where(
                 deliveries.c.front_door == front_door, deliveries.c.job_id == job_id, deliveries.c.target == target,
                 deliveries.c.owner == owner).values(owner=None, lease_expires=None))
+
+    def delivery_targets(self, front_door: str, unfinished_only: bool = True) -> list[tuple[int, str]]:
+        """(job id, target) of every target a front door delivers to (of jobs not yet delivered to the end)."""
+        last = select(func.max(events.c.id)).where(events.c.job_id == deliveries.c.job_id).scalar_subquery()
+        q = select(deliveries.c.job_id, deliveries.c.target).where(deliveries.c.front_door == front_door)
+        if unfinished_only:
+            q = q.where(deliveries.c.cursor < func.coalesce(last, 0))
+        with self._tx() as conn:
+            return [(r.job_id, r.target) for r in conn.execute(q.order_by(deliveries.c.job_id))]
+
+    def add_target(self, front_door: str, job_id: int, target: str) -> None:
+        """Register a target (a Discord thread) to receive a job's events from the first one on."""
+        with self._tx() as conn:
+            conn.execute((pg_insert if self.is_pg else sqlite_insert)(deliveries).values(
+                front_door=front_door, job_id=job_id, target=target, cursor=0).on_conflict_do_nothing())
 
     def delivered_upto(self, front_door: str, job_id: int, target: str) -> int:
         with self._tx() as conn:

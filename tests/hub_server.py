@@ -66,6 +66,47 @@ def commit(repo: Repo, files: dict[str, bytes], message: str, parent_files: dict
     return sha
 
 
+SPACE_SDKS = {"gradio", "docker", "static", "streamlit"}
+SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+OAUTH_SCOPES = {"openid", "profile", "email", "read-repos", "write-repos", "manage-repos", "inference-api",
+                "read-billing", "jobs", "gated-repos", "webhooks"}
+
+
+def validate_card(content: str, repo_type: str) -> list[str]:
+    """The Hub's metadata checks for a Space card, as documented for the Space configuration reference."""
+    import yaml
+
+    if not content.startswith("---"):
+        return ["the card has no YAML metadata block"]
+    try:
+        meta = yaml.safe_load(content.split("---", 2)[1]) or {}
+    except yaml.YAMLError as exc:
+        return [f"metadata is not valid YAML: {exc}"]
+    if repo_type != "space":
+        return []
+    errors = []
+    if meta.get("sdk") not in SPACE_SDKS:
+        errors.append(f'"sdk" must be one of {sorted(SPACE_SDKS)}')
+    for key in ("colorFrom", "colorTo"):
+        if key in meta and meta[key] not in SPACE_COLORS:
+            errors.append(f'"{key}" must be one of {sorted(SPACE_COLORS)}')
+    if meta.get("sdk") == "gradio" and not isinstance(meta.get("sdk_version"), str):
+        errors.append('"sdk_version" is required for the gradio sdk')
+    if "app_file" in meta and not str(meta["app_file"]).endswith(".py"):
+        errors.append('"app_file" must be a .py file for the gradio sdk')
+    if "hf_oauth" in meta and not isinstance(meta["hf_oauth"], bool):
+        errors.append('"hf_oauth" must be a boolean')
+    scopes = meta.get("hf_oauth_scopes", [])
+    if not isinstance(scopes, list) or set(scopes) - OAUTH_SCOPES:
+        errors.append(f'"hf_oauth_scopes" must be a list of {sorted(OAUTH_SCOPES)}')
+    minutes = meta.get("hf_oauth_expiration_minutes", 480)
+    if not isinstance(minutes, int) or not 30 <= minutes <= 43200:
+        errors.append('"hf_oauth_expiration_minutes" must be an integer from 30 to 43200')
+    if len(str(meta.get("short_description", ""))) > 60:
+        errors.append('"short_description" must be at most 60 characters')
+    return errors
+
+
 def git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -153,8 +194,11 @@ def make_handler(state: State):
             if self._fault():
                 return
             path = unquote(urlparse(self.path).path)
-            if path == "/api/validate-yaml":  # the real Hub checks card metadata; this server accepts it
-                self._body()
+            if path == "/api/validate-yaml":
+                body = json.loads(self._body() or b"{}")
+                errors = validate_card(body.get("content", ""), body.get("repoType", "model"))
+                if errors:
+                    return self._send(400, "\n".join(errors).encode())
                 return self._send(200, {"errors": [], "warnings": []})
             if path == "/api/repos/create":
                 return self._create(json.loads(self._body() or b"{}"))

@@ -57,7 +57,8 @@ def space(home, monkeypatch):
     app = module["build"](store)
     app.queue()
     port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=module["CSS"], quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=module["CSS"], quiet=True,
+               show_error=True)
     workers = []
 
     def start_worker():
@@ -96,11 +97,10 @@ def test_through_gradio_client(space):
     assert evals["data"][0][0] == "factory_demo_heldout" and evals["data"][0][2] == 20
     assert "newcomer/tiny-llama-demo" in link and "## Evaluation" in card and "overlapped" in note
 
-    chat = client.submit("newcomer/tiny-llama-demo", [{"role": "user", "content": "What is this text about? guitar song"}],
-                         [{"role": "user", "content": "What is this text about? guitar song"}], 0.0, 16, 0,
-                         api_name="/chat")
+    turn = {"role": "user", "content": [{"type": "text", "text": "What is this text about? guitar song"}]}
+    chat = client.submit("newcomer/tiny-llama-demo", [turn], [turn], 0.0, 16, 0, api_name="/chat")
     updates = list(chat)
-    assert len(updates) > 1  # it streamed
+    assert len(updates) > 1, chat.exception() or chat.status()  # it streamed
     left, right = updates[-1]
     assert left[-1]["role"] == "assistant" and right[-1]["role"] == "assistant"
 
@@ -207,3 +207,24 @@ def test_in_a_real_browser(space, browser, tmp_path):
     _shots(page, out, "7-chat")
     shots = sorted(p.name for p in out.glob("*.png"))
     assert len(shots) == 14, shots
+
+
+def test_the_space_folder_passes_the_hubs_metadata_check(hub, tmp_path, capsys):
+    from huggingface_hub import RepoCard
+
+    from factory.cli import main
+
+    out = tmp_path / "space"
+    assert main(["space-folder", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {"app.py", "README.md", "requirements.txt", "factory", "evals"}
+    card = RepoCard.load(out / "README.md")
+    card.validate(repo_type="space")  # POST /api/validate-yaml on the test server, which applies the Space rules
+    meta = card.data.to_dict()
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["hf_oauth"] is True
+    assert {"write-repos", "manage-repos"} <= set(meta["hf_oauth_scopes"]) and meta["hf_oauth_expiration_minutes"] >= 60
+    broken = RepoCard(card.content.replace("sdk: gradio", "sdk: gradioo"))
+    with pytest.raises(ValueError, match="sdk"):
+        broken.validate(repo_type="space")
+    requirements = (out / "requirements.txt").read_text()
+    assert "gradio[oauth]" in requirements and "transformers" in requirements
+    assert main(["space-folder", str(out)]) == 2  # never over an existing folder

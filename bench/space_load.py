@@ -1,0 +1,107 @@
+"""20 concurrent clients polling a job's page while the job trains: p50/p95 of a status refresh, and the
+database statements one refresh costs.
+
+    .venv/bin/python bench/space_load.py [--clients 20] [--refreshes 15]
+
+Runs the Space over the embedded default (local hub, SQLite) with a worker in the same process, on
+127.0.0.1 only. Prints the machine it ran on. Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/queue.py would shadow the standard library's queue (gradio_client and huggingface_hub import it)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import runpy  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--refreshes", type=int, default=15, help="status refreshes per client")
+    args = ap.parse_args()
+    os.environ.setdefault("FACTORY_HOME", tempfile.mkdtemp(prefix="space-load-"))
+    os.environ.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", FACTORY_SPACE_USER="loadtest",
+                      FACTORY_HUB="local", TOKENIZERS_PARALLELISM="false")
+    import yaml
+    from gradio_client import Client
+    from sqlalchemy import event
+
+    module = runpy.run_path(str(ROOT / "spaces" / "app.py"), run_name="space_load")
+    module["ensure_demo_assets"]()
+    from factory.jobs import Store
+
+    store = Store()
+    statements = [0]
+    event.listen(store.engine, "before_cursor_execute", lambda *a, **k: statements.__setitem__(0, statements[0] + 1))
+    app = module["build"](store)
+    app.queue(default_concurrency_limit=8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    request = yaml.safe_load(module["example_request"]("hf:loadtest"))
+    request.update({"max_steps": 400, "evals": {"tasks": ["factory_demo_heldout"], "limit": 10}})
+    job = store.submit(yaml.safe_dump(request), "hf:loadtest", "space")
+    module["start_worker"](store)
+    deadline = time.time() + 300
+    while store.get(job).stage != "train" and time.time() < deadline:
+        time.sleep(0.5)
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client_loop():
+        c = Client(url, verbose=False)
+        for _ in range(args.refreshes):
+            t0 = time.perf_counter()
+            c.predict(job, api_name="/job")
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    still_training = store.get(job).stage == "train"
+
+    # statements per refresh, counted with the worker between its writes: the refresh's own reads
+    c = Client(url, verbose=False)
+    before = statements[0]
+    sample = 10
+    for _ in range(sample):
+        c.predict(job, api_name="/job")
+    per_refresh = (statements[0] - before) / sample
+
+    lat = sorted(latencies)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; SQLite queue; "
+          f"the job {'was training' if still_training else 'had left training'} during the load")
+    print(f"{args.clients} clients x {args.refreshes} refreshes = {len(lat)} status refreshes in {wall:.1f}s "
+          f"({len(lat) / wall:.1f}/s)")
+    print(f"refresh latency: p50 {statistics.median(lat) * 1000:.0f} ms, p95 {lat[int(0.95 * (len(lat) - 1))] * 1000:.0f} ms, "
+          f"max {lat[-1] * 1000:.0f} ms")
+    print(f"database statements per refresh: {per_refresh:.1f} (including the worker's writes in the same interval)")
+    store.cancel(job, "hf:loadtest")
+    app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
