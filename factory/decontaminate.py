@@ -4,7 +4,7 @@ and the request's policy (warn, block before any compute, or drop the rows)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from factory.config import DATA_SUFFIXES, DatasetSpec, Request
 from factory.errors import UserError

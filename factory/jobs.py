@@ -293,13 +293,15 @@ class Store:
             queued = conn.scalar(select(func.count()).where(jobs.c.submitter == submitter, jobs.c.status == "queued"))
             if queued >= lim.queued:
                 raise UserError(f"{submitter} already has {queued} queued jobs (limit FACTORY_MAX_QUEUED_PER_SUBMITTER="
-                                f"{lim.queued}); wait for one to start or cancel one")
+                                f"{lim.queued}); a slot frees when one of them starts or is cancelled")
         if lim.per_day:
-            today = conn.scalar(select(func.count()).where(jobs.c.submitter == submitter,
-                                                           jobs.c.created > t - timedelta(days=1)))
+            window = and_(jobs.c.submitter == submitter, jobs.c.created > t - timedelta(days=1))
+            today = conn.scalar(select(func.count()).where(window))
             if today >= lim.per_day:
+                oldest = conn.scalar(select(func.min(jobs.c.created)).where(window))
                 raise UserError(f"{submitter} submitted {today} jobs in the last 24 hours (limit FACTORY_MAX_JOBS_PER_DAY="
-                                f"{lim.per_day}); try again later")
+                                f"{lim.per_day}); the next one can be submitted after "
+                                f"{oldest + timedelta(days=1):%Y-%m-%d %H:%M} UTC")
 
     def get(self, job_id: int) -> Job:
         with self._tx() as conn:

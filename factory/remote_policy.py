@@ -75,7 +75,8 @@ def check_raw(data: object, source: str) -> None:
         value = data.get(outer)
         items = value if isinstance(value, list) else [value]
         if any(isinstance(v, dict) and inner in v for v in items):
-            raise UserError(f"{source}: worker-path-key: `{outer}.{inner}` {why}; requests from front doors may not set it")
+            where = f"{outer}[].{inner}" if isinstance(value, list) else f"{outer}.{inner}"
+            raise UserError(f"{source}: worker-path-key: `{where}` {why}; requests from front doors may not set it")
     cont = data.get("contamination")
     benchmarks = cont.get("benchmarks") if isinstance(cont, dict) else None
     if isinstance(benchmarks, list) and any(isinstance(b, str) and "=" in b and not _factory_task_file(b)
@@ -154,7 +155,7 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
               ("max_lora_r", request.lora_r if request.adapter else 0, lim.max_lora_r, "lora_r")]
     for name, value, bound, key in bounds:
         if value > bound:
-            raise UserError(f"{source}: limit {name}: {key} is {value:g}; this factory allows at most {bound:g}")
+            raise UserError(f"{source}: limit {name}: {key} is {_num(value)}; this factory allows at most {_num(bound)}")
     if request.evals.tasks:
         if request.evals.limit is None or request.evals.limit > lim.max_eval_items:
             raise UserError(f"{source}: limit max_eval_items: set evals.limit to at most {lim.max_eval_items} "
@@ -169,6 +170,10 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
         check_template(request.chat_template, source)
 
 
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
 def estimated_tokens(request: Request, hub=None) -> int:
     """An upper estimate of the tokens a run trains on: packed rows are full, so steps x rows x sequence_len
     with max_steps; else the datasets' size in bytes / 4 (about 4 bytes a token) times the epochs."""
@@ -181,7 +186,11 @@ def estimated_tokens(request: Request, hub=None) -> int:
         hub = default_hub(request.hub_endpoint)
     total = 0
     for spec in request.datasets:
-        total += dataset_bytes(hub, spec.path)
+        try:
+            total += dataset_bytes(hub, spec.path)
+        except UserError as exc:  # e.g. a private dataset the factory's own token cannot see
+            raise UserError(f"limit max_training_tokens: the size of '{spec.path}' cannot be read to estimate the "
+                            f"training tokens ({exc}); set max_steps so the run is bounded") from None
     return int(total / 4 * request.num_epochs)
 
 

@@ -292,7 +292,6 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             else:
                 gr.Markdown(f"Running locally as **{local_user()}** (no Hugging Face sign-in here; set "
                             "FACTORY_SPACE_USER to change it). Models go to the local hub.", elem_id="whoami")
-        job_id = gr.Number(label="Job", precision=0, visible=False)
         with gr.Tabs():
             with gr.Tab("New finetune", id="new"):
                 with gr.Row():
@@ -391,13 +390,15 @@ def _text(content) -> str:
     return str(content)
 
 
-def start_worker(store: Store) -> threading.Thread:
-    """A worker in this process (`factory space --worker`): the newcomer's laptop runs its own jobs."""
+def start_worker(store: Store):
+    """A worker in this process (`factory space --worker`): the newcomer's laptop runs its own jobs.
+
+    Returns the Worker; set its `exiting` to stop it after the job in hand."""
     from factory.worker import Worker
 
-    thread = threading.Thread(target=Worker(store, "space-worker").run, daemon=True, name="factory-worker")
-    thread.start()
-    return thread
+    worker = Worker(store, "space-worker")
+    threading.Thread(target=worker.run, daemon=True, name="factory-worker").start()
+    return worker
 
 
 def ensure_demo_assets() -> None:

@@ -77,7 +77,7 @@ def validate_card(content: str, repo_type: str) -> list[str]:
     import yaml
 
     if not content.startswith("---"):
-        return ["the card has no YAML metadata block"]
+        return []  # the Hub warns about empty metadata; it does not refuse the card
     try:
         meta = yaml.safe_load(content.split("---", 2)[1]) or {}
     except yaml.YAMLError as exc:
@@ -197,9 +197,7 @@ def make_handler(state: State):
             if path == "/api/validate-yaml":
                 body = json.loads(self._body() or b"{}")
                 errors = validate_card(body.get("content", ""), body.get("repoType", "model"))
-                if errors:
-                    return self._send(400, "\n".join(errors).encode())
-                return self._send(200, {"errors": [], "warnings": []})
+                return self._send(400 if errors else 200, {"errors": [{"message": e} for e in errors], "warnings": []})
             if path == "/api/repos/create":
                 return self._create(json.loads(self._body() or b"{}"))
             m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/]+)$", path)

@@ -249,6 +249,16 @@ def test_the_checks_themselves(monkeypatch):
     assert not is_operator(member)
 
 
+def test_the_commands_registered_on_start(discord_env, db_url):
+    bot = FactoryBot(Store(db_url, Limits(0, 0)))
+    payload = {c.name: c.to_dict(bot.tree) for c in bot.tree.get_commands()}  # what tree.sync() would send
+    assert set(payload) == {"finetune", "status", "jobs", "cancel", "chat"}
+    options = {o["name"]: o for o in payload["finetune"]["options"]}
+    assert options["request"]["type"] == discord.AppCommandOptionType.attachment.value
+    assert [c["value"] for c in options["format"]["choices"]] == ["alpaca", "sharegpt", "messages", "completion"]
+    assert options["base_model"].get("autocomplete") is True
+
+
 def test_the_token_is_checked_and_never_shown(home, monkeypatch, capsys):
     from factory.cli import main
 

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import os
 import runpy
-import shutil
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from test_jobs import wait_for  # tests/ is on sys.path under pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def free_port() -> int:
@@ -66,8 +55,8 @@ def space(home, monkeypatch):
 
     yield {"url": f"http://127.0.0.1:{port}/", "store": store, "module": module, "start_worker": start_worker}
     app.close()
-    for w in workers:  # daemon threads: the worker stops with the test process; stop it claiming more now
-        pass
+    for w in workers:
+        w.exiting = True  # stops polling (its thread is a daemon)
 
 
 def test_through_gradio_client(space):
