@@ -93,7 +93,7 @@ def milestone(event: JobEvent, previous: JobEvent | None) -> str | None:
     if event.kind == "stage":
         return f"**{p['stage']}** started"
     if event.kind == "message":
-        return _cut(p.get("message", ""), MESSAGE) or None
+        return _cut(job_views.public_text(p.get("message", "")), MESSAGE) or None
     if event.kind == "status":
         return None if p.get("status") in ("succeeded", "failed") else f"status: {p.get('status')}"  # those get an embed
     if event.kind != "progress" or p.get("total") is None:

@@ -59,7 +59,8 @@ def _stranger(request: Request | str, submitter: str, source: str) -> Request:
         request = parse_request(data, source, request)
     else:
         remote_policy.check_raw(request.model_dump(exclude_defaults=True), source)
-    if submitter.startswith("discord:") and request.hub_model_id:  # tell Discord users apart in one namespace
+    if submitter.startswith("discord:") and request.hub_model_id and \
+            request.hub_model_id.split("/")[0] == remote_policy.namespace_for(submitter):  # tell Discord users apart
         tag = f"-d{submitter.partition(':')[2]}"
         if not request.hub_model_id.endswith(tag):
             request = request.model_copy(update={"hub_model_id": request.hub_model_id[:96 - len(tag)] + tag})

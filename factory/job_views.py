@@ -110,6 +110,13 @@ def failure(job: Job, lines: int = 12) -> str:
     return text
 
 
+def public_text(text: str) -> str:
+    """A worker's message as a stranger may read it: the factory's own folders are not theirs to see."""
+    from factory.home import factory_home
+
+    return text.replace(str(factory_home()), "$FACTORY_HOME")
+
+
 def recent(events: list[JobEvent], n: int = 8) -> list[str]:
     """The last events as lines a person reads (progress ticks left out)."""
     out = []
@@ -119,5 +126,5 @@ def recent(events: list[JobEvent], n: int = 8) -> list[str]:
         p = e.payload
         text = (f"status -> {p['status']}" if e.kind == "status" else f"stage {p['stage']}" if e.kind == "stage"
                 else p.get("message", ""))
-        out.append(f"{e.time:%H:%M:%S} {text}")
+        out.append(f"{e.time:%H:%M:%S} {public_text(text)}")
     return out[-n:]

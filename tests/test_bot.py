@@ -157,6 +157,7 @@ def test_a_finetune_from_discord_to_the_final_embed(discord_env, db_url):
     assert len(texts) == len(set(texts)) and first_posts < len(thread.posts)
     for stage in ("resolve", "data", "train", "merge", "eval", "card", "publish"):
         assert f"**{stage}** started" in texts
+    assert not any(str(discord_env) in t for t in texts)  # the worker's folders are not shown to strangers
     progress = [t for t in texts if t.startswith("train: ")]
     assert 1 <= len(progress) <= 3 and all("loss" in t for t in progress[1:])  # a few per stage, not every step
     final = thread.posts[-1]

@@ -167,7 +167,7 @@ def test_who_is_who_and_where_their_models_go(local_hub, db_url, monkeypatch):
     assert first.hub_model_id == f"factory-discord/tiny-base-songs-d123456789-job{first.id}"
     chosen = store.get(store.submit(_dump(good(hub_model_id="factory-discord/my-songs")), "discord:987654321", "discord"))
     assert chosen.hub_model_id == "factory-discord/my-songs-d987654321"  # two users' names cannot collide
-    with pytest.raises(UserError, match="own-namespace"):
+    with pytest.raises(UserError, match="own-namespace: hub_model_id 'alice/x' is outside"):
         store.submit(_dump(good(hub_model_id="alice/x")), "discord:987654321", "discord")
     assert "hub_model_id: factory-discord/my-songs-d987654321" in chosen.request
 
