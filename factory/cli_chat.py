@@ -21,9 +21,12 @@ examples:
 
 
 def cmd_chat(args) -> int:
+    from transformers.utils import logging as hf_logging
+
     from factory.chat_engine import ChatEngine, Settings, base_of, model_path
     from factory.errors import UserError
 
+    hf_logging.disable_progress_bar()  # per-file loading bars would bury the conversation
     engine = ChatEngine()
     settings = Settings(args.temperature, args.top_p, args.max_new_tokens, args.seed).checked(engine.token_limit)
     pairs = [("model", args.model)]
