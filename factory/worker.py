@@ -121,6 +121,10 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     hf_logging.disable_progress_bar()
     request = loads_request(job.request, f"job {job.id}")  # again: the row may predate a policy change
     check_queued(request, f"job {job.id}")
+    if job.front_door != "cli":  # a stranger's request passes the front-door policy again, on this worker
+        from factory.remote_policy import check_request as check_stranger
+
+        check_stranger(request, job.submitter, f"job {job.id}")
     run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
               dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
     results = execute(run)

@@ -172,6 +172,17 @@ def test_who_is_who_and_where_their_models_go(local_hub, db_url, monkeypatch):
     assert "hub_model_id: factory-discord/my-songs-d987654321" in chosen.request
 
 
+def test_the_worker_applies_the_policy_again(local_hub, tiny_base, db_url):
+    """A stranger's job row edited after submit (or written by an older factory) is refused by the worker."""
+    from factory.worker import Worker
+    from test_security import _insert_job
+
+    store = Store(db_url, Limits(0, 0))
+    job = _insert_job(store, _dump(good(base_model=str(tiny_base))), "hf:alice", "space")
+    Worker(store, "w").run(drain=True)
+    assert store.get(job).status == "failed" and "hub-ids-only" in store.get(job).error
+
+
 # ---- any request either validates or is a UserError ----------------------------------------------
 
 KEYS = ["base_model", "datasets", "sequence_len", "adapter", "lora_r", "num_epochs", "max_steps", "learning_rate",

@@ -57,7 +57,7 @@ def _hub_request(tmp_path: Path, **over) -> Path:
     return path
 
 
-def _insert_job(store: Store, request_yaml: str) -> int:
+def _insert_job(store: Store, request_yaml: str, submitter: str = "mallory", front_door: str = "cli") -> int:
     """A job row written straight into the queue, as an older factory or a hand-edited row would be."""
     from sqlalchemy import insert
 
@@ -65,7 +65,7 @@ def _insert_job(store: Store, request_yaml: str) -> int:
 
     with store.engine.begin() as conn:
         return conn.execute(insert(jobs).values(
-            request=request_yaml, submitter="mallory", front_door="cli", status="queued", progress=0.0,
+            request=request_yaml, submitter=submitter, front_door=front_door, status="queued", progress=0.0,
             attempt=0, cancel_requested=False, created=store.now()).returning(jobs.c.id)).scalar_one()
 
 
