@@ -122,18 +122,22 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return "### Valid: ready to submit\n\n" + ("\n".join(lines) if lines else "No lint findings.")
 
     def fields_from_yaml(text: str):
+        from factory.yaml_guard import load_untrusted
+
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
+            data = load_untrusted(text) or {}  # the editor holds a stranger's text: no bombs here either
+        except UserError:
             return [gr.update() for _ in FIELDS]
         if not isinstance(data, dict):
             return [gr.update() for _ in FIELDS]
         return [gr.update(value=_get(data, key)) for _, key, _ in FIELDS]
 
     def yaml_from_fields(text: str, *values):
+        from factory.yaml_guard import load_untrusted
+
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError:
+            data = load_untrusted(text) or {}
+        except UserError:
             data = {}
         if not isinstance(data, dict):
             data = {}
