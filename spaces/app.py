@@ -138,9 +138,9 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         try:
             data = load_untrusted(text) or {}
         except UserError:
-            data = {}
+            return gr.update()  # fix the YAML first; never overwrite what the user wrote
         if not isinstance(data, dict):
-            data = {}
+            return gr.update()
         for (_, key, kind), value in zip(FIELDS, values):
             if kind == "number" and value is not None:
                 value = int(value) if float(value).is_integer() and key != "learning_rate" else float(value)
