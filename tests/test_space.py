@@ -163,9 +163,10 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.locator("#submitted").get_by_text("Queued as job").wait_for(timeout=60_000)
     job = store.list(limit=1)[0].id
     page.get_by_role("tab", name="Jobs").click()
-    wait_for(lambda: store.get(job).stage == "train" and len([e for e in store.events(job) if e.kind == "progress"
-                                                               and e.payload.get("loss") is not None]) >= 3,
-             300, "training with a loss")
+    from factory.job_views import loss_points
+
+    wait_for(lambda: store.get(job).stage == "train" and len(loss_points(store.events(job))) >= 3, 300,
+             "three logged losses")
     page.wait_for_timeout(2500)  # a poll or two: the curve has its points
     page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
     page.locator("#progress").get_by_text("train").wait_for(timeout=60_000)
