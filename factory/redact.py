@@ -32,13 +32,27 @@ def register(secret: str | None) -> None:
             _known.add(secret)
 
 
-def _secrets_file_values() -> list[str]:
-    from factory.credentials import read_secrets
+_file_cache: dict[tuple, list[str]] = {}
 
+
+def _secrets_file_values() -> list[str]:
+    """The secrets file's values, read again only when the file changes (redact runs on every event)."""
+    from factory.credentials import read_secrets, secrets_file
+
+    path = secrets_file()
     try:
-        return list(read_secrets().values())
-    except Exception:  # noqa: BLE001 - an unreadable secrets file is reported where it is used, not here
+        st = path.stat()
+    except OSError:
         return []
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_mode)
+    if key not in _file_cache:
+        try:
+            values = list(read_secrets(path).values())
+        except Exception:  # noqa: BLE001 - an unreadable secrets file is reported where it is used, not here
+            values = []
+        _file_cache.clear()
+        _file_cache[key] = values
+    return _file_cache[key]
 
 
 def redact(text: str) -> str:
