@@ -107,15 +107,32 @@ def _hub_records(name: str, spec: Builtin) -> tuple[str, list[dict]]:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(spec.hub_id, repo_type="dataset",
-                                        allow_patterns=[f"*{spec.hub_config or ''}*/*{spec.split}*.parquet",
-                                                        f"*{spec.split}*.parquet", f"*{spec.split}*.json*"]))
+        folder = Path(snapshot_download(spec.hub_id, repo_type="dataset", allow_patterns=hub_patterns(spec)))
     except Exception as exc:  # noqa: BLE001 - any Hub failure is the same message to the user
         raise BenchmarkError(f"benchmark {name}: cannot download {spec.hub_id} ({type(exc).__name__}); "
                              f"give {name}=PATH to a local copy") from None
     import pyarrow.parquet as pq
 
-    return spec.hub_id, [r for p in sorted(folder.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    files = hub_files(spec, [p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")])
+    if not files:
+        raise BenchmarkError(f"benchmark {name}: {spec.hub_id} has no {spec.split} parquet files for config "
+                             f"{spec.hub_config or '(default)'}; give {name}=PATH to a local copy")
+    return spec.hub_id, [r for f in files for r in pq.read_table(folder / f).to_pylist()]
+
+
+def hub_patterns(spec: Builtin) -> list[str]:
+    """The files of one config's split in the Hub's parquet layout (CONFIG/SPLIT-*.parquet, or data/ without
+    configs). One config only: ARC-Easy must not take ARC-Challenge's items, nor MMLU's `all` its subjects'."""
+    if spec.hub_config:
+        return [f"{spec.hub_config}/{spec.split}-*.parquet"]
+    return [f"data/{spec.split}-*.parquet", f"{spec.split}-*.parquet"]
+
+
+def hub_files(spec: Builtin, paths: list[str]) -> list[str]:
+    """Of a snapshot's parquet files (relative paths), the ones of this config and split, sorted."""
+    from fnmatch import fnmatchcase
+
+    return sorted(p for p in paths if any(fnmatchcase(p, pattern) for pattern in hub_patterns(spec)))
 
 
 def load_records(spec: str) -> tuple[str, str, list]:

@@ -17,6 +17,7 @@ from factory.errors import UserError
 from factory.ids import looks_like_repo_id, repo_id_problem, revision_problem
 
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+MAX_REQUEST_BYTES = 1 << 20  # a request is a page of YAML; front doors accept far less (yaml_guard)
 
 # Axolotl options a user may bring that this factory does not implement (yet). Rejected by name.
 AXOLOTL_UNSUPPORTED = {
@@ -318,8 +319,11 @@ def _explain(err: dict, lines: dict[tuple, int], source: str) -> str:
 
 def parse_request(data: Any, source: str = "<request>", text: str | None = None) -> Request:
     """Validate a dict into a Request or raise UserError listing every problem."""
+    if data is None:
+        raise UserError(f"{source}: the request is empty; start from `factory validate --keys` or an examples/ file")
     if not isinstance(data, dict):
-        raise UserError(f"{source}: a request is a YAML mapping of keys to values, got {type(data).__name__}")
+        raise UserError(f"{source}: a request is a YAML mapping of keys to values (base_model: ..., datasets: ...), "
+                        f"got {'a list' if isinstance(data, list) else type(data).__name__}")
     try:
         return Request.model_validate(data)
     except ValidationError as exc:
@@ -330,10 +334,11 @@ def parse_request(data: Any, source: str = "<request>", text: str | None = None)
 
 def load_request(path: str | Path) -> Request:
     """Read and validate a request YAML file; local dataset paths resolve against its folder."""
+    from factory.textfiles import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such request file")
-    return loads_request(path.read_text(), str(path), folder=path.parent)
+    text, _ = read_text(path, max_bytes=MAX_REQUEST_BYTES, what="request file")
+    return loads_request(text, str(path), folder=path.parent)
 
 
 def loads_request(text: str, source: str = "<request>", folder: Path | None = None) -> Request:

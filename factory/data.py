@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Iterator
 
 from factory.config import DATA_SUFFIXES, DatasetSpec, Request
 from factory.errors import UserError
-from factory.formats import Malformed, Sample, normalise
+from factory.formats import Malformed, Sample, kind, normalise
 from factory.hub import Hub
+from factory.textfiles import LineTooLong, iter_lines, open_binary, read_text
+
+MAX_JSON_BYTES = int(os.environ.get("FACTORY_MAX_JSON_BYTES", 1 << 30))  # a .json array is parsed whole
 
 
 @dataclass
@@ -27,9 +31,11 @@ class DatasetReport:
     duplicates: int = 0
     examples: list[str] = field(default_factory=list)  # "row 12: missing field 'output'"
     revision: str | None = None  # the Hub commit the files came from (None for local files)
+    encodings: list[str] = field(default_factory=list)  # "x.csv: decoded from UTF-16 LE with a BOM"
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision")}
+        return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision",
+                                              "encodings")}
 
 
 @dataclass
@@ -39,55 +45,117 @@ class Prepared:
     reports: list[DatasetReport]
 
 
-def read_rows(path: Path) -> Iterator[object]:
-    """Rows of a data file, in order. A line that is not JSON is yielded as a Malformed instance."""
+def read_rows(path: Path, notes: list | None = None) -> Iterator[object]:
+    """Rows of a data file, in order, in bounded memory (except a .json array, read whole).
+
+    A row that cannot even be parsed is yielded as a Malformed instance naming its line; a file that
+    cannot be read at all (encoding, binary, truncated, a directory, permissions) raises UserError.
+    The encoding note (UTF-16 and the like) is appended to `notes` when given."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from _json_lines(path)
+        yield from _json_lines(path, notes)
     elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            if "\n{" in path.read_text(encoding="utf-8")[:100_000]:  # JSON Lines under a .json name
-                yield from _json_lines(path)
-                return
-            raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-            data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]}
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a JSON array of rows (or JSON Lines), got {type(data).__name__}")
-        yield from data
+        yield from _json_document(path, notes)
     elif suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            yield from csv.DictReader(f)
+        yield from _csv_rows(path, notes)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+        yield from _parquet_rows(path)
     else:
         raise UserError(f"{path}: unsupported data file type; use one of {', '.join(DATA_SUFFIXES)}")
 
 
-def _json_lines(path: Path) -> Iterator[object]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Malformed(f"line {n} is not JSON ({exc.msg})", raw=line)
+def _json_lines(path: Path, notes: list | None) -> Iterator[object]:
+    for n, line in enumerate(iter_lines(path, "JSON Lines data file", notes), 1):
+        if isinstance(line, LineTooLong):
+            yield Malformed(line.message())
+        elif line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield Malformed(f"line {n} is not JSON ({exc.msg} at column {exc.colno})", raw=line)
+            except RecursionError:
+                yield Malformed(f"line {n} is nested too deeply to be a row", raw=line[:10_000])
+
+
+def _json_document(path: Path, notes: list | None) -> Iterator[object]:
+    text, note = read_text(path, max_bytes=MAX_JSON_BYTES, what="JSON data file")
+    if note and notes is not None:
+        notes.append(note)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if "\n{" in text[:100_000]:  # JSON Lines under a .json name
+            yield from _json_lines(path, notes)
+            return
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                        f"fix it, or give one JSON object per line in a .jsonl file") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to be rows of data") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]}
+    if not isinstance(data, list):
+        raise UserError(f"{path}: the JSON holds {kind(data)}, not an array of rows; give [{{...}}, {{...}}] "
+                        f"or one JSON object per line (.jsonl)")
+    if data and not any(isinstance(r, dict) for r in data):
+        plural = {"null": "nulls", "a boolean": "booleans", "a number": "numbers", "a list": "lists", "a str": "strings"}
+        kinds = " and ".join(sorted({plural.get(kind(r), kind(r)) for r in data}))
+        raise UserError(f"{path}: a JSON array of {kinds}, not of objects; each row must be an object "
+                        f'such as {{"instruction": ..., "output": ...}}')
+    yield from data
+
+
+def _csv_rows(path: Path, notes: list | None) -> Iterator[object]:
+    lines = iter_lines(path, "CSV data file", notes)
+
+    def text_lines():
+        for line in lines:
+            if isinstance(line, LineTooLong):
+                raise UserError(f"{path}: {line.message()}")
+            yield line
+
+    reader = csv.reader(text_lines())
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise UserError(f"{path}: has no header line; the first line of a CSV names its columns")
+        for record in reader:
+            if not record:  # a blank line
+                continue
+            if len(record) != len(header):
+                joined = " (a quote left open joins lines into one field?)" if any("\n" in v for v in record) else ""
+                yield Malformed(f"line {reader.line_num} has {len(record)} fields, the header has {len(header)}{joined}",
+                                raw=",".join(record))
+                continue
+            yield dict(zip(header, record))
+    except csv.Error as exc:
+        raise UserError(f"{path}: line {reader.line_num}: not valid CSV ({exc}); check its quotes") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[object]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    open_binary(path, "Parquet data file").close()  # a directory or a permission problem gets its own message
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]}); it may be "
+                        f"truncated or corrupted: export it again") from None
 
 
 def repo_data_files(root: Path) -> list[Path]:
     """The data files of a dataset repo snapshot, in a stable order."""
-    return sorted(p for p in root.rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in root.rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
 def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
     """The files to read for spec, and the Hub revision they came from (None for local files)."""
     if spec.is_local:
         path = Path(spec.path).expanduser()
+        if path.is_dir():
+            raise UserError(f"dataset file '{spec.path}' is a directory; name a {'/'.join(DATA_SUFFIXES)} file inside it")
         if not path.is_file():
             raise UserError(f"dataset file '{spec.path}' does not exist")
         return [path], None
@@ -107,7 +175,8 @@ def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
 def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
     files, report.revision = dataset_files(spec, hub)
     for path in files:
-        for n, row in enumerate(read_rows(path), 1):
+        notes: list[str] = []
+        for n, row in enumerate(read_rows(path, notes), 1):
             report.rows += 1
             try:
                 if isinstance(row, Malformed):
@@ -117,6 +186,7 @@ def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator
                 report.malformed += 1
                 if len(report.examples) < 10:
                     report.examples.append(f"{path.name} row {n}: {exc}")
+        report.encodings += [f"{path.name}: {note}" for note in notes]
 
 
 def prepare(request: Request, hub: Hub) -> Prepared:
@@ -136,7 +206,11 @@ def prepare(request: Request, hub: Hub) -> Prepared:
             report.used += 1
         reports.append(report)
         if report.rows == 0:
-            raise UserError(f"dataset '{spec.path}' has no rows")
+            raise UserError(f"dataset '{spec.path}' has no rows; the file holds no data after its header or is blank")
+        if report.used == 0 and report.malformed == report.rows:
+            shown = "\n    ".join(report.examples)
+            raise UserError(f"dataset '{spec.path}': none of its {report.rows} rows is usable. First problems:\n    {shown}\n"
+                            f"  Check `type:` ({spec.type}) and map the columns (field_*, field_messages, roles).")
         bad = report.malformed / report.rows
         if bad > request.max_malformed_fraction:
             shown = "\n    ".join(report.examples)

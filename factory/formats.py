@@ -44,14 +44,20 @@ class Sample:
         return [{"role": r, "content": c} for r, c in self.messages]
 
 
+def kind(value: object) -> str:
+    """How a JSON value is named in a message: null, a number, a list, an object."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
 def _string(row: dict, column: str, *, required: bool) -> str:
-    if column not in row or row[column] is None:
+    if column not in row or (row[column] is None and not required):
         if required:
-            raise Malformed(f"missing field '{column}'")
+            raise Malformed(f"missing field '{column}' (the row has: {', '.join(map(str, row)) or 'no fields'})")
         return ""
     value = row[column]
     if not isinstance(value, str):
-        raise Malformed(f"field '{column}' is {type(value).__name__}, not text")
+        raise Malformed(f"field '{column}' is {kind(value)}, not text")
     return value
 
 
@@ -80,18 +86,19 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
     if turns is None:
         raise Malformed(f"missing field '{column}'")
     if not isinstance(turns, list) or not turns:
-        raise Malformed(f"field '{column}' is not a non-empty list of turns")
+        raise Malformed(f"field '{column}' is an empty conversation" if turns == [] else
+                        f"field '{column}' is {kind(turns)}, not a list of turns")
     out = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise Malformed(f"turn {i} is {type(turn).__name__}, not an object")
+            raise Malformed(f"turn {i} is {kind(turn)}, not an object")
         role, content = turn.get(role_key), turn.get(content_key)
         if not isinstance(role, str):
             raise Malformed(f"turn {i} has no '{role_key}'")
         if role not in roles:
             raise Malformed(f"turn {i} has unknown role '{role}' (known: {', '.join(sorted(roles))}; map more with `roles:`)")
         if not isinstance(content, str):
-            raise Malformed(f"turn {i} '{content_key}' is {type(content).__name__}, not text")
+            raise Malformed(f"turn {i} '{content_key}' is {kind(content)}, not text")
         if not content.strip():
             raise Malformed(f"turn {i} ({role}) is empty")
         out.append((roles[role], content))
@@ -103,7 +110,7 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
 def normalise(row: object, spec: DatasetSpec) -> Sample:
     """One row to a Sample; raises Malformed with the reason."""
     if not isinstance(row, dict):
-        raise Malformed(f"row is {type(row).__name__}, not an object")
+        raise Malformed(f"row is {kind(row)}, not an object")
     if spec.type == "alpaca":
         return _alpaca(row, spec)
     if spec.type == "sharegpt":

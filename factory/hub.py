@@ -3,7 +3,8 @@
 Layout: <root>/<models|datasets>/<org>/<name>/revisions/<sha>/... and refs/main naming the
 current revision. A publish writes a hidden temp folder, renames it into revisions/, then swaps
 refs/main atomically: a crash at any point leaves the previous revision current and nothing
-half-written visible.
+half-written visible. Publishers of one repo take turns on an exclusive lock (several workers may
+publish the same repo at once): each new revision's parent is the one before it, none is lost.
 """
 
 from __future__ import annotations
@@ -143,7 +144,16 @@ class LocalHub:
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
                 private: bool = False, into_existing: bool = False) -> Published:
+        import fcntl
+
         repo = self._repo(repo_id, repo_type)
+        (repo / "revisions").mkdir(parents=True, exist_ok=True)
+        with open(repo / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+            return self._publish_locked(repo, repo_id, folder, message, repo_type, private, into_existing)
+
+    def _publish_locked(self, repo: Path, repo_id: str, folder: Path, message: str, repo_type: RepoType,
+                        private: bool, into_existing: bool) -> Published:
         parent = self.current(repo_id, repo_type)
         old = self._revision(repo_id, repo_type, parent) if parent else None
         existing = {p.relative_to(old).as_posix() for p in old.rglob("*") if p.is_file() and p.name != COMMIT_FILE} if old else None
@@ -152,8 +162,7 @@ class LocalHub:
         manifest = (old / MANIFEST).read_bytes() if old and (old / MANIFEST).is_file() else None
         new_files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
         deletes = plan_publish(repo_id, existing, manifest, was_private, new_files, private, into_existing)
-        (repo / "revisions").mkdir(parents=True, exist_ok=True)
-        for stale in repo.glob(".incoming-*"):  # left by a crashed publish; never visible
+        for stale in repo.glob(".incoming-*"):  # left by a crashed publish (a live one would hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=repo, prefix=".incoming-"))
         try:

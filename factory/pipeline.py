@@ -150,6 +150,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
             run.reporter.emit(Event("data", f"{f.severity} {f.rule}: {f.message}"))
     for r in prepared.reports:
         msg = f"{r.source}: {r.rows} rows, {r.used} used, {r.malformed} malformed, {r.duplicates} duplicates"
+        msg += "".join(f"; {note}" for note in r.encodings)
         run.reporter.emit(Event("data", msg + "".join(f"\n    {x}" for x in r.examples[:3])))
     run.reporter.emit(Event("data", f"{len(train)} train / {len(evalset)} eval samples, {summary['train_tokens']:,} tokens; "
                                     f"over-long: {counts['dropped']} dropped, {counts['truncated']} truncated"))

@@ -258,3 +258,36 @@ def test_drop_removes_rows_and_the_card_says_so(home, tiny_base, tmp_path):
     assert "## Benchmark contamination" in card and "| quiz | 5 | 3 | 60.00% |" in card
     assert "dropped before training (3 rows)" in card and str(tmp_path) not in card
     assert full["malformed_rows_not_checked"] == 1 and "1 rows dropped as malformed were not checked" in card
+
+
+def test_hub_download_takes_one_config_and_one_split(hub, monkeypatch):
+    """ARC-Easy must not take ARC-Challenge's items, nor MMLU's `all` its subjects' (which repeat them)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet(tag: str, n: int) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist([{"question": f"{tag} question {i}", "choices": ["a", "b"]}
+                                             for i in range(n)]), buf)
+        return buf.getvalue()
+
+    hub.state.add_repo("dataset", "allenai/ai2_arc", {
+        "ARC-Easy/test-00000-of-00001.parquet": parquet("easy-test", 3),
+        "ARC-Easy/train-00000-of-00001.parquet": parquet("easy-train", 5),
+        "ARC-Challenge/test-00000-of-00001.parquet": parquet("challenge-test", 4),
+        "ARC-Challenge/validation-00000-of-00001.parquet": parquet("challenge-val", 2)})
+    hub.state.add_repo("dataset", "cais/mmlu", {
+        "all/test-00000-of-00001.parquet": parquet("all-test", 2),
+        "abstract_algebra/test-00000-of-00001.parquet": parquet("all-test", 2),
+        "all/dev-00000-of-00001.parquet": parquet("all-dev", 1)})
+    hub.state.add_repo("dataset", "Rowan/hellaswag", {
+        "data/validation-00000-of-00001.parquet": parquet("hs-val", 2),
+        "data/test-00000-of-00001.parquet": parquet("hs-test", 3)})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("FACTORY_BENCHMARKS_DIR", raising=False)
+    for name, tag, n in [("arc_easy", "easy-test", 3), ("arc_challenge", "challenge-test", 4), ("mmlu", "all-test", 2),
+                         ("hellaswag", "hs-val", 2)]:
+        items = load_benchmark(name).items
+        assert [i[0] for i in items] == [f"{tag} question {k}" for k in range(n)], name

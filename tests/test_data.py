@@ -73,9 +73,9 @@ def test_completion(shared):
 
 @pytest.mark.parametrize("row, spec, reason", [
     ({"instruction": "hi"}, {"type": "alpaca"}, "missing field 'output'"),
-    ({"instruction": 3, "output": "x"}, {"type": "alpaca"}, "is int, not text"),
+    ({"instruction": 3, "output": "x"}, {"type": "alpaca"}, "is a number, not text"),
     ({"instruction": "q", "output": "  "}, {"type": "alpaca"}, "empty 'output'"),
-    ({"conversations": []}, {"type": "sharegpt"}, "non-empty list"),
+    ({"conversations": []}, {"type": "sharegpt"}, "empty conversation"),
     ({"conversations": [{"from": "human", "value": ""}]}, {"type": "sharegpt"}, "is empty"),
     ({"conversations": [{"from": "wizard", "value": "x"}]}, {"type": "sharegpt"}, "unknown role 'wizard'"),
     ({"messages": [{"role": "user", "content": "hi"}]}, {"type": "messages"}, "no assistant turn"),

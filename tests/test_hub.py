@@ -59,3 +59,39 @@ def test_bad_ids_and_missing_repos(tmp_path):
             hub.publish(bad, tmp_path, "x")
     with pytest.raises(UserError, match="not in the local hub"):
         hub.snapshot("org/nothing")
+
+
+PUBLISHER = """
+import sys, time
+from pathlib import Path
+from factory.hub import LocalHub
+root, name, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+while time.time() < start:  # both processes begin together
+    time.sleep(0.001)
+for i in range(6):
+    d = root / f"src-{name}-{i}"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(f"{name}-{i}".encode() * 1000)
+    LocalHub(root / "hub").publish("org/shared", d, f"{name} {i}")
+"""
+
+
+def test_two_processes_publishing_one_repo_lose_nothing(tmp_path):
+    """Each publish lands as a revision whose parent is the one before: 12 publishes, a chain of 12."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    start = str(time.time() + 2)
+    procs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, str(tmp_path), name, start]) for name in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    hub = LocalHub(tmp_path / "hub")
+    repo = tmp_path / "hub" / "models" / "org" / "shared"
+    chain, rev = [], hub.current("org/shared")
+    while rev:
+        chain.append(json.loads((repo / "revisions" / rev / ".commit.json").read_text())["message"])
+        rev = json.loads((repo / "revisions" / rev / ".commit.json").read_text())["parent"]
+    assert sorted(chain) == sorted(f"{n} {i}" for n in "ab" for i in range(6)), chain
+    assert len(list((repo / "revisions").iterdir())) == 12
+    assert not list(repo.glob(".incoming-*"))
