@@ -7,7 +7,10 @@ and model FLOPs utilisation (MFU) for each, on the card it ran on.
 
 MFU = achieved model FLOPs / the card's dense bf16 peak. Model FLOPs per trained token:
 6 * params (full) or 4 * frozen params + 6 * trainable params (LoRA: no weight gradients for the
-frozen base), plus attention 12 * layers * hidden * mean context (6x for the forward's 2x).
+frozen base), plus attention 12 * layers * hidden * mean context (6x for the forward's 2x). The
+context of a token is its position in its own sample (causal; a packed row's positions restart per
+sample, and padding is not trained), so the mean context comes from the real sample lengths:
+sum(n * (n + 1) / 2) / sum(n) over the samples, not seq_len / 2.
 """
 
 from __future__ import annotations
@@ -82,8 +85,11 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
     attn = "flash_attention_2" if _has_flash() else "sdpa"
+    context = mean_context([len(x.input_ids) for x in samples])
     print(f"device: {gpu}; torch {torch.__version__}; attention {attn}; model {params / 1e6:.0f}M params, "
           f"seq_len {seq_len}, {steps} steps each; peak bf16 {peak or 'unknown'} TFLOP/s")
+    print(f"attention FLOPs at the samples' mean causal context of {context:.0f} tokens "
+          f"(seq_len / 2 would be {seq_len // 2})")
     print(f"{'method':6} {'batches':8} {'real tok/s':>11} {'peak GiB':>9} {'MFU':>6}")
     for method in ("lora", "full"):
         for packing in (True, False):
@@ -97,11 +103,16 @@ def main() -> None:
             result = train(parse_request(req), work / "model", tok, samples, [], work / f"{method}-{packing}", Silent())
             tok_s = result.tokens_seen / result.seconds
             trainable = params if method == "full" else _lora_params(work / f"{method}-{packing}")
-            per_token = (6 * params if method == "full" else 4 * params + 6 * trainable) + 12 * layers * hidden * seq_len // 2
+            per_token = (6 * params if method == "full" else 4 * params + 6 * trainable) + 12 * layers * hidden * context
             mfu = tok_s * per_token / (peak * 1e12) if peak and not args.smoke else None
             mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
             print(f"{method:6} {'packed' if packing else 'padded':8} {tok_s:>11,.0f} {mem:>9.1f} "
                   f"{(f'{mfu:.1%}' if mfu is not None else '-'):>6}", flush=True)
+
+
+def mean_context(lengths: list[int]) -> float:
+    """Mean number of tokens a trained token attends to (itself and those before it in its sample)."""
+    return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
 
 
 def _has_flash() -> bool:

@@ -23,9 +23,10 @@ class Score:
     value: float
     stderr: float | None
     n: int
+    doc_ids: tuple[int, ...] = ()  # which of the task's documents were scored (not in reports: can be long)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "doc_ids"}
 
 
 def available_tasks() -> list[str]:
@@ -82,6 +83,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, se
         metric, _, flt = key.partition(",")
         stderr = result.get(f"{metric}_stderr,{flt}")
         n = out.get("n-samples", {}).get(name, {}).get("effective", 0)
+        ids = tuple(sorted({int(x["doc_id"]) for x in out.get("samples", {}).get(name, [])}))
         scores[name] = Score(name, metric, float(result[key]),
-                             float(stderr) if isinstance(stderr, (int, float)) else None, int(n))
+                             float(stderr) if isinstance(stderr, (int, float)) else None, int(n), ids)
     return scores

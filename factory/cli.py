@@ -145,6 +145,7 @@ def cmd_demo(args) -> int:
     request = _check(str(demo.REQUEST), hub=hub)
     code = _execute(request, hub=hub)
     print(f"demo wall time: {time.time() - t0:.1f}s")
+    print(demo.WHAT_IT_SHOWS)
     return code
 
 

@@ -9,7 +9,9 @@ methods (reported separately):
   ngram      word 13-grams after lowercasing and stripping punctuation (GPT-3, lm-eval); a text
              field of 8-12 words counts when it appears whole
   substring  the GPT-4 report's check: three 50-character letter-and-digit substrings per item
-  embedding  paraphrases, with --embedding-model PATH (a local sentence-embedding model; never downloads)
+  embedding  paraphrases, with --embedding-model PATH (a local sentence-embedding model; never downloads).
+             UNMEASURED: its separation of paraphrases from unrelated pairs has not been measured;
+             treat its matches as leads to read, not findings
 
 benchmarks: gsm8k, mmlu, arc_easy, arc_challenge, truthfulqa, winogrande, hellaswag (local files
 under $FACTORY_BENCHMARKS_DIR, else their Hub datasets), or NAME=PATH to a .json/.jsonl/.jsonl.gz/.csv.

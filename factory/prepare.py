@@ -22,8 +22,10 @@ def packing_report(request: Request, run, data_summary: dict, data_seconds: floa
     if request.sample_packing:
         packed = pack(train, request.sequence_len, request.seed)
         rows, slots, efficiency = len(packed.bins), len(packed.bins) * request.sequence_len, packed.efficiency
-    else:  # padded to the longest sample of each micro-batch, in the seeded order training uses
-        lengths = [len(e.input_ids) for e in train]
+    else:  # padded to the longest sample of each micro-batch, in the seeded order training uses (epoch 1)
+        from factory.train import epoch_order
+
+        lengths = [len(train[i].input_ids) for i in epoch_order(len(train), 1, None, request.seed)]
         rows = len(train)
         slots = sum(max(lengths[i:i + request.micro_batch_size]) * len(lengths[i:i + request.micro_batch_size])
                     for i in range(0, len(lengths), request.micro_batch_size))

@@ -24,9 +24,12 @@ def shared() -> Path:
 
 
 def missing(msg: str, required_by: str) -> None:
-    """Skip with the reason, or fail when the environment variable says the thing is required (CI)."""
+    """Skip with the reason, or fail when the environment variable says the thing is required, or under
+    CI=true: a skip in CI is a test that did not run, so it must not pass quietly."""
     if os.environ.get(required_by) == "1":
         pytest.fail(f"{msg} but {required_by}=1")
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        pytest.fail(f"{msg} (under CI=true every test must run; set it up, or unset CI to skip)")
     pytest.skip(msg)
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import missing  # tests/ is on sys.path under pytest
 import yaml
 
 from factory.config import parse_request
@@ -26,7 +27,7 @@ def _request(tiny_base, data: Path, out: Path, micro_batch: int) -> dict:
 def test_two_processes_match_one_with_the_same_global_batch(tiny_base, tmp_path, home):
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.exists():
-        pytest.skip("the accelerate command is not installed beside this Python")
+        missing("the accelerate command is not installed beside this Python", "FACTORY_REQUIRE_EXTRAS")
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": f"document {i} is about {'music rain city'.split()[i % 3]} "
                                                  f"and {'night river song light'.split()[i % 4]}"}) + "\n" for i in range(40)))
@@ -71,7 +72,14 @@ def test_strategy_arguments_for_the_trainer(monkeypatch):
     base = {"base_model": "org/base", "datasets": [{"path": "o/d"}]}
     assert distributed_args(parse_request(base)) == {}  # one process: nothing to configure
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert distributed_args(parse_request(base))["ddp_backend"] == "gloo"
+    import torch
+
+    real = torch.cuda.is_available
+    assert distributed_args(parse_request(base))["ddp_backend"] == ("nccl" if real() else "gloo")  # this host
+    for cuda, backend in ((True, "nccl"), (False, "gloo")):  # a GPU host gets NCCL, a CPU host gloo
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        assert distributed_args(parse_request(base))["ddp_backend"] == backend
+    monkeypatch.setattr(torch.cuda, "is_available", real)
     ds = distributed_args(parse_request({**base, "distributed": {"strategy": "deepspeed", "zero_stage": 2}}))
     assert ds["deepspeed"]["zero_optimization"]["stage"] == 2
     fsdp = distributed_args(parse_request({**base, "adapter": "lora", "lora_target_linear": True,

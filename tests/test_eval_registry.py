@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,27 @@ def test_registry_tasks_run_in_process_on_seeded_subsets(bench_dir, tiny_base):
         assert 0.0 <= s.value <= 1.0 and s.stderr is not None
         assert s.metric == ("exact_match" if name == "gsm8k" else "acc")
         assert again[name].value == s.value  # the same seeded items, the same model
+    # the subset is a seeded random sample of the task's documents, not its first N
+    import random
+    import tempfile
+
+    from evals.registry_tasks import write_task
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in tasks:
+            docs = write_task(name, Path(tmp))
+            want = tuple(sorted(random.Random(3).sample(range(docs), min(6, docs))))
+            assert first[name].doc_ids == want, name
+            if docs > 6:
+                assert want != tuple(range(6)), name
+    # a different model (the finetuned one, in a run) is scored on exactly the same items
+    import torch
+
+    torch.manual_seed(1)
+    other = AutoModelForCausalLM.from_config(model.config)
+    scored = evaluate(other, tok, tasks, limit=6, seed=3, max_new_tokens=8)
+    assert {n: scored[n].doc_ids for n in tasks} == {n: first[n].doc_ids for n in tasks}
+    assert evaluate(model, tok, ["arc_easy"], limit=6, seed=4, max_new_tokens=8)["arc_easy"].doc_ids != first["arc_easy"].doc_ids
 
 
 def test_registry_task_without_data_is_refused_at_the_door(home, tiny_base, tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import missing  # tests/ is on sys.path under pytest
 
 from factory.errors import UserError
 from factory.jobs import Limits, Store
@@ -352,7 +353,7 @@ def test_worker_survives_a_postgresql_restart(pg_url, tiny_request, home, tmp_pa
     import shutil
 
     if not shutil.which("pg_ctlcluster") or os.geteuid() != 0:
-        pytest.skip("restarting PostgreSQL needs pg_ctlcluster and root (the CI machine has both)")
+        missing("restarting PostgreSQL needs pg_ctlcluster and root (the CI machine has both)", "FACTORY_REQUIRE_ROOT")
     cluster = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()
     version, name = cluster[0], cluster[1]
     store = Store(pg_url, Limits(0, 0))
@@ -388,7 +389,7 @@ def small_disk(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
                                            capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        missing("mounting a small tmpfs needs root (and the right to mount)", "FACTORY_REQUIRE_ROOT")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

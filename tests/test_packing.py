@@ -141,3 +141,34 @@ def test_flash_attention_is_picked_only_where_it_can_run():
     assert pick_attention(chosen, cuda=True, has_flash=True) == "eager"  # the user's choice stands
     fp32 = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": False})
     assert pick_attention(fp32, cuda=True, has_flash=True) == "sdpa"  # flash-attention needs bf16/fp16
+
+
+def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_base, capsys):
+    """`factory prepare` without packing: slots are counted over the micro-batches of training's seeded order."""
+    import json
+
+    import yaml
+
+    from factory.cli import main
+    from factory.synthetic import generate
+    from factory.train import epoch_order
+
+    rows = generate(120, held_out=False, seed=5)
+    for i, r in enumerate(rows):  # lengths that vary a lot, so the batch order changes the padding
+        r["output"] = r["output"] + " la" * (i % 17) * 3
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    req = {"base_model": str(tiny_base), "datasets": [{"path": "d.jsonl"}], "sequence_len": 256,
+           "sample_packing": False, "micro_batch_size": 4, "seed": 9}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(req))
+    assert main(["prepare", str(tmp_path / "r.yaml"), "--json", str(tmp_path / "out.json")]) == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    encoded = json.loads(next(home.glob("runs/*/data/encoded.json")).read_text())["train"]
+    lengths = [len(ids) for ids, _ in encoded]
+
+    def slots(order):
+        batches = [[lengths[i] for i in order[k:k + 4]] for k in range(0, len(order), 4)]
+        return sum(max(b) * len(b) for b in batches)
+
+    trained = slots(epoch_order(len(lengths), 1, None, 9))
+    assert report["slots"] == trained
+    assert trained != slots(list(range(len(lengths))))  # the file's order would give another figure

@@ -7,11 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import missing  # tests/ is on sys.path under pytest
 import torch
 
 from factory.config import parse_request
 
-bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev extras; QLoRA needs it")
+try:
+    import bitsandbytes as bnb
+except ImportError:
+    bnb = None
+
+
+@pytest.fixture(autouse=True)
+def _bitsandbytes():
+    if bnb is None:
+        missing("bitsandbytes is not installed (it is in the dev extras; QLoRA needs it)", "FACTORY_REQUIRE_EXTRAS")
 
 
 def _request(tiny_base, **over):
