@@ -17,9 +17,10 @@ from factory.config import DATA_SUFFIXES, DatasetSpec, Request
 from factory.errors import UserError
 from factory.formats import Malformed, Sample, kind, normalise
 from factory.hub import Hub
-from factory.textfiles import LineTooLong, iter_lines, open_binary, read_text
+from factory.textfiles import MAX_LINE_CHARS, LineTooLong, iter_lines, open_binary, read_text
 
 MAX_JSON_BYTES = int(os.environ.get("FACTORY_MAX_JSON_BYTES", 1 << 30))  # a .json array is parsed whole
+csv.field_size_limit(MAX_LINE_CHARS)  # a long answer in one CSV cell is a row, not a refusal (default 128 KiB)
 
 
 @dataclass
@@ -79,8 +80,6 @@ def _json_lines(path: Path, notes: list | None) -> Iterator[object]:
 
 def _json_document(path: Path, notes: list | None) -> Iterator[object]:
     text, note = read_text(path, max_bytes=MAX_JSON_BYTES, what="JSON data file")
-    if note and notes is not None:
-        notes.append(note)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -91,13 +90,15 @@ def _json_document(path: Path, notes: list | None) -> Iterator[object]:
                         f"fix it, or give one JSON object per line in a .jsonl file") from None
     except RecursionError:
         raise UserError(f"{path}: JSON nested too deeply to be rows of data") from None
+    if note and notes is not None:
+        notes.append(note)
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]}
     if not isinstance(data, list):
         raise UserError(f"{path}: the JSON holds {kind(data)}, not an array of rows; give [{{...}}, {{...}}] "
                         f"or one JSON object per line (.jsonl)")
     if data and not any(isinstance(r, dict) for r in data):
-        plural = {"null": "nulls", "a boolean": "booleans", "a number": "numbers", "a list": "lists", "a str": "strings"}
+        plural = {"null": "nulls", "a boolean": "booleans", "a number": "numbers", "a list": "lists", "text": "strings"}
         kinds = " and ".join(sorted({plural.get(kind(r), kind(r)) for r in data}))
         raise UserError(f"{path}: a JSON array of {kinds}, not of objects; each row must be an object "
                         f'such as {{"instruction": ..., "output": ...}}')

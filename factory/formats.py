@@ -46,7 +46,7 @@ class Sample:
 
 def kind(value: object) -> str:
     """How a JSON value is named in a message: null, a number, a list, an object."""
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", str: "text"}
     return names.get(type(value), f"a {type(value).__name__}")
 
 

@@ -187,7 +187,7 @@ DATA_CASES = [
      {}, ["unknown role 'narrator'", "roles:"]),
     ("empty conversation", "data.jsonl", jsonl([{"conversations": []}]), "sharegpt", {}, ["empty conversation"]),
     ("conversation is text", "data.jsonl", jsonl([{"conversations": "hello"}]), "sharegpt", {},
-     ["is a str, not a list of turns"]),
+     ["is text, not a list of turns"]),
     ("rows that are arrays", "data.jsonl", b"[1, 2]\n[3]\n", "alpaca", {}, ["row is a list, not an object"]),
     ("lines that are not JSON", "data.jsonl", b"hello\nworld\n", "alpaca", {}, ["line 1 is not JSON"]),
     ("too many malformed", "data.jsonl", jsonl(GOOD_ROWS[:10] + [{"instruction": "x"}] * 2), "alpaca", {},
@@ -264,3 +264,15 @@ def test_bom_encoded_datasets_load_and_say_so(tmp_path, home, encoding, bom, suf
     assert report.malformed == 0
     assert report.encodings == ([] if encoding == "utf-8" else [f"data.{suffix}: decoded from {encoding[:6].upper()} "
                                                                f"{encoding[-2:].upper()} with a BOM"])
+
+
+def test_a_long_csv_cell_is_a_row(tmp_path):
+    """Python's csv refuses fields over 128 KiB by default; a long answer is still one good row."""
+    from factory.config import DatasetSpec
+    from factory.data import DatasetReport, load_samples
+
+    path = tmp_path / "long.csv"
+    path.write_text("instruction,output\nsummarise,\"" + "word " * 60_000 + "\"\n")
+    report = DatasetReport("x")
+    out = list(load_samples(DatasetSpec(path=str(path)), None, report))
+    assert report.malformed == 0 and len(out[0].messages[1][1]) == 300_000
