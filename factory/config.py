@@ -148,6 +148,7 @@ class Request(Strict):
     excess_length_strategy: Literal["drop", "truncate"] = "drop"
     train_on_inputs: bool = False
     max_malformed_fraction: float = Field(0.05, ge=0, le=1, description="fail when more rows than this are malformed")
+    dataset_processes: int | None = Field(None, ge=1, description="processes that tokenise (default: every core)")
     # method
     adapter: Literal["lora", "qlora"] | None = None
     load_in_4bit: bool = False

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from factory import atomic
+from factory import atomic, encoded_store
 from factory.config import Request
 from factory.errors import UserError
 from factory.home import placeholders
@@ -89,7 +89,7 @@ def stage_resolve(run: Run) -> dict:
 def stage_data(run: Run, resolved: dict) -> dict:
     from transformers import AutoTokenizer
 
-    from factory.chat import encode, resolve_template
+    from factory.chat import resolve_template
     from factory.data import prepare
     from factory.decontaminate import apply_policy
 
@@ -101,12 +101,12 @@ def stage_data(run: Run, resolved: dict) -> dict:
         atomic.write_json(run.dir / "contamination.json", contamination)
     tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
+    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, train_samples, eval_samples)
     counts = {"dropped": 0, "truncated": 0}
 
-    def tokenise(samples):
+    def fit(samples):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
         out = []
-        for s in samples:
-            e = encode(s, tokenizer, template, req.train_on_inputs)
+        for e in samples:
             if len(e.input_ids) > req.sequence_len:
                 if req.excess_length_strategy == "drop":
                     counts["dropped"] += 1
@@ -119,7 +119,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
             out.append(e)
         return out
 
-    train, evalset = tokenise(train_samples), tokenise(eval_samples)
+    train, evalset = fit(encoded[:len(train_samples)]), fit(encoded[len(train_samples):])
     if not train:
         raise UserError("no training samples are left after dropping over-long ones; raise sequence_len or use excess_length_strategy: truncate")
     summary = {
@@ -130,6 +130,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "train_tokens": sum(len(e.input_ids) for e in train),
         "target_tokens": sum(e.trained for e in train),
         "datasets": [r.as_dict() for r in prepared.reports],
+        "encoding": cache,
         "contamination": None if contamination is None else {
             "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
             "rows_dropped": contamination.get("rows_dropped", 0),
@@ -137,11 +138,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
             "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
                            for n, b in contamination["benchmarks"].items()}},
     }
-    atomic.write_json(run.dir / "data" / "encoded.json", {
-        "template": template,
-        "train": [[e.input_ids, e.labels] for e in train],
-        "eval": [[e.input_ids, e.labels] for e in evalset],
-    })
+    encoded_store.save(run.dir / "data" / "encoded.npz", template, train, evalset)
     atomic.write_json(run.dir / "data" / "report.json", summary)
     from factory.lint import Facts, lint
 
@@ -158,10 +155,35 @@ def stage_data(run: Run, resolved: dict) -> dict:
 
 
 def load_encoded(run: Run):
-    from factory.chat import Encoded
+    return encoded_store.load(run.dir / "data" / "encoded.npz")
 
-    data = json.loads((run.dir / "data" / "encoded.json").read_text())
-    return data["template"], [Encoded(*x) for x in data["train"]], [Encoded(*x) for x in data["eval"]]
+
+def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train: list, evalset: list):
+    """The samples tokenised with their label masks: from the cache when the same samples, tokenizer,
+    template and masking were tokenised before, else on every core (a progress bar with rows/s)."""
+    from factory.encode import encode_all
+
+    req = run.request
+    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs)
+    path = encoded_store.cache_path(key)
+    if path.is_file():
+        try:
+            _, a, b = encoded_store.load(path)
+            run.reporter.emit(Event("data", f"tokenised data: cache hit ({key[:12]}), {len(a) + len(b):,} samples"))
+            return a + b, {"cache": "hit", "key": key}
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # unreadable: rebuilt below
+
+    def progress(done: int, total: int, rate: float) -> None:
+        run.reporter.emit(Event("data", step=done, total=total, extra={"rows_per_s": rate}))
+
+    encoded, stats = encode_all(train + evalset, tokenizer, template, req.train_on_inputs,
+                                processes=req.dataset_processes, progress=progress)
+    encoded_store.save(path, template, encoded[:len(train)], encoded[len(train):])
+    how = "one render per conversation" if stats["template_fast_path"] else "prefix rendering (template shape varies)"
+    run.reporter.emit(Event("data", f"tokenised {len(encoded):,} samples in {stats['seconds']:.1f}s on "
+                                    f"{stats['processes']} process(es), {how}; cache miss, saved ({key[:12]})"))
+    return encoded, {"cache": "miss", "key": key, **stats}
 
 
 def stage_train(run: Run, resolved: dict) -> dict:

@@ -40,6 +40,7 @@ def packing_report(request: Request, run, data_summary: dict, data_seconds: floa
         "rows": rows, "slots": slots, "efficiency": round(efficiency, 6),
         "steps_per_epoch": -(-rows // per_step), "seconds_data": round(data_seconds, 3),
         "seconds_packing": round(pack_seconds, 3), "contamination": data_summary.get("contamination"),
+        "tokenising": data_summary.get("encoding"),
     }
 
 
@@ -53,3 +54,9 @@ def print_report(r: dict, out) -> None:
     print(f"efficiency         {r['efficiency']:.2%} of slots hold real tokens", file=out)
     print(f"steps per epoch    {r['steps_per_epoch']:,}", file=out)
     print(f"time               data {r['seconds_data']:.2f}s, packing {r['seconds_packing']:.3f}s", file=out)
+    tok = r.get("tokenising") or {}
+    if tok.get("cache") == "hit":
+        print(f"tokenising         cache hit ({tok['key'][:12]}): nothing was tokenised again", file=out)
+    elif tok:
+        print(f"tokenising         cache miss ({tok['key'][:12]}): {tok['seconds']:.2f}s on {tok['processes']} "
+              f"process(es), {tok['prefix_rows']} rows by prefix rendering", file=out)

@@ -85,6 +85,8 @@ class Console:
         post = {}
         if event.loss is not None:
             post["loss"] = f"{event.loss:.4f}"
+        if "rows_per_s" in event.extra:
+            post["rows/s"] = f"{event.extra['rows_per_s']:,.0f}"
         if "tokens_per_s" in event.extra:
             post["tok/s"] = f"{event.extra['tokens_per_s']:,.0f}"
         if post:

@@ -162,8 +162,10 @@ def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_ba
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(req))
     assert main(["prepare", str(tmp_path / "r.yaml"), "--json", str(tmp_path / "out.json")]) == 0
     report = json.loads((tmp_path / "out.json").read_text())
-    encoded = json.loads(next(home.glob("runs/*/data/encoded.json")).read_text())["train"]
-    lengths = [len(ids) for ids, _ in encoded]
+    from factory import encoded_store
+
+    _, train, _ = encoded_store.load(next(home.glob("runs/*/data/encoded.npz")))
+    lengths = [len(e.input_ids) for e in train]
 
     def slots(order):
         batches = [[lengths[i] for i in order[k:k + 4]] for k in range(0, len(order), 4)]

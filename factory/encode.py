@@ -1,0 +1,276 @@
+"""Tokenise many samples with label masks at the tokenizer's batch speed, on every core.
+
+The masks are chat.encode's (prefix rendering, the reference) but cost linear time in the number of
+turns: each conversation is rendered once more with its assistant replies swapped for markers, which
+locates every reply in the real render; the text a template adds around a reply (its end-of-turn) is
+learned once per template by comparing with the prefix method on probe conversations. A row whose
+render the markers cannot explain, and every row of a template whose turn shape is not the same on
+all probes, is encoded the prefix way (and counted).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from factory.chat import IGNORE, Encoded, assistant_spans
+from factory.errors import UserError
+from factory.formats import Sample
+
+MARK = "\ue000{}\ue001"  # private-use characters: no template writes them
+CHUNK = 1000  # rows per batched render + tokenizer call, and per task sent to a worker process
+PROBES = [
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"},
+     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a colour\nand a fruit"},
+     {"role": "assistant", "content": "Blue.\nA pear, ripe."}],
+    [{"role": "user", "content": "One"}, {"role": "assistant", "content": "Two"}, {"role": "user", "content": "Three"},
+     {"role": "assistant", "content": "Four, five"}, {"role": "user", "content": "Six?"},
+     {"role": "assistant", "content": "Seven."}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b c"}, {"role": "user", "content": "d"}],
+]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the prefix method counts around a reply's content: before it, and after it mid-way and at the end."""
+    lead: str
+    mid: str
+    last: str
+
+
+def renderer(tokenizer, template: str) -> Callable[[list[list[dict]]], list[str]]:
+    """Renders a batch of conversations exactly as apply_chat_template does, without its per-call
+    overhead: the same compiled template and arguments (plain role/content messages need none of its
+    conversions, and test_encode compares the result with apply_chat_template's)."""
+    from transformers.utils import chat_template_utils as ctu
+
+    special = dict(tokenizer.special_tokens_map)  # what apply_chat_template passes to the template
+    compile_ = getattr(ctu, "_compile_jinja_template", None)
+    if compile_ is None:  # another transformers: its public path, slower
+        def render_public(conversations: list[list[dict]]) -> list[str]:
+            return ctu.render_jinja_template(conversations=conversations, chat_template=template,
+                                             add_generation_prompt=False, **special)[0]
+        return render_public
+    compiled = compile_(template)
+    # Template.render merges the environment's globals into a fresh dict on every call (a fifth of the
+    # render time here); one merged dict, copied per row, gives the template the same names.
+    base = {**compiled.globals, **special, "tools": None, "documents": None, "add_generation_prompt": False}
+
+    def render(conversations: list[list[dict]]) -> list[str]:
+        out = []
+        for c in conversations:
+            ctx = compiled.new_context({**base, "messages": c}, shared=True)
+            out.append(compiled.environment.concat(compiled.root_render_func(ctx)))
+        return out
+    return render
+
+
+def _marked(messages: list[dict]) -> list[dict]:
+    return [dict(m, content=MARK.format(i)) if m["role"] == "assistant" else m for i, m in enumerate(messages)]
+
+
+def _locate(full: str, marked: str, messages: list[dict]) -> list[tuple[int, int, int]] | None:
+    """(message index, start, end) of each assistant reply in full, or None when the marked render,
+    with the replies put back, is not exactly full (the template transforms or tests the content)."""
+    pieces, found, pos, shift = [], [], 0, 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        tag = MARK.format(i)
+        at = marked.find(tag, pos)
+        if at < 0:
+            return None
+        pieces += [marked[pos:at], m["content"]]
+        found.append((i, at + shift, at + shift + len(m["content"])))
+        shift += len(m["content"]) - len(tag)
+        pos = at + len(tag)
+    pieces.append(marked[pos:])
+    return found if "".join(pieces) == full else None
+
+
+def learn_shape(tokenizer, template: str) -> Shape | None:
+    """The template's turn shape, when it is the same on every probe the template accepts; else None."""
+    render = renderer(tokenizer, template)
+    leads, mids, lasts = set(), set(), set()
+    for conv in PROBES:
+        try:
+            full, reference = assistant_spans(tokenizer, template, conv)
+            again, marked = render([conv, _marked(conv)])
+        except UserError:
+            return None  # the template rewrites history: only the prefix method can refuse it properly
+        except Exception:  # noqa: BLE001 - a template may refuse a probe (a system turn, say)
+            continue
+        located = _locate(again, marked, conv)
+        if again != full or located is None:
+            return None
+        for (i, s, e), (a, b) in zip(located, reference):
+            if a > s or b < e:
+                return None
+            leads.add(full[a:s])
+            (lasts if i == len(conv) - 1 else mids).add(full[e:b])
+    if len(leads) != 1 or len(mids) != 1 or len(lasts) != 1:
+        return None
+    return Shape(leads.pop(), mids.pop(), lasts.pop())
+
+
+def _fast_spans(full: str, marked: str, messages: list[dict], shape: Shape) -> list[tuple[int, int]] | None:
+    located = _locate(full, marked, messages)
+    if located is None:
+        return None
+    spans = []
+    for i, s, e in located:
+        trail = shape.last if i == len(messages) - 1 else shape.mid
+        a, b = s - len(shape.lead), e + len(trail)
+        if a < 0 or full[a:s] != shape.lead or full[e:b] != trail:
+            return None
+        spans.append((a, b))
+    return spans
+
+
+def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """A token is trained when its characters overlap a span: per span, a bisection finds its tokens
+    (offsets only grow), so the cost is the trained tokens, not tokens times spans."""
+    from bisect import bisect_left, bisect_right
+
+    labels = [IGNORE] * len(ids)
+    for a, b in spans:  # tokens ending after a and starting before b
+        i = bisect_right(offsets, a, key=lambda o: o[1])
+        j = bisect_left(offsets, b, lo=i, key=lambda o: o[0])
+        labels[i:j] = [t if e > s else IGNORE for t, (s, e) in zip(ids[i:j], offsets[i:j])]
+    return labels
+
+
+def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_inputs: bool,
+                 shape: Shape | None) -> tuple[list[Encoded], int]:
+    """The samples encoded, and how many conversations needed the prefix method."""
+    render = renderer(tokenizer, template)
+    texts: list[str] = [s.text if s.text is not None else "" for s in samples]
+    spans: list[list[tuple[int, int]] | None] = [None] * len(samples)
+    chats = [i for i, s in enumerate(samples) if s.text is None]
+    convs = [samples[i].as_dicts() for i in chats]
+    slow = 0
+    if convs:
+        try:
+            if train_on_inputs:
+                rendered = render(convs)
+            elif shape is not None:
+                rendered = render([c for conv in convs for c in (conv, _marked(conv))])
+            else:
+                rendered = None
+        except Exception:  # noqa: BLE001 - a row the template refuses: find it below, row by row
+            rendered = None
+        for k, i in enumerate(chats):
+            conv = convs[k]
+            if train_on_inputs:
+                texts[i] = rendered[k] if rendered is not None else _render_one(render, conv)
+                continue
+            found = _fast_spans(rendered[2 * k], rendered[2 * k + 1], conv, shape) if rendered is not None else None
+            if found is None:
+                slow += 1
+                texts[i], found = _prefix(tokenizer, template, conv)
+            else:
+                texts[i] = rendered[2 * k]
+            spans[i] = found
+    all_ids, all_offsets = _tokenize(tokenizer, texts)
+    out = []
+    eos = tokenizer.eos_token_id
+    for i, s in enumerate(samples):
+        ids = all_ids[i]
+        if s.text is not None:
+            ids = ids + [eos] if eos is not None else ids
+            out.append(Encoded(ids, list(ids)))
+        elif train_on_inputs:
+            out.append(Encoded(ids, list(ids)))
+        else:
+            out.append(Encoded(ids, _labels(ids, all_offsets[i], spans[i])))
+    return out, slow
+
+
+def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """Ids and character offsets, straight from the Rust tokenizer when there is one (the transformers
+    wrapper adds a third to the time for the same result, which test_encode checks)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"]
+    encodings = backend.encode_batch(texts, add_special_tokens=False)
+    return [e.ids for e in encodings], [e.offsets for e in encodings]
+
+
+def _render_one(render, conv: list[dict]) -> str:
+    try:
+        return render([conv])[0]
+    except Exception as exc:  # noqa: BLE001 - the template's own refusal, shown to the user
+        raise UserError(f"the chat template refused a conversation ({exc}); roles: "
+                        f"{', '.join(m['role'] for m in conv)}") from None
+
+
+def _prefix(tokenizer, template: str, conv: list[dict]):
+    try:
+        return assistant_spans(tokenizer, template, conv)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"the chat template refused a conversation ({exc}); roles: "
+                        f"{', '.join(m['role'] for m in conv)}") from None
+
+
+# ---- every core --------------------------------------------------------------------------------
+
+_JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape), inherited by forked workers
+
+
+def _work(chunk: list[Sample]) -> tuple[list[Encoded], int]:
+    tokenizer, template, train_on_inputs, shape = _JOB
+    return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)
+
+
+def default_processes() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs: bool,
+               processes: int | None = None, progress: Callable[[int, int, float], None] | None = None
+               ) -> tuple[list[Encoded], dict]:
+    """Every sample encoded, in order, over `processes` worker processes (default: every core).
+
+    progress(done, total, rows_per_s) is called about once a second. Returns the encoded samples and
+    stats: processes used, whether the template's fast path applied, rows encoded the prefix way."""
+    global _JOB
+    shape = None if train_on_inputs else learn_shape(tokenizer, template)
+    processes = max(1, min(processes or default_processes(), default_processes()))  # never more than the cores
+    if len(samples) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
+        processes = 1
+    chunks = [samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK)]
+    out: list[Encoded] = []
+    slow, t0, shown = 0, time.monotonic(), 0.0
+
+    def collect(result):
+        nonlocal slow, shown
+        encoded, n_slow = result
+        out.extend(encoded)
+        slow += n_slow
+        now = time.monotonic()
+        if progress is not None and (now - shown >= 1.0 or len(out) == len(samples)):
+            shown = now
+            progress(len(out), len(samples), len(out) / max(now - t0, 1e-9))
+
+    if processes == 1:
+        for chunk in chunks:
+            collect(encode_batch(chunk, tokenizer, template, train_on_inputs, shape))
+    else:
+        import multiprocessing
+
+        _JOB = (tokenizer, template, train_on_inputs, shape)
+        try:
+            with multiprocessing.get_context("fork").Pool(processes) as pool:
+                for result in pool.imap(_work, chunks):
+                    collect(result)
+        finally:
+            _JOB = None
+    stats = {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
+             "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
+    return out, stats

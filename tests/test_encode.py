@@ -1,0 +1,106 @@
+"""Fast encoding (one render per conversation, batched, every core) gives exactly the prefix method's
+masks on real templates and real data; the tokenised data is cached by what decides it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from factory.chat import BUILTIN_TEMPLATES, encode
+from factory.config import DatasetSpec
+from factory.data import DatasetReport, load_samples
+from factory.encode import encode_all, learn_shape
+from factory.formats import Sample
+from test_chat import templates  # tests/ is on sys.path under pytest
+
+
+@pytest.fixture(scope="module")
+def real_samples(shared):
+    def load(name, type_, **kw):
+        return list(load_samples(DatasetSpec(path=str(shared / name), type=type_, **kw), None, DatasetReport("x")))
+
+    return (load("chat_sharegpt/fastchat_dummy_conversation.json", "sharegpt")
+            + load("chat_sharegpt/llamafactory_glaive_toolcall_en_demo.json", "sharegpt",
+                   roles={"assistant": ["function_call"], "user": ["observation"]})
+            + load("chat_messages/openai_cookbook_toy_chat_fine_tuning.jsonl", "messages")
+            + load("sft_alpaca/llamafactory_alpaca_en_demo.json", "alpaca")[:200])
+
+
+@pytest.fixture(scope="module")
+def phi3(shared):
+    from transformers import AutoTokenizer
+
+    from test_chat import MARKERS
+
+    tok = AutoTokenizer.from_pretrained(shared / "tokenizers" / "phi-3-mini")
+    tok.add_special_tokens({"additional_special_tokens": MARKERS})
+    return tok
+
+
+@pytest.mark.parametrize("family", ["chatml", "qwen2.5", "llama3", "mistral", "zephyr", "phi3"])
+def test_fast_masks_equal_the_prefix_method_on_real_data(shared, phi3, real_samples, family):
+    template = templates(shared, phi3)[family][0]
+    samples, want = [], []
+    for s in real_samples:
+        try:
+            want.append(encode(s, phi3, template, train_on_inputs=False))
+            samples.append(s)
+        except Exception:  # noqa: BLE001 - rows the template itself refuses (e.g. roles that do not alternate)
+            continue
+    assert len(samples) > 900, len(samples)
+    got, stats = encode_all(samples, phi3, template, train_on_inputs=False, processes=1)
+    assert stats["template_fast_path"] and stats["prefix_rows"] == 0, stats  # every row took the fast path
+    assert got == want
+    turns = max(len(s.messages) for s in samples)
+    assert turns >= 8, turns  # multi-turn rows are in the comparison
+
+
+def test_a_template_that_transforms_replies_falls_back_and_stays_exact(tiny_tokenizer):
+    shouting = BUILTIN_TEMPLATES["chatml"].replace("m['content']", "(m['content'] | upper)")
+    assert learn_shape(tiny_tokenizer, shouting) is None
+    samples = [Sample(messages=(("user", f"question {i}"), ("assistant", f"answer {i} is rain"),
+                                ("user", "more"), ("assistant", "music"))) for i in range(30)]
+    got, stats = encode_all(samples, tiny_tokenizer, shouting, train_on_inputs=False, processes=1)
+    assert not stats["template_fast_path"] and stats["prefix_rows"] == 30
+    assert got == [encode(s, tiny_tokenizer, shouting, train_on_inputs=False) for s in samples]
+
+
+def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
+    samples = [Sample(messages=(("user", f"what is {i} about"), ("assistant", f"{i} is about music and rain")))
+               for i in range(4500)] + [Sample(text=f"plain text {i}") for i in range(500)]
+    seen = []
+    one, _ = encode_all(samples, tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], False, processes=1)
+    two, stats = encode_all(samples, tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], False, processes=2,
+                            progress=lambda done, total, rate: seen.append((done, total)))
+    assert stats["processes"] == 2 and two == one
+    assert seen[-1] == (5000, 5000) and all(d <= t for d, t in seen)
+    on_inputs, _ = encode_all(samples[:10], tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], True, processes=1)
+    assert all(e.labels == e.input_ids for e in on_inputs)
+
+
+def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
+    from factory.cli import main
+
+    req = {"base_model": str(tiny_base), "datasets": [{"path": "d.jsonl"}], "sequence_len": 128,
+           "chat_template": "chatml", **extra}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(req))
+    assert main(["prepare", str(path)]) == 0
+    return capsys.readouterr().out
+
+
+def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_base, capsys):
+    rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(300)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
+    again = _prepare(tmp_path, tiny_base, capsys, logging_steps=3)  # another request, same data and tokenizer
+    assert "cache hit" in again
+    assert "cache hit" in _prepare(tmp_path, tiny_base, capsys, sequence_len=64)  # applied after the cache
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, chat_template="zephyr")
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, train_on_inputs=True)
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, seed=7)  # another order and split
+    rows[5]["output"] = "Song 5 is about snow."
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
