@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from factory.chat import IGNORE, Encoded, assistant_spans
+from factory.encoded_store import EncodedArrays
 from factory.errors import UserError
 from factory.formats import Sample
 
@@ -223,9 +224,10 @@ def _prefix(tokenizer, template: str, conv: list[dict]):
 _JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape), inherited by forked workers
 
 
-def _work(chunk: list[Sample]) -> tuple[list[Encoded], int]:
+def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
     tokenizer, template, train_on_inputs, shape = _JOB
-    return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)
+    encoded, slow = encode_batch(chunk, tokenizer, template, train_on_inputs, shape)
+    return EncodedArrays.of(encoded), slow  # compact: cheap to send back, small to keep
 
 
 def default_processes() -> int:
@@ -234,7 +236,7 @@ def default_processes() -> int:
 
 def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs: bool,
                processes: int | None = None, progress: Callable[[int, int, float], None] | None = None
-               ) -> tuple[list[Encoded], dict]:
+               ) -> tuple[EncodedArrays, dict]:
     """Every sample encoded, in order, over `processes` worker processes (default: every core).
 
     progress(done, total, rows_per_s) is called about once a second. Returns the encoded samples and
@@ -245,22 +247,26 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
     if len(samples) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
         processes = 1
     chunks = [samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK)]
-    out: list[Encoded] = []
-    slow, t0, shown = 0, time.monotonic(), 0.0
+    parts: list[EncodedArrays] = []
+    slow, done, t0, shown = 0, 0, time.monotonic(), 0.0
 
     def collect(result):
-        nonlocal slow, shown
+        nonlocal slow, done, shown
         encoded, n_slow = result
-        out.extend(encoded)
-        slow += n_slow
+        parts.append(encoded)
+        slow, done = slow + n_slow, done + len(encoded)
         now = time.monotonic()
-        if progress is not None and (now - shown >= 1.0 or len(out) == len(samples)):
+        if progress is not None and (now - shown >= 1.0 or done == len(samples)):
             shown = now
-            progress(len(out), len(samples), len(out) / max(now - t0, 1e-9))
+            progress(done, len(samples), done / max(now - t0, 1e-9))
 
     if processes == 1:
-        for chunk in chunks:
-            collect(encode_batch(chunk, tokenizer, template, train_on_inputs, shape))
+        _JOB = (tokenizer, template, train_on_inputs, shape)
+        try:
+            for chunk in chunks:
+                collect(_work(chunk))
+        finally:
+            _JOB = None
     else:
         import multiprocessing
 
@@ -273,4 +279,4 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
             _JOB = None
     stats = {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
              "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
-    return out, stats
+    return EncodedArrays.concat(parts), stats

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from factory.chat import IGNORE, Encoded
@@ -23,27 +24,76 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
-def _arrays(samples: list[Encoded], prefix: str) -> dict:
-    import numpy as np
+@dataclass
+class EncodedArrays:
+    """Encoded samples, compact: every sample's ids end to end (int32), which of them are trained, and
+    where each sample starts. A million samples fit in a few hundred MB instead of many GB of lists."""
+    ids: "np.ndarray"
+    trained: "np.ndarray"
+    offsets: "np.ndarray"  # len(samples) + 1
 
-    lengths = np.fromiter((len(e.input_ids) for e in samples), dtype=np.int64, count=len(samples))
-    offsets = np.zeros(len(samples) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.fromiter((t for e in samples for t in e.input_ids), dtype=np.int32, count=int(offsets[-1]))
-    trained = np.fromiter((lab != IGNORE for e in samples for lab in e.labels), dtype=np.bool_, count=int(offsets[-1]))
-    return {f"{prefix}_ids": ids, f"{prefix}_trained": trained, f"{prefix}_offsets": offsets}
+    @staticmethod
+    def of(samples: list[Encoded]) -> "EncodedArrays":
+        import numpy as np
+
+        lengths = np.fromiter((len(e.input_ids) for e in samples), dtype=np.int64, count=len(samples))
+        offsets = np.zeros(len(samples) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        n = int(offsets[-1])
+        ids = np.fromiter((t for e in samples for t in e.input_ids), dtype=np.int32, count=n)
+        trained = np.fromiter((lab != IGNORE for e in samples for lab in e.labels), dtype=np.bool_, count=n)
+        return EncodedArrays(ids, trained, offsets)
+
+    @staticmethod
+    def concat(parts: list["EncodedArrays"]) -> "EncodedArrays":
+        import numpy as np
+
+        if not parts:
+            return EncodedArrays(np.zeros(0, np.int32), np.zeros(0, np.bool_), np.zeros(1, np.int64))
+        shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + k for p, k in zip(parts, shifts)])
+        return EncodedArrays(np.concatenate([p.ids for p in parts]), np.concatenate([p.trained for p in parts]),
+                             offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> "np.ndarray":
+        import numpy as np
+
+        return np.diff(self.offsets)
+
+    def trained_counts(self, lengths: "np.ndarray | None" = None) -> "np.ndarray":
+        """Trained tokens per sample, over its first `lengths` tokens (default: all of them)."""
+        import numpy as np
+
+        cum = np.concatenate([[0], np.cumsum(self.trained, dtype=np.int64)])
+        starts = self.offsets[:-1]
+        return cum[starts + (self.lengths if lengths is None else lengths)] - cum[starts]
+
+    def take(self, rows: "np.ndarray", lengths: "np.ndarray | None" = None) -> "EncodedArrays":
+        """These rows, in this order, each cut to its entry of `lengths` (default: whole)."""
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        keep = (self.lengths if lengths is None else np.asarray(lengths, dtype=np.int64))[rows] if len(rows) else \
+            np.zeros(0, np.int64)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(keep, out=offsets[1:])
+        where = np.repeat(self.offsets[:-1][rows] - offsets[:-1], keep) + np.arange(int(offsets[-1]))
+        return EncodedArrays(self.ids[where], self.trained[where], offsets)
+
+    def to_list(self) -> list[Encoded]:
+        import numpy as np
+
+        labels = np.where(self.trained, self.ids, IGNORE).tolist()
+        ids = self.ids.tolist()
+        bounds = self.offsets.tolist()
+        return [Encoded(ids[a:b], labels[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def _samples(data, prefix: str) -> list[Encoded]:
-    import numpy as np
-
-    ids, trained, offsets = data[f"{prefix}_ids"], data[f"{prefix}_trained"], data[f"{prefix}_offsets"]
-    labels = np.where(trained, ids, IGNORE)
-    bounds = offsets.tolist()
-    return [Encoded(ids[a:b].tolist(), labels[a:b].tolist()) for a, b in zip(bounds, bounds[1:])]
-
-
-def save(path: Path, template: str, train: list[Encoded], evalset: list[Encoded]) -> None:
+def save(path: Path, template: str, train: EncodedArrays, evalset: EncodedArrays) -> None:
     """Written whole or not at all (a reader never sees half a file)."""
     import numpy as np
 
@@ -51,7 +101,9 @@ def save(path: Path, template: str, train: list[Encoded], evalset: list[Encoded]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, template=np.array(template), **_arrays(train, "train"), **_arrays(evalset, "eval"))
+            np.savez(f, template=np.array(template),
+                     **{f"{name}_{part}": getattr(arrays, part) for name, arrays in (("train", train), ("eval", evalset))
+                        for part in ("ids", "trained", "offsets")})
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,11 +112,17 @@ def save(path: Path, template: str, train: list[Encoded], evalset: list[Encoded]
         raise
 
 
-def load(path: Path) -> tuple[str, list[Encoded], list[Encoded]]:
+def load_arrays(path: Path) -> tuple[str, EncodedArrays, EncodedArrays]:
     import numpy as np
 
     with np.load(path, allow_pickle=False) as data:
-        return str(data["template"]), _samples(data, "train"), _samples(data, "eval")
+        sets = [EncodedArrays(data[f"{n}_ids"], data[f"{n}_trained"], data[f"{n}_offsets"]) for n in ("train", "eval")]
+        return str(data["template"]), sets[0], sets[1]
+
+
+def load(path: Path) -> tuple[str, list[Encoded], list[Encoded]]:
+    template, train, evalset = load_arrays(path)
+    return template, train.to_list(), evalset.to_list()
 
 
 def cache_key(train: list[Sample], evalset: list[Sample], tokenizer_dir: Path, template: str,

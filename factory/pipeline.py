@@ -104,31 +104,34 @@ def stage_data(run: Run, resolved: dict) -> dict:
     encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, train_samples, eval_samples)
     counts = {"dropped": 0, "truncated": 0}
 
-    def fit(samples):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
-        out = []
-        for e in samples:
-            if len(e.input_ids) > req.sequence_len:
-                if req.excess_length_strategy == "drop":
-                    counts["dropped"] += 1
-                    continue
-                counts["truncated"] += 1
-                e = type(e)(e.input_ids[: req.sequence_len], e.labels[: req.sequence_len])
-            if e.trained == 0:
-                counts["dropped"] += 1
-                continue
-            out.append(e)
-        return out
+    def fit(rows):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
+        import numpy as np
 
-    train, evalset = fit(encoded[:len(train_samples)]), fit(encoded[len(train_samples):])
-    if not train:
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = encoded.lengths
+        over = lengths[rows] > req.sequence_len
+        if req.excess_length_strategy == "drop":
+            counts["dropped"] += int(over.sum())
+            rows = rows[~over]
+            cut = lengths
+        else:
+            counts["truncated"] += int(over.sum())
+            cut = np.minimum(lengths, req.sequence_len)
+        nothing = encoded.trained_counts(cut)[rows] == 0  # nothing left to learn from
+        counts["dropped"] += int(nothing.sum())
+        return encoded.take(rows[~nothing], cut)
+
+    n_train = len(train_samples)
+    train, evalset = fit(range(n_train)), fit(range(n_train, len(encoded)))
+    if not len(train):
         raise UserError("no training samples are left after dropping over-long ones; raise sequence_len or use excess_length_strategy: truncate")
     summary = {
         "rows": sum(r.rows for r in prepared.reports),
         "malformed": sum(r.malformed for r in prepared.reports),
         "duplicates": sum(r.duplicates for r in prepared.reports),
         "train_samples": len(train), "eval_samples": len(evalset), **counts,
-        "train_tokens": sum(len(e.input_ids) for e in train),
-        "target_tokens": sum(e.trained for e in train),
+        "train_tokens": int(train.offsets[-1]),
+        "target_tokens": int(train.trained.sum()),
         "datasets": [r.as_dict() for r in prepared.reports],
         "encoding": cache,
         "contamination": None if contamination is None else {
@@ -168,9 +171,9 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
     path = encoded_store.cache_path(key)
     if path.is_file():
         try:
-            _, a, b = encoded_store.load(path)
+            _, a, b = encoded_store.load_arrays(path)
             run.reporter.emit(Event("data", f"tokenised data: cache hit ({key[:12]}), {len(a) + len(b):,} samples"))
-            return a + b, {"cache": "hit", "key": key}
+            return encoded_store.EncodedArrays.concat([a, b]), {"cache": "hit", "key": key}
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # unreadable: rebuilt below
 
@@ -179,7 +182,8 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
 
     encoded, stats = encode_all(train + evalset, tokenizer, template, req.train_on_inputs,
                                 processes=req.dataset_processes, progress=progress)
-    encoded_store.save(path, template, encoded[:len(train)], encoded[len(train):])
+    n = len(train)
+    encoded_store.save(path, template, encoded.take(range(n)), encoded.take(range(n, len(encoded))))
     how = "one render per conversation" if stats["template_fast_path"] else "prefix rendering (template shape varies)"
     run.reporter.emit(Event("data", f"tokenised {len(encoded):,} samples in {stats['seconds']:.1f}s on "
                                     f"{stats['processes']} process(es), {how}; cache miss, saved ({key[:12]})"))

@@ -52,7 +52,7 @@ def test_fast_masks_equal_the_prefix_method_on_real_data(shared, phi3, real_samp
     assert len(samples) > 900, len(samples)
     got, stats = encode_all(samples, phi3, template, train_on_inputs=False, processes=1)
     assert stats["template_fast_path"] and stats["prefix_rows"] == 0, stats  # every row took the fast path
-    assert got == want
+    assert got.to_list() == want
     turns = max(len(s.messages) for s in samples)
     assert turns >= 8, turns  # multi-turn rows are in the comparison
 
@@ -64,7 +64,7 @@ def test_a_template_that_transforms_replies_falls_back_and_stays_exact(tiny_toke
                                 ("user", "more"), ("assistant", "music"))) for i in range(30)]
     got, stats = encode_all(samples, tiny_tokenizer, shouting, train_on_inputs=False, processes=1)
     assert not stats["template_fast_path"] and stats["prefix_rows"] == 30
-    assert got == [encode(s, tiny_tokenizer, shouting, train_on_inputs=False) for s in samples]
+    assert got.to_list() == [encode(s, tiny_tokenizer, shouting, train_on_inputs=False) for s in samples]
 
 
 def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
@@ -74,10 +74,10 @@ def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
     one, _ = encode_all(samples, tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], False, processes=1)
     two, stats = encode_all(samples, tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], False, processes=2,
                             progress=lambda done, total, rate: seen.append((done, total)))
-    assert stats["processes"] == 2 and two == one
+    assert stats["processes"] == 2 and two.to_list() == one.to_list()
     assert seen[-1] == (5000, 5000) and all(d <= t for d, t in seen)
     on_inputs, _ = encode_all(samples[:10], tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], True, processes=1)
-    assert all(e.labels == e.input_ids for e in on_inputs)
+    assert all(e.labels == e.input_ids for e in on_inputs.to_list())
 
 
 def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
@@ -104,3 +104,16 @@ def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_ba
     rows[5]["output"] = "Song 5 is about snow."
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
+
+
+def test_compact_arrays_round_trip_select_and_cut():
+    from factory.chat import IGNORE, Encoded
+    from factory.encoded_store import EncodedArrays
+
+    samples = [Encoded([1, 2, 3], [IGNORE, 2, 3]), Encoded([4], [IGNORE]), Encoded([5, 6, 7, 8], [5, IGNORE, 7, 8])]
+    arrays = EncodedArrays.concat([EncodedArrays.of(samples[:2]), EncodedArrays.of(samples[2:])])
+    assert arrays.to_list() == samples and list(arrays.lengths) == [3, 1, 4]
+    assert list(arrays.trained_counts()) == [2, 0, 3]
+    cut = arrays.take([2, 0], lengths=[2, 1, 2])  # rows 2 then 0, each cut to two tokens
+    assert cut.to_list() == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
+    assert list(arrays.trained_counts([2, 1, 2])) == [1, 0, 1]
