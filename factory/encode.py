@@ -230,6 +230,13 @@ def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
     return EncodedArrays.of(encoded), slow  # compact: cheap to send back, small to keep
 
 
+def _ignore_sigint() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the pool, workers print no traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_processes() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -241,7 +248,6 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
 
     progress(done, total, rows_per_s) is called about once a second. Returns the encoded samples and
     stats: processes used, whether the template's fast path applied, rows encoded the prefix way."""
-    global _JOB
     shape = None if train_on_inputs else learn_shape(tokenizer, template)
     processes = max(1, min(processes or default_processes(), default_processes()))  # never more than the cores
     if len(samples) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
@@ -260,23 +266,30 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
             shown = now
             progress(done, len(samples), done / max(now - t0, 1e-9))
 
-    if processes == 1:
-        _JOB = (tokenizer, template, train_on_inputs, shape)
-        try:
-            for chunk in chunks:
-                collect(_work(chunk))
-        finally:
-            _JOB = None
-    else:
-        import multiprocessing
+    import gc
 
-        _JOB = (tokenizer, template, train_on_inputs, shape)
-        try:
-            with multiprocessing.get_context("fork").Pool(processes) as pool:
-                for result in pool.imap(_work, chunks):
-                    collect(result)
-        finally:
-            _JOB = None
+    gc.freeze()  # the samples already loaded are never garbage: keep the collector from walking them again
+    try:
+        _encode_chunks(chunks, processes, (tokenizer, template, train_on_inputs, shape), collect)
+    finally:
+        gc.unfreeze()
     stats = {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
              "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
     return EncodedArrays.concat(parts), stats
+
+
+def _encode_chunks(chunks: list[list[Sample]], processes: int, job: tuple, collect) -> None:
+    import multiprocessing
+
+    global _JOB
+    _JOB = job
+    try:
+        if processes == 1:
+            for chunk in chunks:
+                collect(_work(chunk))
+            return
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_ignore_sigint) as pool:
+            for result in pool.imap(_work, chunks):
+                collect(result)
+    finally:
+        _JOB = None

@@ -36,12 +36,13 @@ class EncodedArrays:
     def of(samples: list[Encoded]) -> "EncodedArrays":
         import numpy as np
 
+        if not samples:
+            return EncodedArrays.concat([])
         lengths = np.fromiter((len(e.input_ids) for e in samples), dtype=np.int64, count=len(samples))
         offsets = np.zeros(len(samples) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        n = int(offsets[-1])
-        ids = np.fromiter((t for e in samples for t in e.input_ids), dtype=np.int32, count=n)
-        trained = np.fromiter((lab != IGNORE for e in samples for lab in e.labels), dtype=np.bool_, count=n)
+        ids = np.concatenate([np.asarray(e.input_ids, dtype=np.int32) for e in samples])
+        trained = np.concatenate([np.asarray(e.labels, dtype=np.int64) for e in samples]) != IGNORE
         return EncodedArrays(ids, trained, offsets)
 
     @staticmethod

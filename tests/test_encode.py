@@ -117,3 +117,13 @@ def test_compact_arrays_round_trip_select_and_cut():
     cut = arrays.take([2, 0], lengths=[2, 1, 2])  # rows 2 then 0, each cut to two tokens
     assert cut.to_list() == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
     assert list(arrays.trained_counts([2, 1, 2])) == [1, 0, 1]
+
+
+@pytest.mark.parametrize("name,fast", [("qwen2.5", True), ("phi-3-mini", True), ("smollm3", True), ("qwen3", False)])
+def test_which_real_templates_take_the_fast_path(shared, phi3, name, fast):
+    """What the README says: Qwen3's template rewrites earlier turns (their reasoning), so its rows are
+    encoded by prefix rendering; the others render once."""
+    folder = shared / "tokenizers" / name
+    template = ((folder / "chat_template.jinja").read_text() if (folder / "chat_template.jinja").is_file()
+                else json.loads((folder / "tokenizer_config.json").read_text())["chat_template"])
+    assert (learn_shape(phi3, template) is not None) == fast
