@@ -1,5 +1,3 @@
-import sys
+from factory.cli import entry
 
-from factory.cli import main
-
-sys.exit(main())
+entry()

@@ -196,5 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `factory` command: main(), then Ctrl-C is ignored while the interpreter shuts down, so a
+    finished command never ends in a KeyboardInterrupt traceback from an exit hook."""
+    import signal
+
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

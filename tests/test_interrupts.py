@@ -59,11 +59,9 @@ def interrupted_then_clean(args: list[str], home: Path, seconds: float, seed: in
     rng = random.Random(seed)
     landed = []
     for _ in range(INTERRUPTS):
-        delay = rng.uniform(0.5, seconds)
+        delay = rng.uniform(1.5, seconds)  # after interpreter start-up (a Ctrl-C before main() is plain Python)
         code, _, out = factory(args, home, interrupt_after=delay)
-        # 130: interrupted and said so; 0: it finished first; -2: the signal came while the interpreter was
-        # shutting down after a finished command, where Python dies of SIGINT as it should
-        assert code in (0, 130, -signal.SIGINT), out
+        assert code in (0, 130), out  # interrupted and said so, or it had finished first
         assert "Traceback" not in out, out
         assert leftovers(home) == [], out
         landed.append((round(delay, 2), code))
@@ -80,7 +78,9 @@ def test_ctrl_c_during_prepare_then_a_clean_rerun(tmp_path, tiny_base):
     interrupted_then_clean(["prepare", str(req), "--json", str(tmp_path / "b.json")], tmp_path / "home-b", seconds, 11)
 
     def report(name):
-        return {k: v for k, v in json.loads((tmp_path / name).read_text()).items() if not k.startswith("seconds")}
+        r = json.loads((tmp_path / name).read_text())
+        r["tokenising"] = r["tokenising"]["key"]  # the same cache key; hit or miss depends on where it stopped
+        return {k: v for k, v in r.items() if not k.startswith("seconds")}
 
     assert report("b.json") == report("a.json")
 

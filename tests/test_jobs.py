@@ -237,7 +237,8 @@ def test_four_workers_drain_forty_jobs_each_exactly_once(db_url, tiny_request, h
 # ---- a real job killed, stopped, cancelled -------------------------------------------------------
 
 def _train_steps(store: Store, job_id: int) -> int:
-    return max((e.payload.get("step", 0) for e in store.events(job_id) if e.kind == "progress"), default=0)
+    return max((e.payload.get("step", 0) for e in store.events(job_id)
+                if e.kind == "progress" and e.payload.get("stage") == "train"), default=0)
 
 
 def _adapter(home: Path, job_id: int):
