@@ -86,8 +86,10 @@ def main() -> None:
     args = ap.parse_args()
     import os
 
+    import datasets
     from tokenizers import Tokenizer
 
+    datasets.disable_progress_bars()
     shared = Path(args.shared)
     tok = Tokenizer.from_file(str(shared / "tokenizers/gpt-neox-20b/20B_tokenizer.json"))
     alpaca_only = len(texts(shared, sharegpt=False))
