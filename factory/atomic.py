@@ -6,21 +6,26 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
-def write_text(path: Path, text: str) -> None:
+def write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """path holds whatever write(f) puts in a binary file, whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    write_with(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory import atomic
 from factory.chat import IGNORE, Encoded
 from factory.formats import Sample
 
@@ -98,19 +97,9 @@ def save(path: Path, template: str, train: EncodedArrays, evalset: EncodedArrays
     """Written whole or not at all (a reader never sees half a file)."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, template=np.array(template),
-                     **{f"{name}_{part}": getattr(arrays, part) for name, arrays in (("train", train), ("eval", evalset))
-                        for part in ("ids", "trained", "offsets")})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {f"{name}_{part}": getattr(data, part) for name, data in (("train", train), ("eval", evalset))
+              for part in ("ids", "trained", "offsets")}
+    atomic.write_with(path, lambda f: np.savez(f, template=np.array(template), **arrays))
 
 
 def load_arrays(path: Path) -> tuple[str, EncodedArrays, EncodedArrays]:
