@@ -201,12 +201,15 @@ def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[t
     return [e.ids for e in encodings], [e.offsets for e in encodings]
 
 
+def _refused(exc: Exception, conv: list[dict]) -> UserError:
+    return UserError(f"the chat template refused a conversation ({exc}); roles: {', '.join(m['role'] for m in conv)}")
+
+
 def _render_one(render, conv: list[dict]) -> str:
     try:
         return render([conv])[0]
     except Exception as exc:  # noqa: BLE001 - the template's own refusal, shown to the user
-        raise UserError(f"the chat template refused a conversation ({exc}); roles: "
-                        f"{', '.join(m['role'] for m in conv)}") from None
+        raise _refused(exc, conv) from None
 
 
 def _prefix(tokenizer, template: str, conv: list[dict]):
@@ -215,8 +218,7 @@ def _prefix(tokenizer, template: str, conv: list[dict]):
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"the chat template refused a conversation ({exc}); roles: "
-                        f"{', '.join(m['role'] for m in conv)}") from None
+        raise _refused(exc, conv) from None
 
 
 # ---- every core --------------------------------------------------------------------------------
