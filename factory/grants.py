@@ -30,8 +30,10 @@ def local_paths(request: Request) -> list[tuple[str, str]]:
 
     out = []
     base = request.base_model
-    if not looks_like_repo_id(base) or (Path(base).expanduser() / "config.json").is_file():
-        out.append(("base_model", base))  # a folder on disk wins over a same-named Hub id (hub.model_folder)
+    on_disk = (Path(base).expanduser() / "config.json").is_file() or (
+        base.lower().endswith(".gguf") and Path(base).expanduser().is_file())
+    if not looks_like_repo_id(base) or on_disk:
+        out.append(("base_model", base))  # a folder or .gguf on disk wins over a same-named Hub id (hub.model_folder)
     for i, d in enumerate(request.datasets):
         if d.is_local:
             out.append((f"datasets[{i}].path", d.path))

@@ -191,10 +191,17 @@ class LocalHub:
 
 
 def model_folder(ref: str, hub: Hub, revision: str | None = None, files: list[str] | None = None) -> tuple[Path, str | None]:
-    """A model folder on disk wins over a same-named Hub id; else the hub's snapshot (and its revision)."""
+    """A model folder on disk wins over a same-named Hub id; else the hub's snapshot (and its revision).
+
+    A local .gguf file is dequantised once into $FACTORY_HOME/cache/gguf/<its sha256>."""
     local = Path(ref).expanduser()
     if (local / "config.json").is_file():
         return local, None
+    if local.suffix.lower() == ".gguf" and local.is_file():
+        from factory.gguf_import import cached_folder
+        from factory.home import factory_home
+
+        return cached_folder(local, factory_home() / "cache" / "gguf"), None
     if not hub.exists(ref):
         where = f"the {hub.name} hub ({hub.root})" if hasattr(hub, "root") else hub.name
         raise UserError(f"model '{ref}' is not in {where} nor a model folder on this machine; check the id, "
