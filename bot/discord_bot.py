@@ -178,7 +178,8 @@ class FactoryBot:
             await bot.cancel_job(interaction, job, deferred=True)
 
         @tree.command(name="chat", description="Ask a finetuned model (and its base) something")
-        async def chat(interaction: discord.Interaction, model: str, prompt: str, compare_with_base: bool = False):
+        async def chat(interaction: discord.Interaction, prompt: str, model: str | None = None,
+                       compare_with_base: bool = False):
             await bot.chat(interaction, model, prompt, compare_with_base)
 
     def recent_bases(self) -> list[str]:
@@ -274,13 +275,16 @@ class FactoryBot:
         await self._private(interaction, f"Job {job_id}: " + ("cancelled." if job.status == "cancelled"
                                                                else "stopping at its next step; nothing will be published."))
 
-    async def chat(self, interaction, model: str, prompt: str, compare: bool) -> None:
-        from factory.chat_engine import ChatEngine, Settings, base_of, model_path
+    async def chat(self, interaction, model: str | None, prompt: str, compare: bool) -> None:
+        """No model: the default pair (the real-model demo's finetune, or the tiny demo's) against its base."""
+        from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
 
         await interaction.response.defer(thinking=True)
         if why := denial(interaction):
             return await self._private(interaction, why)
         self.engine = self.engine or ChatEngine()
+        if model is None:
+            model, compare = default_models(self.engine.hub)[0], True
         pairs = [("finetuned", model)]
         try:
             if compare:

@@ -53,6 +53,38 @@ def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path, ma
         (into / src.name).write_text(text)
 
 
+def write_tasks(tasks: list[str], into: Path, *, limit: int | None = None, seed: int = 1234,
+                substitutions: dict[str, str] | None = None, max_new_tokens: int = 256) -> dict[str, list[int]] | None:
+    """Write the tasks' YAML (and registry data) into a folder lm-eval includes; return the seeded subset
+    of document ids per task (None without a limit). lm-eval's own command line reads the same folder."""
+    from lm_eval.tasks import TaskManager
+
+    _materialise(tasks, substitutions or {}, into, max_new_tokens)
+    if limit is None:
+        return None
+    manager = TaskManager(include_path=str(into), include_defaults=False)
+    samples = {}
+    for name, task in manager.load(tasks)["tasks"].items():
+        n = len(task.eval_docs)
+        samples[name] = sorted(random.Random(seed).sample(range(n), min(limit, n)))
+    return samples
+
+
+def lm_eval_command(model_dir: Path, tasks: list[str], task_dir: Path, samples_file: Path | None, *, seed: int = 1234,
+                    batch_size: int = 16, apply_chat_template: bool = True, output: Path | None = None) -> list[str]:
+    """lm-eval's own command line for what `evaluate` does in process (same tasks, items, seeds, batching)."""
+    cmd = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=auto", "--device", "cpu",
+           "--tasks", ",".join(tasks), "--include_path", str(task_dir), "--batch_size", str(batch_size),
+           "--seed", str(seed)]
+    if samples_file is not None:
+        cmd += ["--samples", str(samples_file)]
+    if apply_chat_template:
+        cmd += ["--apply_chat_template"]
+    if output is not None:
+        cmd += ["--output_path", str(output)]
+    return cmd
+
+
 def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, seed: int = 1234,
              substitutions: dict[str, str] | None = None, batch_size: int = 16,
              apply_chat_template: bool = True, max_new_tokens: int = 256) -> dict[str, Score]:
@@ -62,14 +94,9 @@ def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, se
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
-        _materialise(tasks, substitutions or {}, Path(tmp), max_new_tokens)
+        samples = write_tasks(tasks, Path(tmp), limit=limit, seed=seed, substitutions=substitutions,
+                              max_new_tokens=max_new_tokens)
         manager = TaskManager(include_path=tmp, include_defaults=False)
-        samples = None
-        if limit is not None:
-            samples = {}
-            for name, task in manager.load(tasks)["tasks"].items():
-                n = len(task.eval_docs)
-                samples[name] = sorted(random.Random(seed).sample(range(n), min(limit, n)))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
         out = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, task_manager=manager, samples=samples,

@@ -80,6 +80,16 @@ def model_path(ref: str, hub=None) -> Path:
     return model_folder(ref, hub or default_hub())[0]
 
 
+def default_models(hub=None) -> list[str]:
+    """The models the front doors and `factory chat` offer first: the real-model demo's finetune (compared
+    with SmolLM2-135M-Instruct, its base) when `make demo-real` has made it, then the tiny demo's."""
+    from factory.hub import default_hub
+    from factory.real_model import FINETUNED_ID
+
+    hub = hub or default_hub()
+    return [m for m in (FINETUNED_ID,) if hub.exists(m)] + ["factory/tiny-llama-demo-instruct"]
+
+
 def base_of(path: Path) -> str | None:
     """The base model a factory-made model was trained from (its factory_request.yaml), if known."""
     import yaml

@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole job offline on the embedded tiny model and synthetic data")
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.add_argument("--real", action="store_true", help="LoRA on the real SmolLM2-135M-Instruct (downloaded once with "
-                   "pip, 93 MB) to call tools: a real skill gain, about 10 minutes on 2 cores")
+                   "pip, 93 MB) to call tools: a real skill gain, about 15 minutes on 2 cores")
     d.set_defaults(fn=cmd_demo)
     from factory import cli_bot, cli_chat, cli_contamination, cli_eval, cli_import, cli_jobs, cli_space
 

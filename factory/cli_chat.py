@@ -15,6 +15,8 @@ in the chat:
   /quit           leave (or Ctrl-D)
 
 examples:
+  factory chat                      the default pair: after `make demo-real`, SmolLM2-135M finetuned to call
+                                    tools against SmolLM2-135M-Instruct itself; else the tiny demo and its base
   factory chat factory/tiny-llama-demo-instruct --base auto --temperature 0
   factory chat ~/.factory/runs/job-7 --max-new-tokens 128 --seed 1
 """
@@ -23,11 +25,13 @@ examples:
 def cmd_chat(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from factory.chat_engine import ChatEngine, Settings, base_of, model_path
+    from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
     from factory.errors import UserError
 
     hf_logging.disable_progress_bar()  # per-file loading bars would bury the conversation
     engine = ChatEngine()
+    if args.model is None:  # the default pair: the demo's finetune against its own base
+        args.model, args.base = default_models(engine.hub)[0], args.base or "auto"
     settings = Settings(args.temperature, args.top_p, args.max_new_tokens, args.seed).checked(engine.token_limit)
     pairs = [("model", args.model)]
     if args.base:
@@ -84,7 +88,8 @@ def add_command(sub) -> None:
 
     c = sub.add_parser("chat", help="chat with a model in the terminal, side by side with its base (--base)",
                        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("model", help="Hub or local-hub id, model folder, or run folder")
+    c.add_argument("model", nargs="?", help="Hub or local-hub id, model folder, or run folder (default: the "
+                   "`make demo-real` finetune when it exists, else the tiny demo's; with --base auto)")
     c.add_argument("--base", help="a second model to answer every prompt too; 'auto': the model's own base")
     c.add_argument("--system", help="system message")
     c.add_argument("--temperature", type=float, default=0.7, help="0 for greedy (default 0.7)")

@@ -12,6 +12,7 @@ arc_easy, arc_challenge, truthfulqa, winogrande, hellaswag; local items under $F
 
 example:
   factory eval my-org/tuned --base my-org/base --task arc_easy --task gsm8k --limit 200 --json eval.json
+  factory eval my-org/tuned --task arc_easy --limit 50 --export-tasks /tmp/t    and check it with lm_eval
 """
 
 
@@ -34,6 +35,8 @@ def cmd_eval(args) -> int:
     if unknown:
         raise UserError(f"unknown task(s) {', '.join(unknown)}; available: {', '.join(available_tasks())}")
     models = {"model": _model_dir(args.model), **({"base": _model_dir(args.base)} if args.base else {})}
+    if args.export_tasks:
+        _export(args, models)
     scores: dict[str, dict] = {}
     for which, path in models.items():
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
@@ -55,6 +58,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _export(args, models: dict[str, Path]) -> None:
+    """The task files and item ids this run scores, and lm-eval's own command line that scores the same."""
+    import json
+    import shlex
+
+    from evals.harness import lm_eval_command, write_tasks
+    from factory.home import placeholders
+
+    into = args.export_tasks.resolve()
+    into.mkdir(parents=True, exist_ok=True)
+    samples = write_tasks(args.task, into, limit=args.limit, seed=args.seed, substitutions=placeholders(),
+                          max_new_tokens=args.max_new_tokens)
+    samples_file = None
+    if samples is not None:
+        samples_file = into / "samples.json"
+        samples_file.write_text(json.dumps(samples) + "\n")
+    print(f"task files and item ids in {into}; the same scores with lm-eval's own command line:")
+    for which, path in models.items():
+        cmd = lm_eval_command(path, args.task, into, samples_file, seed=args.seed,
+                              apply_chat_template=not args.no_chat_template)
+        print(f"  {which}: {shlex.join(cmd)}")
+
+
 def add_command(sub) -> None:
     e = sub.add_parser("eval", help="score a model (and its base) on lm-eval tasks, in process",
                        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,4 +92,6 @@ def add_command(sub) -> None:
     e.add_argument("--max-new-tokens", type=int, default=256, help="for generative tasks (default 256)")
     e.add_argument("--no-chat-template", action="store_true", help="score raw prompts (base models without a template)")
     e.add_argument("--json", type=Path, metavar="OUT")
+    e.add_argument("--export-tasks", type=Path, metavar="DIR",
+                   help="also write the task files and item ids into DIR and print lm-eval's command line for them")
     e.set_defaults(fn=cmd_eval)

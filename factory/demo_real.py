@@ -2,7 +2,7 @@
 
 The skill: given tool schemas (as the system message) and a user's request, answer with the JSON call
 of the right tool, in the glaive format the dataset uses. The data are the 300 glaive rows in
-../shared/data; every third row whose first reply is a tool call is held out (never trained on) and
+../shared/data; every other row whose first reply is a tool call is held out (never trained on) and
 becomes the eval task `glaive_toolcall_heldout`: the model's first JSON "name" must be the tool the
 row called. ARC-Easy and WinoGrande subsets check that general ability did not collapse.
 """
@@ -41,7 +41,7 @@ def shared_data() -> Path:
 def is_heldout_item(index: int, row: dict) -> bool:
     turns = row.get("conversations") or []
     first_call = len(turns) > 1 and turns[0].get("from") == "human" and turns[1].get("from") == "function_call"
-    return first_call and index % 3 == 0
+    return first_call and index % 2 == 0
 
 
 def split(rows: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -75,10 +75,14 @@ class FlattenCollator:
                 labels += [IGNORE] + s.labels[1:]
                 pos += range(len(s.input_ids))
         self.tokens_seen += len(ids)
+        from factory.loss import trained_positions
+
+        labels_t = torch.tensor([labels])
         return {
             "input_ids": torch.tensor([ids]),
-            "labels": torch.tensor([labels]),
+            "labels": labels_t,
             "position_ids": torch.tensor([pos]),
+            "logits_to_keep": trained_positions(labels_t),  # read by factory.loss.kept_logits_loss
         }
 
 

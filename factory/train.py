@@ -270,14 +270,19 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,
+        prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         # real tokens trained: packed rows hold no padding; padded batches count their attention mask
         include_num_input_tokens_seen="all" if request.sample_packing else "non_padding",
         **distributed_args(request),
     )
+    from factory.loss import kept_logits_loss
+
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
                       data_collator=collator,
+                      # packed rows: logits only where a token is trained (the collator says where)
+                      compute_loss_func=kept_logits_loss if request.sample_packing else None,
                       callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency,
                                                  len(rows) / len(train_bins))])
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl

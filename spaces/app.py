@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from factory import job_views
-from factory.chat_engine import ChatEngine, Settings, base_of, model_path
+from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
 from factory.errors import UserError
 from factory.jobs import Store
 
@@ -247,7 +247,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         user = who(profile)
         done = [j.hub_model_id for j in store.list(status="succeeded", limit=50)
                 if j.hub_model_id and (user in store.limits.operators or j.submitter == user)]
-        choices = list(dict.fromkeys(done + ["factory/tiny-llama-demo-instruct"]))
+        choices = list(dict.fromkeys(done + default_models(engine.hub)))
         return gr.update(choices=choices, value=choices[0] if choices else None)
 
     def add_turn(message: str, left: list, right: list):

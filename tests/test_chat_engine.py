@@ -97,3 +97,16 @@ def test_limits_and_bad_input_are_user_errors(models):
     gen = slow.stream(models[0], HELLO, Settings(max_new_tokens=200, seed=1))
     list(gen)
     assert gen.stopped == "time limit" and gen.tokens <= 2
+
+
+def test_default_pair_is_the_real_demo_finetune_once_it_exists(tmp_path):
+    from factory.chat_engine import default_models
+    from factory.hub import LocalHub
+    from factory.real_model import FINETUNED_ID
+
+    hub = LocalHub(tmp_path / "hub")
+    assert default_models(hub) == ["factory/tiny-llama-demo-instruct"]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    hub.publish(FINETUNED_ID, tmp_path / "m", "test")
+    assert default_models(hub) == [FINETUNED_ID, "factory/tiny-llama-demo-instruct"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from factory.chat import IGNORE, Encoded
+from factory.loss import kept_logits_loss
 from factory.packing import FlattenCollator, best_fit_decreasing, pack
 
 
@@ -76,7 +77,12 @@ def test_packed_loss_is_the_token_weighted_mean_of_sample_losses():
         samples.append(Encoded(ids, [IGNORE] * prompt + ids[prompt:]))
     batch = FlattenCollator()([samples])
     with torch.no_grad():
-        packed = model(**batch, use_cache=False).loss.item()
+        whole = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]).loss
+        kept = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                     logits_to_keep=batch["logits_to_keep"])
+        assert kept.logits.shape[1] == sum(len(s.input_ids) - 1 - s.labels[1:].count(IGNORE) for s in samples)
+        packed = kept_logits_loss(kept, batch["labels"]).item()
+        assert packed == pytest.approx(whole.item(), rel=1e-6)  # the model's own loss over every logit
         losses, counts = [], []
         for s in samples:
             labels = [IGNORE] + s.labels[1:]
