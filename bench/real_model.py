@@ -131,8 +131,9 @@ def run_trl(n: int, seq_len: int) -> dict:
     return {"seconds": time.time() - t, "steps": out.global_step, "tokens": tokens, "loss": out.training_loss}
 
 
-def profile(seq_len: int, n: int) -> dict:
-    """One packed step, timed per part with forward/backward hooks, for both losses (after one warm-up step)."""
+def profile(seq_len: int, n: int, args_rounds: int = 3) -> dict:
+    """One packed step, timed per part with forward/backward hooks, for both losses: the median of 3 alternating
+    rounds after a warm-up round."""
     import torch
 
     from factory.config import parse_request
@@ -168,9 +169,11 @@ def profile(seq_len: int, n: int) -> dict:
         for label, suffix in parts.items():
             if leaf == suffix and not any(x in mod_name for x in ("lora_", "base_layer")):
                 hooks(module, label)
-    out = {}
-    for variant in ("full logits", "kept logits"):
-        for warm in (True, False):
+    import statistics
+
+    runs: dict[str, list[dict]] = {"full logits": [], "kept logits": []}
+    for round_ in range(args_rounds + 1):  # round 0 warms both up; then alternate, so drift hits both alike
+        for variant in runs:
             clock.clear()
             t0 = time.perf_counter()
             if variant == "kept logits":
@@ -188,10 +191,11 @@ def profile(seq_len: int, n: int) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
             t3 = time.perf_counter()
-        fwd_bwd = {k: v for k, v in clock.items()}
-        accounted = sum(fwd_bwd.values())
-        out[variant] = {**fwd_bwd, "loss": t1 - tl, "other (norms, embeddings, LoRA glue, autograd)":
-                        (t2 - t0) - accounted - (t1 - tl), "optimizer": t3 - t2, "step": t3 - t0}
+            if round_:
+                parts_s = dict(clock)
+                runs[variant].append({**parts_s, "loss": t1 - tl, "other (norms, embeddings, LoRA glue, autograd)":
+                                      (t2 - t0) - sum(parts_s.values()) - (t1 - tl), "optimizer": t3 - t2, "step": t3 - t0})
+    out = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
     out["tokens"] = len(batch["input_ids"][0])
     out["trained"] = int(len(batch["logits_to_keep"]))
     return out
@@ -257,7 +261,7 @@ def main() -> None:
                 print(f"factory packed vs {names[key]}: {(base['tokens'] / base['seconds']) / (other['tokens'] / other['seconds']):.2f}x tokens/s")
     prof = measure("profile", args)
     print(f"\none packed step of {prof['tokens']} tokens ({prof['trained']} trained), seconds per part "
-          "(forward + backward; module hooks):")
+          "(forward + backward; module hooks; median of 3 alternating rounds after a warm-up):")
     keys = [k for k in prof["full logits"] if k != "step"]
     print(f"{'part':48} {'full logits':>12} {'kept logits':>12}")
     for k in keys + ["step"]:

@@ -47,6 +47,10 @@ AXOLOTL_UNSUPPORTED = {
 }
 
 Role = Literal["system", "user", "assistant"]
+# The transformers Trainer's optimizer names that run without extra code (bitsandbytes for the 8-bit and paged ones).
+Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
+                    "paged_adamw_32bit", "paged_adamw", "adamw_anyprecision", "adafactor", "sgd", "adagrad", "rmsprop",
+                    "lion_8bit", "lion_32bit", "paged_lion_8bit", "paged_lion_32bit", "ademamix", "ademamix_8bit"]
 
 
 class Strict(BaseModel):
@@ -167,16 +171,52 @@ class Request(Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor"] = "adamw_torch"
+    optimizer: Optimizer = Field("adamw_torch", description="the transformers Trainer's optimizer names (adamw_bnb_8bit "
+                                 "and the paged ones need bitsandbytes)")
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    adam_beta2: float = Field(0.999, gt=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     bf16: bool | Literal["auto"] = "auto"
     fp16: bool = False
-    gradient_checkpointing: bool = False
+    tf32: bool = Field(False, description="TF32 matmuls on Ampere+ GPUs (ignored elsewhere)")
+    gradient_checkpointing: bool | Literal["offload"] = False
+    gradient_checkpointing_kwargs: dict[str, Any] | None = Field(None, description="passed to the Trainer (use_reentrant: false ...)")
     seed: int = 42
     logging_steps: int = Field(10, ge=1)
     save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (default: once per epoch)")
-    save_total_limit: int = Field(2, ge=1)
+    saves_per_epoch: int | None = Field(None, ge=1, description="checkpoints per epoch (instead of save_steps)")
+    save_total_limit: int | None = Field(2, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="eval loss every N steps (needs val_set_size)")
+    evals_per_epoch: int | None = Field(None, ge=1, description="eval loss this many times per epoch (instead of eval_steps)")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many evaluations without a "
+                                                "better eval loss (keeps the best checkpoint)")
+    loss_watchdog_threshold: float | None = Field(None, gt=0, description="stop the run when the training loss stays "
+                                                  "above this for loss_watchdog_patience logged steps")
+    loss_watchdog_patience: int = Field(3, ge=1)
+    resume_from_checkpoint: str | None = Field(None, description="a checkpoint folder to resume from (operator's CLI)")
+    lora_model_dir: str | None = Field(None, description="an existing LoRA adapter folder to continue training")
+    dataset_prepared_path: str | None = Field(None, description="folder for the tokenised-data cache "
+                                              "(default $FACTORY_HOME/cache/encoded)")
+    trust_remote_code: bool = Field(False, description="run the base model repo's own code (operator's CLI only; "
+                                    "front doors refuse it)")
+    # tracking (when the package is installed; the Trainer reports to it)
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    wandb_name: str | None = None
+    wandb_run_id: str | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    wandb_watch: Literal["gradients", "parameters", "all", "false"] | None = None
+    wandb_log_model: Literal["end", "checkpoint", "false"] | None = None
+    use_trackio: bool = False
+    trackio_project_name: str | None = None
+    trackio_run_name: str | None = None
+    trackio_space_id: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment_name: str | None = None
+    mlflow_run_name: str | None = None
+    use_tensorboard: bool = False
     # output
     output_dir: str | None = Field(None, description="run folder (default: $FACTORY_HOME/runs/<job-id>)")
     hub_model_id: str | None = Field(None, description="'org/name' to publish the merged model as")

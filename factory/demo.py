@@ -20,7 +20,7 @@ what this shows: the whole path runs (data, packing, LoRA, eval, merge, card, pu
 show that the factory improves a real model: the base is a randomly initialised tiny Llama, so its
 0.000 is guaranteed and the gain is simply the finetuned score, and the held-out items are keyword
 questions over a small closed vocabulary, generated like the training rows (never the same rows).
-A demo on a real pretrained model is not built yet."""
+For a real pretrained model learning a real skill: `make demo-real` (factory demo --real)."""
 TRAIN_ROWS = 4000
 HELDOUT_ROWS = 200
 

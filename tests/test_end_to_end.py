@@ -14,7 +14,7 @@ def test_demo_beats_base_and_publishes(home, capsys, monkeypatch):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "factory_demo_heldout" in out and "time per stage" in out
-    assert "its\n0.000 is guaranteed" in out and "not built yet" in out  # the demo says what it shows
+    assert "its\n0.000 is guaranteed" in out and "make demo-real" in out  # the demo says what it shows
     run = next((home / "runs").iterdir())
     scores = json.loads((run / "eval.json").read_text())["factory_demo_heldout"]
     assert scores["finetuned"]["n"] == scores["base"]["n"] == 200
