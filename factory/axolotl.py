@@ -19,33 +19,26 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
         "processor_type", "freeze_mm_modules", "image_size", "image_resize_algorithm"),
     "quantisation-aware training and low-bit training formats (QAT, FP8, NVFP4, MXFP4, GPTQ, compressed bases)": (
         "qat", "fp8", "fp8_enable_fsdp_float8_all_gather", "nvfp4_merge_aware", "model_quantization_config",
-        "model_quantization_config_kwargs", "gptq", "gptq_groupsize", "gptq_model_v1", "quantize_moe_experts",
-        "llmcompressor", "use_onebitllms", "dsv4_fp4_grouped_mode", "bnb_config_kwargs"),
+        "model_quantization_config_kwargs", "gptq", "gptq_groupsize", "gptq_model_v1",
+        "llmcompressor", "use_onebitllms", "dsv4_fp4_grouped_mode"),
     "mixture-of-experts kernels and expert parallelism": (
-        "expert_parallel_size", "expert_parallel_num_nvl_bytes", "expert_parallel_token_capacity", "use_scattermoe",
-        "use_sonicmoe", "experts_implementation", "llama4_linearized_experts", "lora_target_parameters"),
+        "expert_parallel_size", "expert_parallel_num_nvl_bytes", "expert_parallel_token_capacity",
+        "llama4_linearized_experts"),
     "tensor, context and sequence parallelism": (
-        "tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_shard_size", "dp_replicate_size",
+        "tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_replicate_size",
         "sequence_parallel_degree"),
     "diffusion language models": ("diffusion",),
+    "learning-rate schedules other than cosine, linear and constant (quadratic warmup, cosine floors)": (
+        "lr_quadratic_warmup", "eta_min"),
     "ReLoRA, LISA and jagged-restart schedules": (
         "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "lisa_n_layers", "lisa_step_interval",
         "lisa_layers_attribute", "jagged_restart_steps", "jagged_restart_warmup_steps", "jagged_restart_anneal_steps"),
     "partial unfreezing and model surgery": (
-        "unfrozen_parameters", "reinit_weights", "resize_token_embeddings_to_32x", "model_config", "peft_use_dora",
-        "peft_use_rslora", "peft", "lora_fan_in_fan_out"),
+        "reinit_weights", "peft", "lora_fan_in_fan_out"),
     "streaming and pretraining datasets": (
         "pretraining_dataset", "streaming", "streaming_multipack_buffer_size", "pretrain_multipack_attn",
         "min_sample_len", "curriculum_sampling", "sample_packing_sequentially"),
-    "Axolotl's cloud and cluster launchers (Modal, Ray)": (
-        "gpu", "gpu_count", "memory", "timeout", "memory_preprocess", "timeout_preprocess", "volumes", "secrets",
-        "branch", "dockerfile_commands", "project_name", "use_ray", "ray_num_workers"),
-    "other trackers than Weights & Biases, trackio and MLflow (SwanLab, OpenTelemetry)": (
-        "use_swanlab", "swanlab_project", "swanlab_experiment_name", "swanlab_description", "swanlab_mode",
-        "swanlab_log_completions", "swanlab_completion_log_interval", "swanlab_completion_max_buffer",
-        "swanlab_workspace", "swanlab_log_model", "use_otel_metrics", "otel_metrics_host", "otel_metrics_port"),
-    "generation-based evaluation during training (eval_causal_lm_metrics; use evals: after training)": (
-        "do_causal_lm_eval", "eval_causal_lm_metrics", "eval_max_new_tokens", "eval_table_size"),
+    "Axolotl's Ray launcher": ("use_ray", "ray_num_workers"),
     "NEFTune noise, RoPE scaling and shifted-sparse attention": (
         "noisy_embedding_alpha", "neftune_noise_alpha", "rope_scaling", "s2_attention"),
     "Mistral's own tokenizer library (mistral-common)": ("tokenizer_use_mistral_common",),
@@ -62,9 +55,20 @@ SPEED_ONLY = {
     "torch_compile_mode", "flex_attn_compile_kwargs", "activation_offloading", "experimental_skip_move_to_device",
     "low_cpu_mem_usage", "ddp_find_unused_parameters", "torchdistx_path", "flash_optimum", "save_safetensors",
     "save_only_model", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
-    "skip_prepare_dataset", "shuffle_merged_datasets", "eval_batch_size", "plugins", "sample_packing_eff_est",
+    "skip_prepare_dataset", "shuffle_merged_datasets", "group_by_length", "eval_batch_size", "plugins", "sample_packing_eff_est",
     "sample_packing_seq_len_multiplier", "total_num_tokens", "max_packed_sequence_len",
+    "quantize_moe_experts", "use_scattermoe", "use_sonicmoe", "experts_implementation", "resize_token_embeddings_to_32x",
 }
+# Reporting during training to places the factory does not report to: the model trained is the same.
+LOGGING_ONLY = {
+    "use_swanlab", "swanlab_project", "swanlab_experiment_name", "swanlab_description", "swanlab_mode",
+    "swanlab_log_completions", "swanlab_completion_log_interval", "swanlab_completion_max_buffer", "swanlab_workspace",
+    "swanlab_log_model", "use_otel_metrics", "otel_metrics_host", "otel_metrics_port", "do_causal_lm_eval",
+    "eval_causal_lm_metrics", "eval_max_new_tokens", "eval_table_size", "debug",
+}
+# Axolotl's Modal launcher: where Axolotl would run the job; the factory's operator decides that.
+LAUNCHER = {"gpu", "gpu_count", "memory", "timeout", "memory_preprocess", "timeout_preprocess", "volumes", "secrets",
+            "branch", "dockerfile_commands", "project_name"}
 
 # Keys whose listed values are what the factory does anyway.
 SAME_AS_FACTORY: dict[str, tuple] = {
@@ -80,33 +84,81 @@ SAME_AS_FACTORY: dict[str, tuple] = {
     "float16": (False,), "bfloat16": (False,),
     "hub_strategy": ("end", None),
     "dataset_exact_deduplication": (True,),  # the factory always drops exact duplicates
-    "group_by_length": (False,),
     "auto_resume_from_checkpoints": (True,),  # re-running a request resumes it
-    "debug": (False, None),
+    "is_llama_derived_model": (True, False), "is_mistral_derived_model": (True, False),
+    "is_qwen_derived_model": (True, False), "push_dataset_to_hub": (None, ""),
     "test_value": (True, False),
-    "tokens": ([],), "special_tokens": ({},),
-    "lora_model_dir": (None, ""), "resume_from_checkpoint": (None, ""),
 }
 # model_type / tokenizer_type: the factory takes the class from the base model's own files.
 CLASS_KEYS = ("model_type", "tokenizer_type", "tokenizer_config", "torch_dtype", "device_map")
 
+# chat_template names: Axolotl's spelling of a template the factory ships, and the names of Axolotl's copies
+# of a model family's own template (the base model's tokenizer carries the same one: the factory uses it).
+TEMPLATE_ALIASES = {"phi_3": "phi3", "phi3": "phi3", "chatml": "chatml", "llama3": "llama3", "mistral": "mistral",
+                    "zephyr": "zephyr"}
+TEMPLATE_FAMILIES = {
+    "alpaca", "aya", "cohere", "command_a", "deepseek_v2", "deepseek_v3", "exaone", "exaone4", "falcon_h1", "gemma",
+    "gemma3", "gemma3n", "gemma4", "gemma4_unified", "granite", "internlm2", "jamba", "llama2", "llama3_2_vision",
+    "llama4", "llava", "metharme", "mistral_v1", "mistral_v2v3", "mistral_v3_tekken", "mistral_v7_tekken", "phi_35",
+    "phi_4", "pixtral", "qwen2_vl", "qwen3", "qwen3_5", "qwen_25", "seed_oss", "smolvlm2", "lfm2", "lfm2vl", "gpt_oss",
+    "olmo", "apertus", "arcee", "ernie", "hunyuan", "kimi", "magistral", "devstral", "voxtral", "glm4", "glm4_moe",
+}
+
+
+def template_choice(name: str) -> tuple[str | None, str | None]:
+    """(built-in name to use, fallback built-in) for a chat_template name; (None, None) means the tokenizer's own."""
+    if name in TEMPLATE_ALIASES:
+        return TEMPLATE_ALIASES[name], None
+    if name.startswith("tokenizer_default_fallback_"):
+        fallback = name.removeprefix("tokenizer_default_fallback_")
+        return None, TEMPLATE_ALIASES.get(fallback, fallback)
+    return None, None  # tokenizer_default or a family name
+
+
+def known_template_name(name: str) -> bool:
+    return (name in TEMPLATE_ALIASES or name in TEMPLATE_FAMILIES or name == "tokenizer_default"
+            or (name.startswith("tokenizer_default_fallback_")
+                and TEMPLATE_ALIASES.get(name.removeprefix("tokenizer_default_fallback_")) is not None))
+
+
 # Implemented under another spelling in the Request.
-RENAMED = {"adam_eps": "adam_epsilon"}
+RENAMED = {"adam_eps": "adam_epsilon", "model_config": "base_config_overrides"}  # pydantic reserves model_config
+
+
+PREFERENCE = "preference and reward training (DPO, KTO, ORPO, GRPO, reward models)"
+# Dataset `type`s: Axolotl's names for formats the factory reads under its own name.
+DATASET_TYPES = {"chat_template": "messages", "chat_template.default": "messages", "alpaca:chat": "alpaca",
+                 "alpaca:phi": "alpaca", "sharegpt": "sharegpt", "messages": "messages", "alpaca": "alpaca",
+                 "completion": "completion"}
+ASSISTANT_ROLES = {"assistant", "gpt", "model"}
 
 
 @dataclass
 class Compat:
     """What happened to each Axolotl key that is not a Request field."""
+    implemented: list[str] = field(default_factory=list)
     no_effect: list[str] = field(default_factory=list)
     ignored_here: list[str] = field(default_factory=list)
+    translated: list[str] = field(default_factory=list)
     refused: dict[str, list[str]] = field(default_factory=dict)  # capability -> keys
 
+    def refuse(self, capability: str, what: str) -> None:
+        self.refused.setdefault(capability, []).append(what)
+
     def summary(self) -> list[str]:
+        """The compatibility summary, for a config that carries Axolotl keys the factory has no field for."""
+        if not (self.translated or self.no_effect or self.ignored_here):
+            return []
         out = []
+        if self.implemented:
+            out.append(f"implemented: {', '.join(self.implemented)}")
+        if self.translated:
+            out.append(f"translated: {'; '.join(self.translated)}")
         if self.no_effect:
             out.append(f"accepted, no effect: {', '.join(self.no_effect)}")
         if self.ignored_here:
-            out.append(f"ignored (speed or memory only, the same model is trained): {', '.join(self.ignored_here)}")
+            out.append("ignored (speed, memory, logging or launcher settings; the same model is trained): "
+                       f"{', '.join(self.ignored_here)}")
         return out
 
 
@@ -122,19 +174,29 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
         if asks_for_nothing(value):
             compat.no_effect.append(key)
         else:
-            compat.refused.setdefault(CAPABILITY_OF[key], []).append(key)
+            compat.refuse(CAPABILITY_OF[key], key)
         return True
-    if key in SAME_AS_FACTORY and value in SAME_AS_FACTORY[key]:
+    if key in SAME_AS_FACTORY and (asks_for_nothing(value) or value in SAME_AS_FACTORY[key]):
         compat.no_effect.append(key)
         return True
     if key in CLASS_KEYS:
         if isinstance(value, str) and value.endswith("ForConditionalGeneration"):
-            compat.refused.setdefault(VISION, []).append(f"{key}: {value}")
+            compat.refuse(VISION, f"{key}: {value}")
         else:
             compat.no_effect.append(key)
         return True
-    if key in SPEED_ONLY:
+    if key in SPEED_ONLY or key in LOGGING_ONLY or key in LAUNCHER:
         (compat.no_effect if asks_for_nothing(value) else compat.ignored_here).append(key)
+        return True
+    if key in ("dp_shard_size", "tensor_parallel_size", "context_parallel_size", "dp_replicate_size") and value in (1, None):
+        compat.no_effect.append(f"{key}: {value}")
+        return True
+    if key == "cosine_constant_lr_ratio":
+        if value in (0, None):
+            compat.no_effect.append(f"{key}: {value}")
+        else:
+            compat.refuse("learning-rate schedules other than cosine, linear and constant (quadratic warmup, cosine floors)",
+                          f"{key}: {value}")
         return True
     if key.startswith(("wandb_", "mlflow_", "trackio_", "comet_")) and asks_for_nothing(value):
         compat.no_effect.append(key)
@@ -142,14 +204,178 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     return False
 
 
-def normalise(data: dict, model_fields: set[str]) -> tuple[dict, Compat]:
-    """The request dict with Axolotl's no-effect and ignored keys taken out, and what was done with them.
+def _zero_stage(value: str) -> int | None:
+    """ZeRO stage from Axolotl's deepspeed value: a name like deepspeed_configs/zero3_bf16.json, or a JSON file."""
+    import json
+    import re
+    from pathlib import Path
 
-    Capability refusals are collected, not raised: the caller raises one error naming them all."""
+    p = Path(value).expanduser()
+    if p.suffix == ".json" and p.is_file():
+        try:
+            stage = json.loads(p.read_text()).get("zero_optimization", {}).get("stage")
+            return stage if stage in (1, 2, 3) else None
+        except (ValueError, OSError, AttributeError):
+            return None
+    m = re.search(r"zero([123])", p.name)
+    return int(m.group(1)) if m else None
+
+
+def _distributed(data: dict, compat: Compat) -> None:
+    """Axolotl's deepspeed / fsdp keys as the factory's `distributed:`."""
+    shard = data.get("dp_shard_size")
+    if isinstance(shard, int) and shard > 1 and not any(data.get(k) not in (None, 1) for k in (
+            "tensor_parallel_size", "context_parallel_size", "dp_replicate_size")):
+        data.pop("dp_shard_size")
+        data.setdefault("fsdp_version", 2)  # sharded data parallel over all processes is FSDP
+    ds, fsdp_keys = data.pop("deepspeed", None), {k: data.pop(k) for k in ("fsdp", "fsdp_config", "fsdp_version") if k in data}
+    wants_fsdp = any(not asks_for_nothing(v) for v in fsdp_keys.values())
+    for k, v in fsdp_keys.items():
+        if asks_for_nothing(v):
+            compat.no_effect.append(k)
+    if ds is not None and asks_for_nothing(ds):
+        compat.no_effect.append("deepspeed")
+        ds = None
+    if ds is None and not wants_fsdp:
+        return
+    if ds is not None and wants_fsdp:
+        compat.refuse("DeepSpeed and FSDP at once", "deepspeed, fsdp")
+        return
+    if "distributed" in data:
+        compat.translated.append("deepspeed/fsdp left out: the request's own `distributed:` wins")
+        return
+    if ds is not None:
+        stage = _zero_stage(str(ds))
+        if stage is None:
+            compat.refuse("a DeepSpeed config whose ZeRO stage cannot be read", f"deepspeed: {ds}")
+            return
+        data["distributed"] = {"strategy": "deepspeed", "zero_stage": stage}
+        compat.translated.append(f"deepspeed: {ds} -> distributed: {{strategy: deepspeed, zero_stage: {stage}}}")
+    else:
+        data["distributed"] = {"strategy": "fsdp"}
+        compat.translated.append(f"{', '.join(k for k, v in fsdp_keys.items() if not asks_for_nothing(v))} -> "
+                                 "distributed: {strategy: fsdp} (full shard, transformer-layer wrap; other fsdp_config "
+                                 "settings are the factory's own)")
+
+
+def _kernels(data: dict, compat: Compat) -> None:
+    """Liger (by plugin or liger_* switch) becomes liger_kernel: applied where CUDA and the package are present."""
+    plugins = data.get("plugins") or []
+    liger = any(k.startswith("liger_") and data.get(k) for k in list(data)) or any("liger" in str(p).lower() for p in plugins)
+    for k in [k for k in data if k.startswith("liger_")]:
+        data.pop(k)
+        compat.translated.append(f"{k} -> liger_kernel") if liger else compat.no_effect.append(k)
+    if plugins:
+        data.pop("plugins")
+        others = [p for p in plugins if "liger" not in str(p).lower()]
+        if others:
+            compat.ignored_here.extend(f"plugins: {p}" for p in others)
+    if liger:
+        data["liger_kernel"] = True
+
+
+def _dataset(entry: dict, i: int, compat: Compat, dataset_fields: set[str], top: dict) -> dict:
+    entry = dict(entry)
+    kind = entry.get("type")
+    if isinstance(kind, str) and kind not in DATASET_TYPES:
+        if kind.startswith(("bradley_terry", "chat_template.argilla", "rwd.", "ebft_", "stepwise")) or kind.endswith(".ultra"):
+            compat.refuse(PREFERENCE, f"datasets[{i}].type: {kind}")
+        else:
+            compat.refuse("Axolotl's other prompt formats and custom dataset transforms", f"datasets[{i}].type: {kind}")
+        return entry
+    if isinstance(kind, str):
+        entry["type"] = DATASET_TYPES[kind]
+        if kind == "alpaca:phi" and not top.get("chat_template"):
+            top["chat_template"] = "phi3"  # Axolotl's phi prompt style is the Phi-3 chat format
+        if kind != entry["type"]:
+            compat.translated.append(f"datasets[{i}].type: {kind} -> {entry['type']}")
+    for legacy, prop in (("message_field_role", "role"), ("message_field_content", "content")):
+        if legacy in entry:
+            entry.setdefault("message_property_mappings", {})[prop] = entry.pop(legacy)
+    for key in list(entry):
+        value = entry[key]
+        if key in dataset_fields:
+            continue
+        where = f"datasets[{i}].{key}"
+        if key in ("field_chosen", "field_rejected", "chosen_key", "rejected_key"):
+            compat.refuse(PREFERENCE, where)
+        elif key in ("field_thinking", "template_thinking_key"):
+            compat.refuse("reasoning traces in their own field", where)
+        elif key in ("step_separator", "train_on_last_step_only", "max_completion_length"):
+            compat.refuse(PREFERENCE, where)
+        elif key == "roles_to_train":
+            if value is None or set(value) <= ASSISTANT_ROLES:
+                compat.no_effect.append(where)
+            else:
+                compat.refuse("training on turns of other roles than the assistant's", f"{where}: {value}")
+        elif key == "train_on_eos":
+            if value in (None, "turn"):
+                compat.no_effect.append(where)  # the factory trains each assistant turn's end token
+            else:
+                compat.refuse("train_on_eos other than 'turn'", f"{where}: {value}")
+        elif key == "train_on_inputs":
+            if value == top.get("train_on_inputs", False):
+                compat.no_effect.append(where)
+            else:
+                compat.refuse("train_on_inputs per dataset (set it once, at the top)", where)
+        elif key in ("ds_type", "shards", "trust_remote_code") and asks_for_nothing(value):
+            compat.no_effect.append(where)
+        else:
+            continue
+        entry.pop(key)
+    return entry
+
+
+def normalise(data: dict, model_fields: set[str], dataset_fields: set[str]) -> tuple[dict, Compat]:
+    """The request dict with Axolotl's no-effect and ignored keys taken out, Axolotl's spellings turned
+    into the factory's, and what was done with them. Capability refusals are collected, not raised:
+    the caller raises one error naming them all."""
     compat = Compat()
+    data = {RENAMED.get(k, k): v for k, v in data.items()}
+    _distributed(data, compat)
+    _kernels(data, compat)
+    if data.get("chat_template") == "tokenizer_default":
+        data.pop("chat_template")
+        compat.no_effect.append("chat_template: tokenizer_default")
+    if isinstance(data.get("datasets"), list):
+        data["datasets"] = [_dataset(d, i, compat, dataset_fields, data) if isinstance(d, dict) else d
+                            for i, d in enumerate(data["datasets"])]
+    if "batch_size" in data:  # Axolotl's older spelling: micro_batch_size x gradient_accumulation_steps
+        total, micro = data.pop("batch_size"), data.get("micro_batch_size") or 1
+        if isinstance(total, int) and isinstance(micro, int) and total % micro == 0 and "gradient_accumulation_steps" not in data:
+            data["gradient_accumulation_steps"] = total // micro
+            compat.translated.append(f"batch_size: {total} -> gradient_accumulation_steps: {total // micro}")
+        elif asks_for_nothing(total):
+            compat.no_effect.append("batch_size")
+        else:
+            compat.refuse("a batch_size that is not micro_batch_size x gradient_accumulation_steps", f"batch_size: {total}")
+    for load_key, train_key in (("float16", "fp16"), ("bfloat16", "bf16")):  # Axolotl: the dtype weights load in
+        if data.get(load_key) is True:
+            data.pop(load_key)
+            if data.get(train_key) is None:
+                data[train_key] = True
+                compat.translated.append(f"{load_key}: true -> {train_key}: true")
+            elif data.get(train_key) in (True, "auto"):
+                compat.no_effect.append(f"{load_key} (the factory loads the weights in the {train_key} it trains in)")
+            else:
+                compat.refuse("loading the weights in another dtype than training uses", f"{load_key}: true, {train_key}: "
+                              f"{data.get(train_key)}")
+    if isinstance(data.get("tokens"), dict):  # Axolotl's older spelling of special_tokens
+        data["special_tokens"] = {**data.pop("tokens"), **(data.get("special_tokens") or {})}
+        compat.translated.append("tokens: {...} -> special_tokens")
+    if "eot_tokens" in data:  # the end-of-turn tokens Axolotl trains: the factory trains each assistant turn's end
+        compat.no_effect.append("eot_tokens (each assistant turn's end token, as the template renders it, is trained)")
+        data.pop("eot_tokens")
+    if data.get("attn_implementation") == "xformers":
+        data["attn_implementation"] = "sdpa"
+        compat.translated.append("attn_implementation: xformers -> sdpa (the same attention; xformers is not used)")
     out = {}
     for key, value in data.items():
-        key = RENAMED.get(key, key)
+        if key in model_fields and value is None:
+            compat.no_effect.append(f"{key}: null")  # Axolotl's "unset": the factory's default applies
+            continue
         if not isinstance(key, str) or not _classify(key, value, compat, model_fields):
             out[key] = value
+            if key in model_fields:
+                compat.implemented.append(key)
     return out, compat

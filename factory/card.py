@@ -170,8 +170,14 @@ def _procedure(request: Request, facts: CardFacts) -> list[str]:
              "optimizer": f"{r.optimizer}, weight decay {r.weight_decay:g}, max grad norm {r.max_grad_norm:g}",
              "seed": r.seed}
     if r.adapter:
+        targets = r.lora_target_modules if isinstance(r.lora_target_modules, str) else ", ".join(r.lora_target_modules or [])
         hyper["LoRA"] = (f"r {r.lora_r}, alpha {r.lora_alpha}, dropout {r.lora_dropout:g}, targets "
-                         f"{'all linear layers' if r.lora_target_linear else ', '.join(r.lora_target_modules or [])}")
+                         f"{'all linear layers' if r.lora_target_linear else targets}"
+                         + ("; on the base loaded in 8 bits (LLM.int8)" if r.load_in_8bit else ""))
+    if r.special_tokens or r.tokens:
+        added = [f"{k}={v}" for k, v in (r.special_tokens or {}).items()] + list(r.tokens or [])
+        hyper["added tokens"] = (", ".join(added) + "; embeddings resized"
+                                 + ("; embedding and output layers trained in full and merged" if r.adapter else ""))
     lines = ["## Training procedure", "", "| setting | value |", "|---|---|",
              *[f"| {k} | {v} |" for k, v in hyper.items()], "",
              f"- steps: {t['steps']}; real tokens trained: {t.get('tokens_seen') or t['tokens']:,}"

@@ -44,16 +44,24 @@ BUILTIN_TEMPLATES = {
 
 def resolve_template(requested: str | None, tokenizer) -> str:
     """The Jinja template to use: the request's (a built-in name or Jinja), else the tokenizer's."""
+    from factory.axolotl import known_template_name, template_choice
+
+    fallback = None
     if requested:
         if requested in BUILTIN_TEMPLATES:
             return BUILTIN_TEMPLATES[requested]
         if "{{" in requested or "{%" in requested:
             return requested
-        raise UserError(
-            f"chat_template '{requested}' is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}) nor a Jinja string"
-        )
+        if not known_template_name(requested):
+            raise UserError(f"chat_template '{requested}' is neither a built-in ({', '.join(BUILTIN_TEMPLATES)}), "
+                            "an Axolotl template name, nor a Jinja string")
+        builtin, fallback = template_choice(requested)
+        if builtin:
+            return BUILTIN_TEMPLATES[builtin]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
+    if fallback:
+        return BUILTIN_TEMPLATES[fallback]
     raise UserError(
         "the base model's tokenizer has no chat template; set chat_template: in the request "
         f"(one of {', '.join(BUILTIN_TEMPLATES)}, or a Jinja string)"

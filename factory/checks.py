@@ -33,8 +33,11 @@ def base_facts(request: Request, hub=None):
                              (folder / "chat_template.jinja").is_file())
 
 
-def check_request(request: Request, source: str = "request", hub=None) -> list[Finding]:
-    """Every finding for the request; raises UserError when any of them is an error."""
+def check_request(request: Request, source: str = "request", hub=None, require_base: bool = True) -> list[Finding]:
+    """Every finding for the request; raises UserError when any of them is an error.
+
+    require_base=False (`factory validate`): a base model that cannot be found here is a warning, and the
+    lint rules that need its facts are skipped, so a config can be checked before its base is downloaded."""
     from evals.harness import available_tasks
     from factory.lint import lint
 
@@ -59,7 +62,17 @@ def check_request(request: Request, source: str = "request", hub=None) -> list[F
 
         if problem := allowed_namespace(request.hub_model_id):
             raise UserError(f"{source}: hub_model_id: {problem}")
-    findings = lint(request, base_facts(request, hub))
+    from factory.lint import Facts
+
+    unavailable = None
+    try:
+        facts = base_facts(request, hub)
+    except UserError as exc:
+        if require_base:
+            raise
+        facts, unavailable = Facts(), Finding("base-unavailable", "warning",
+                                              f"{exc}; the checks that need the base model's facts were skipped")
+    findings = lint(request, facts) + ([unavailable] if unavailable else [])
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise UserError(f"{source}: {len(errors)} lint error(s):\n" +

@@ -16,6 +16,7 @@ examples:
                                     LoRA with packing, eval base vs finetuned, merge, card, publish
   factory validate my.yaml          check a request (schema + lint) in well under a second
   factory validate --keys           every accepted request key with its default
+  factory validate --offline axolotl.yml    an Axolotl config, before its base model is at hand
   factory lint --list               the lint rules and why each exists
   factory prepare my.yaml           tokenise + pack only: rows, tokens, packing efficiency, steps
   factory run my.yaml               run a request; re-running the same request resumes it
@@ -32,13 +33,15 @@ State lives under $FACTORY_HOME (default ~/.factory): hub/ (the local hub), runs
 """
 
 
-def _check(path: str, out=None, hub=None):
+def _check(path: str, out=None, hub=None, require_base: bool = True):
     """Load, validate and lint a request; print warnings; raise UserError on any error."""
     from factory.checks import check_request
     from factory.config import load_request
 
     request = load_request(path)
-    for f in check_request(request, path, hub):
+    for line in request.compat.summary():  # Axolotl keys that are not request fields: nothing dropped silently
+        print(f"  axolotl {line}", file=out or sys.stdout)
+    for f in check_request(request, path, hub, require_base=require_base):
         print(f"  {f.severity:7} {f.rule}: {f.message}", file=out or sys.stdout)
     return request
 
@@ -51,7 +54,7 @@ def cmd_validate(args) -> int:
         return 0
     if not args.request:
         raise UserError("give a request file: factory validate REQUEST.yaml")
-    _check(args.request)
+    _check(args.request, require_base=not args.offline)
     print(f"{args.request}: valid")
     return 0
 
@@ -164,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a request: schema errors (with file:line) and lint findings; exit 0 or 2")
     v.add_argument("request", nargs="?", help="the request YAML")
     v.add_argument("--keys", action="store_true", help="print every accepted key with its type and default")
+    v.add_argument("--offline", action="store_true", help="check without the base model (not downloaded, not in the "
+                   "local hub): a warning instead of an error, and the lint rules that need its config are skipped")
     v.set_defaults(fn=cmd_validate)
     lt = sub.add_parser("lint", help="the lint rules")
     lt.add_argument("--list", action="store_true", required=True, help="print each rule with the reason it exists")

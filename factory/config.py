@@ -7,11 +7,12 @@ errors that say so by name. Imports no torch: `factory validate` must stay fast.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from factory.errors import UserError
 from factory.ids import looks_like_repo_id, repo_id_problem, revision_problem
@@ -19,38 +20,23 @@ from factory.ids import looks_like_repo_id, repo_id_problem, revision_problem
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
 MAX_REQUEST_BYTES = 1 << 20  # a request is a page of YAML; front doors accept far less (yaml_guard)
 
-# Axolotl options a user may bring that this factory does not implement (yet). Rejected by name.
+# Axolotl options the factory does not implement yet, named in the error (see factory/axolotl.py for the
+# keys that ask for nothing, those ignored on this machine, and capabilities refused as a whole).
 AXOLOTL_UNSUPPORTED = {
-    "rl": "preference training (DPO/KTO/ORPO/GRPO)",
-    "dpo_beta": "preference training", "rl_beta": "preference training",
-    "load_in_8bit": "8-bit loading (use adapter: qlora with load_in_4bit)",
-    "gptq": "GPTQ bases", "deepspeed": "a DeepSpeed JSON file (use distributed: {strategy: deepspeed, zero_stage: N})",
-    "fsdp": "Axolotl's fsdp list (use distributed: {strategy: fsdp})", "fsdp_config": "fsdp_config (use distributed: {strategy: fsdp})",
-    "relora_steps": "ReLoRA", "peft_use_dora": "DoRA", "peft_use_rslora": "rsLoRA",
-    "lora_model_dir": "starting from an existing adapter", "unfrozen_parameters": "partial unfreezing",
-    "rope_scaling": "RoPE scaling", "noisy_embedding_alpha": "NEFTune", "neftune_noise_alpha": "NEFTune",
-    "wandb_project": "Weights & Biases logging", "wandb_entity": "Weights & Biases logging",
-    "wandb_name": "Weights & Biases logging", "wandb_watch": "Weights & Biases logging",
-    "wandb_log_model": "Weights & Biases logging", "mlflow_tracking_uri": "MLflow logging",
-    "special_tokens": "adding special tokens", "tokens": "adding tokens",
-    "xformers_attention": "xformers attention", "s2_attention": "shifted-sparse attention",
-    "group_by_length": "length-grouped batches (use sample_packing)",
-    "pad_to_sequence_len": "padding to sequence_len (packing pads nothing)",
-    "eval_sample_packing": "packed evaluation", "dataset_prepared_path": "a prepared-data path",
-    "early_stopping_patience": "early stopping", "resume_from_checkpoint": "an explicit resume path",
-    "unsloth_lora_mlp": "Unsloth kernels", "liger_kernel": "Liger kernels", "plugins": "Axolotl plugins",
     "chat_template_jinja": "chat_template_jinja (put the Jinja string in chat_template)",
-    "tokenizer_type": "tokenizer_type (the tokenizer comes with the base model)",
-    "model_type": "model_type (the class comes from the base model's config)",
-    "is_llama_derived_model": "is_llama_derived_model", "strict": "strict",
-    "torch_compile": "torch.compile", "hub_strategy": "hub_strategy", "local_rank": "local_rank",
+    "xformers_attention": "xformers attention (attn_implementation: sdpa is its equivalent)",
+    "unsloth_lora_mlp": "Unsloth kernels", "local_rank": "local_rank (accelerate sets it)",
 }
 
 Role = Literal["system", "user", "assistant"]
 # The transformers Trainer's optimizer names that run without extra code (bitsandbytes for the 8-bit and paged ones).
 Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
-                    "paged_adamw_32bit", "paged_adamw", "adamw_anyprecision", "adafactor", "sgd", "adagrad", "rmsprop",
-                    "lion_8bit", "lion_32bit", "paged_lion_8bit", "paged_lion_32bit", "ademamix", "ademamix_8bit"]
+                    "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit", "adamw_anyprecision", "adafactor",
+                    "sgd", "adagrad", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "lion_8bit",
+                    "lion_32bit", "paged_lion_8bit", "paged_lion_32bit", "ademamix", "ademamix_8bit",
+                    "paged_ademamix_8bit", "paged_ademamix_32bit", "schedule_free_adamw", "schedule_free_sgd",
+                    "schedule_free_radam", "stable_adamw", "grokadamw", "lomo", "adalomo", "apollo_adamw",
+                    "galore_adamw", "galore_adamw_8bit", "galore_adafactor"]
 
 
 class Strict(BaseModel):
@@ -70,6 +56,20 @@ class DatasetSpec(Strict):
     field_messages: str | None = Field(None, description="conversation column (sharegpt: conversations, messages: messages)")
     message_property_mappings: dict[Literal["role", "content"], str] | None = None
     roles: dict[Role, list[str]] | None = Field(None, description="extra source role names mapped to system/user/assistant")
+    drop_system_message: bool = Field(False, description="leave out system turns (conversation formats)")
+    data_files: list[str] | None = Field(None, description="the dataset repo's files to read (instead of by split)")
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, v: str) -> str:
+        if "[" in v and not re.fullmatch(r"[\w.-]+\[(-?\d*%?):(-?\d*%?)\]", v):
+            raise ValueError(f"'{v}': a slice is written like train[:20%] or train[100:2000]")
+        return v
+
+    @field_validator("data_files", mode="before")
+    @classmethod
+    def _files(cls, v):
+        return [v] if isinstance(v, str) else v
 
     @field_validator("path")
     @classmethod
@@ -141,8 +141,21 @@ class Request(Strict):
     # model
     base_model: str
     revision_of_model: str | None = None
-    chat_template: str | None = Field(None, description="built-in name (chatml, llama3, zephyr, mistral, phi3) or a Jinja string")
+    chat_template: str | None = Field(None, description="built-in name (chatml, llama3, zephyr, mistral, phi3), an "
+                                      "Axolotl template name (a model family's: the base tokenizer's own template), "
+                                      "tokenizer_default_fallback_NAME, or a Jinja string")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"] = "sdpa"
+    special_tokens: dict[Literal["bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
+                                 "mask_token"], str] | None = Field(None, description="set (and add when new) the "
+                                                                     "tokenizer's special tokens")
+    tokens: list[str] | None = Field(None, description="tokens to add to the vocabulary (embeddings grow; with LoRA "
+                                     "the embedding and output layers then train in full)")
+    base_config_overrides: dict[str, Any] | None = Field(None, description="overrides of the base model's config "
+                                                         "(e.g. output_router_logits: true; Axolotl's model_config)")
+    unfrozen_parameters: list[str] | None = Field(None, description="only parameters whose names match one of these "
+                                                  "regular expressions train (with an adapter: only its weights inside them)")
+    liger_kernel: bool = Field(False, description="Liger kernels when a CUDA device and liger-kernel are present "
+                               "(Axolotl's liger_* switches and plugin turn it on); ignored elsewhere")
     flash_attention: bool = False
     # data
     datasets: list[DatasetSpec] = Field(min_length=1)
@@ -156,12 +169,20 @@ class Request(Strict):
     # method
     adapter: Literal["lora", "qlora"] | None = None
     load_in_4bit: bool = False
+    load_in_8bit: bool = Field(False, description="LoRA on the base loaded in 8 bits (bitsandbytes LLM.int8); the "
+                               "adapter merges into the full-precision base")
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_target_modules: list[str] | None = None
+    lora_target_modules: list[str] | str | None = Field(None, description="module names, or one regular expression "
+                                                         "over the full module names (peft's meaning)")
     lora_target_linear: bool = False
     lora_modules_to_save: list[str] | None = None
+    lora_target_parameters: list[str] | None = Field(None, description="parameters (not modules) to adapt, e.g. fused "
+                                                     "MoE experts: experts.gate_up_proj (peft's target_parameters)")
+    peft_use_rslora: bool = Field(False, description="rank-stabilised LoRA scaling (alpha / sqrt(r))")
+    peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
+    bnb_config_kwargs: dict[str, Any] | None = Field(None, description="QLoRA: more BitsAndBytesConfig arguments")
     # optimisation
     micro_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -169,6 +190,8 @@ class Request(Strict):
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1, description="cosine decays to this fraction of "
+                                              "learning_rate instead of 0")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)
     optimizer: Optimizer = Field("adamw_torch", description="the transformers Trainer's optimizer names (adamw_bnb_8bit "
@@ -241,6 +264,17 @@ class Request(Strict):
             raise ValueError(f"{problem}, nor a local model folder with a config.json, nor a .gguf file")
         return v
 
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        from factory.axolotl import known_template_name
+
+        if v is None or "{{" in v or "{%" in v or v in ("chatml", "llama3", "zephyr", "phi3", "mistral") or known_template_name(v):
+            return v
+        close = difflib.get_close_matches(v, ["chatml", "llama3", "zephyr", "phi3", "mistral", "tokenizer_default"], n=1)
+        raise ValueError(f"'{v}' is not a template name the factory knows"
+                         + (f"; did you mean '{close[0]}'?" if close else "; give a Jinja string instead"))
+
     @field_validator("hub_endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
@@ -272,15 +306,27 @@ class Request(Strict):
     def _combinations(self) -> "Request":
         if self.adapter == "qlora" and not self.load_in_4bit:
             raise ValueError("adapter: qlora needs load_in_4bit: true (QLoRA trains LoRA on a 4-bit base)")
+        if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
+            raise ValueError("cosine_min_lr_ratio needs lr_scheduler: cosine")
+        if self.load_in_8bit and (self.adapter != "lora" or self.load_in_4bit):
+            raise ValueError("load_in_8bit: true needs adapter: lora (and not load_in_4bit: that is adapter: qlora)")
         if self.load_in_4bit and self.adapter != "qlora":
             raise ValueError("load_in_4bit: true needs adapter: qlora (4-bit weights cannot be trained directly)")
-        if self.adapter and not (self.lora_target_modules or self.lora_target_linear):
+        if self.adapter and not (self.lora_target_modules or self.lora_target_linear or self.lora_target_parameters):
             raise ValueError("an adapter needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true")
         if self.publish.adapter and not self.adapter:
             raise ValueError("publish.adapter: true needs an adapter (adapter: lora or qlora); a full finetune has none")
         if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
         return self
+
+    _compat: Any = PrivateAttr(default=None)  # factory.axolotl.Compat: the Axolotl keys taken out before validation
+
+    @property
+    def compat(self):
+        from factory.axolotl import Compat
+
+        return self._compat or Compat()
 
     @property
     def attention(self) -> str:
@@ -367,12 +413,20 @@ def parse_request(data: Any, source: str = "<request>", text: str | None = None)
     if not isinstance(data, dict):
         raise UserError(f"{source}: a request is a YAML mapping of keys to values (base_model: ..., datasets: ...), "
                         f"got {'a list' if isinstance(data, list) else type(data).__name__}")
+    from factory.axolotl import normalise
+
+    data, compat = normalise(data, set(Request.model_fields), set(DatasetSpec.model_fields))
+    if compat.refused:
+        raise UserError(f"{source}: this config needs what the factory does not do:\n  " + "\n  ".join(
+            f"{cap} ({', '.join(keys)})" for cap, keys in compat.refused.items()))
     try:
-        return Request.model_validate(data)
+        request = Request.model_validate(data)
     except ValidationError as exc:
         lines = _line_index(text) if text else {}
         problems = [_explain(e, lines, source) for e in exc.errors()]
         raise UserError("invalid request:\n  " + "\n  ".join(problems)) from None
+    request._compat = compat
+    return request
 
 
 def load_request(path: str | Path) -> Request:
@@ -407,6 +461,10 @@ def _resolve_local_paths(data: dict, folder: Path) -> dict:
                 return f"{name}={(folder / path).resolve()}"
             return b
         data = {**data, "contamination": {**cont, "benchmarks": [absolute(b) for b in cont["benchmarks"]]}}
+    for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
+        value = data.get(key)  # a relative folder is the request's folder's, like a dataset file
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() and ".." not in Path(value).parts:
+            data = {**data, key: str((folder / value).resolve())}
     datasets = data.get("datasets")
     if not isinstance(datasets, list):
         return data

@@ -6,9 +6,11 @@ Local files (json, jsonl, parquet, csv) or Hub dataset repos through the Hub pro
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +35,7 @@ class DatasetReport:
     examples: list[str] = field(default_factory=list)  # "row 12: missing field 'output'"
     revision: str | None = None  # the Hub commit the files came from (None for local files)
     encodings: list[str] = field(default_factory=list)  # "x.csv: decoded from UTF-16 LE with a BOM"
+    sliced: int = 0  # usable rows outside the split's slice (split: train[:20%])
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision",
@@ -164,16 +167,53 @@ def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
     files = repo_data_files(root)
     if spec.name:
         files = [p for p in files if spec.name in p.relative_to(root).parts]
-    chosen = [p for p in files if p.stem.split("-")[0] == spec.split or p.parent.name == spec.split]
-    if not chosen and spec.split == "train" and len(files) == 1:
-        chosen = files
+    if spec.data_files:  # the request names the files: no split matching
+        chosen = [p for p in files if any(fnmatch.fnmatchcase(p.relative_to(root).as_posix(), f) for f in spec.data_files)]
+        what = f"data_files {spec.data_files}"
+    else:
+        split = split_parts(spec.split)[0]
+        chosen = [p for p in files if p.stem.split("-")[0] == split or p.parent.name == split]
+        if not chosen and split == "train" and len(files) == 1:
+            chosen = files
+        what = f"split '{split}'"
     if not chosen:
         names = ", ".join(p.relative_to(root).as_posix() for p in files) or "none"
-        raise UserError(f"dataset '{spec.path}' has no files for split '{spec.split}' (files: {names})")
+        raise UserError(f"dataset '{spec.path}' has no files for {what} (files: {names})")
     return chosen, revision
 
 
+SPLIT = re.compile(r"([\w.-]+)\[(-?\d*%?):(-?\d*%?)\]")
+
+
+def split_parts(split: str) -> tuple[str, str | None, str | None]:
+    """'train[:20%]' -> ('train', '', '20%'): the split's name and the slice bounds (Hugging Face datasets' syntax)."""
+    m = SPLIT.fullmatch(split)
+    return (m.group(1), m.group(2), m.group(3)) if m and m.group(2) is not None else (split, None, None)
+
+
+def _bound(text: str | None, n: int) -> int | None:
+    if not text:
+        return None
+    return round(n * int(text[:-1]) / 100) if text.endswith("%") else int(text)
+
+
+def _sliced(spec: DatasetSpec, samples: Iterator[Sample], report: DatasetReport) -> Iterator[Sample]:
+    _, lo, hi = split_parts(spec.split)
+    if lo is None:
+        yield from samples
+        return
+    rows = list(samples)  # a percentage needs the count
+    kept = rows[_bound(lo, len(rows)):_bound(hi, len(rows))]
+    report.sliced = len(rows) - len(kept)
+    yield from kept
+
+
 def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
+    """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200])."""
+    return _sliced(spec, _all_samples(spec, hub, report), report)
+
+
+def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
     files, report.revision = dataset_files(spec, hub)
     for path in files:
         notes: list[str] = []

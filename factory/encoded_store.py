@@ -116,8 +116,9 @@ def load(path: Path) -> tuple[str, list[Encoded], list[Encoded]]:
 
 
 def cache_key(train: list[Sample], evalset: list[Sample], tokenizer_dir: Path, template: str,
-              train_on_inputs: bool) -> str:
-    h = hashlib.sha256(json.dumps({"version": VERSION, "template": template, "train_on_inputs": train_on_inputs},
+              train_on_inputs: bool, added_tokens: dict | None = None) -> str:
+    h = hashlib.sha256(json.dumps({"version": VERSION, "template": template, "train_on_inputs": train_on_inputs,
+                                   **({"added_tokens": added_tokens} if added_tokens else {})},
                                   sort_keys=True).encode())
     for name in TOKENIZER_FILES:
         p = Path(tokenizer_dir) / name
@@ -130,7 +131,8 @@ def cache_key(train: list[Sample], evalset: list[Sample], tokenizer_dir: Path, t
     return h.hexdigest()[:32]
 
 
-def cache_path(key: str) -> Path:
+def cache_path(key: str, root: str | Path | None = None) -> Path:
+    """Where the encoded samples of key live: under root (a request's dataset_prepared_path) or the factory's cache."""
     from factory.home import factory_home
 
-    return factory_home() / "cache" / "encoded" / f"{key}.npz"
+    return Path(root).expanduser() / f"{key}.npz" if root else factory_home() / "cache" / "encoded" / f"{key}.npz"

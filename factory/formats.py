@@ -16,7 +16,8 @@ SHAREGPT_ROLES = {
     "gpt": "assistant", "assistant": "assistant", "model": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
     "system": "system",
 }
-MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system",
+                  "human": "user", "gpt": "assistant"}  # Axolotl's chat_template default roles include ShareGPT's
 
 
 class Malformed(ValueError):
@@ -107,6 +108,8 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
     system = _string(row, spec.field_system, required=False)  # e.g. LLaMA-Factory's `system` or `tools` column
     if system.strip() and out[0][0] != "system":
         out.insert(0, ("system", system))
+    if spec.drop_system_message:
+        out = [t for t in out if t[0] != "system"]
     return Sample(messages=tuple(out))
 
 

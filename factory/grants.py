@@ -45,8 +45,9 @@ def local_paths(request: Request) -> list[tuple[str, str]]:
             out.append((f"contamination.benchmarks ({name})", path))
     if request.contamination.embedding_model:
         out.append(("contamination.embedding_model", request.contamination.embedding_model))
-    if request.output_dir:
-        out.append(("output_dir", request.output_dir))
+    for key in ("output_dir", "dataset_prepared_path", "lora_model_dir", "resume_from_checkpoint"):
+        if getattr(request, key):
+            out.append((key, getattr(request, key)))
     return out
 
 

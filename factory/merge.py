@@ -52,11 +52,16 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
     else:
         from peft import PeftModel
 
+        from factory.tokens import grow_embeddings
+
         if request.adapter == "qlora":
             base, trained_against = _dequantized_base(request, base_dir)
         else:
             base, trained_against = (AutoModelForCausalLM.from_pretrained(base_dir, dtype=compute_dtype(request)),
                                      load_base(request, base_dir, for_training=False))
+        tokenizer = AutoTokenizer.from_pretrained(trained)  # with the request's added tokens: grow as in training
+        grow_embeddings(base, tokenizer)
+        grow_embeddings(trained_against, tokenizer)
         reference = PeftModel.from_pretrained(trained_against, trained).eval()
         model = PeftModel.from_pretrained(base, trained).merge_and_unload().eval()
         if probe:
@@ -65,7 +70,8 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
                           - reference(input_ids=torch.tensor([ids])).logits.float()).abs().max().item() for ids in probe]
             check = {"max_abs_logit_diff": max(diffs), "probe_sequences": len(probe),
                      "probe_tokens": sum(map(len, probe)),
-                     "against": "adapter on the 4-bit base" if request.adapter == "qlora" else "adapter on the base"}
+                     "against": "adapter on the 4-bit base" if request.adapter == "qlora" else
+                     "adapter on the 8-bit base it was trained on" if request.load_in_8bit else "adapter on the base"}
         del reference, trained_against
     model.config.use_cache = True  # inference default for the published model
     model.save_pretrained(tmp, safe_serialization=True)

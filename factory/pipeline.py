@@ -22,6 +22,7 @@ from factory.home import placeholders
 from factory.hub import Hub, model_folder
 from factory.progress import Event, MainOnly, Reporter
 from factory.redact import redact
+from factory.tokens import cache_part, load_tokenizer
 
 
 @dataclass
@@ -87,8 +88,6 @@ def stage_resolve(run: Run) -> dict:
 
 
 def stage_data(run: Run, resolved: dict) -> dict:
-    from transformers import AutoTokenizer
-
     from factory.chat import resolve_template
     from factory.data import prepare
     from factory.decontaminate import apply_policy
@@ -99,7 +98,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
                                                               sum(r.malformed for r in prepared.reports))
     if contamination is not None:
         atomic.write_json(run.dir / "contamination.json", contamination)
-    tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
+    tokenizer = load_tokenizer(req, resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
     encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, train_samples, eval_samples)
     counts = {"dropped": 0, "truncated": 0}
@@ -167,8 +166,9 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
     from factory.encode import encode_all
 
     req = run.request
-    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs)
-    path = encoded_store.cache_path(key)
+    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs,
+                                  cache_part(req) if (req.special_tokens or req.tokens) else None)
+    path = encoded_store.cache_path(key, req.dataset_prepared_path)
     if path.is_file():
         try:
             _, a, b = encoded_store.load_arrays(path)
@@ -191,13 +191,11 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
 
 
 def stage_train(run: Run, resolved: dict) -> dict:
-    from transformers import AutoTokenizer
-
     from factory.card import hardware
     from factory.train import train
 
     template, train_set, eval_set = load_encoded(run)
-    tokenizer = AutoTokenizer.from_pretrained(resolved["base_dir"])
+    tokenizer = load_tokenizer(run.request, resolved["base_dir"])
     tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
     result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
     run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"

@@ -30,6 +30,11 @@ WORKER_KEYS = {
     "resume_from_checkpoint": "names a folder on the worker", "deepspeed": "names a JSON file on the worker",
     "chat_template_jinja": "names a template file on the worker", "tokenizer_config": "names a file on the worker",
     "pretraining_dataset": "streams data from a path or URL",
+    "mlflow_tracking_uri": "sends the run's metrics to a server the request names",
+    **{k: "reports to the operator's tracking account" for k in (
+        "wandb_project", "wandb_entity", "wandb_name", "wandb_run_id", "wandb_mode", "wandb_watch", "wandb_log_model",
+        "use_trackio", "trackio_project_name", "trackio_run_name", "trackio_space_id", "mlflow_experiment_name",
+        "mlflow_run_name", "use_tensorboard")},
 }
 NESTED_WORKER_KEYS = {("contamination", "embedding_model"): "names a model folder on the worker",
                       ("datasets", "data_files"): "names files on the worker"}
@@ -68,8 +73,10 @@ def check_raw(data: object, source: str) -> None:
     """Rules on the request as written (before the schema): keys that reach the worker's disk or Python."""
     if not isinstance(data, dict):
         return
+    from factory.axolotl import asks_for_nothing
+
     for key, why in WORKER_KEYS.items():
-        if key in data:
+        if key in data and not asks_for_nothing(data[key]):  # Axolotl configs carry many of these empty
             raise UserError(f"{source}: worker-path-key: `{key}` {why}; requests from front doors may not set it")
     for (outer, inner), why in NESTED_WORKER_KEYS.items():
         value = data.get(outer)

@@ -53,6 +53,8 @@ def pick_attention(request: Request, cuda: bool, has_flash: bool) -> str:
     explicit = "attn_implementation" in request.model_fields_set or request.flash_attention
     if not explicit and cuda and has_flash and (use_bf16(request) or request.fp16):
         return "flash_attention_2"
+    if request.attention.startswith("flash_attention") and not (cuda and has_flash):
+        return "sdpa"  # asked for (Axolotl configs nearly all do), but it cannot run here: the same attention, slower
     return request.attention
 
 
@@ -61,15 +63,20 @@ def load_base(request: Request, model_dir: Path, for_training: bool = True):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": compute_dtype(request), "attn_implementation": pick_attention(
-        request, torch.cuda.is_available(), importlib.util.find_spec("flash_attn") is not None)}
+    kwargs = {**(request.base_config_overrides or {}), "dtype": compute_dtype(request), "trust_remote_code": request.trust_remote_code,
+              "attn_implementation": pick_attention(request, torch.cuda.is_available(),
+                                                    importlib.util.find_spec("flash_attn") is not None)}
     if request.adapter == "qlora":
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs["dtype"],
-        )
+        kwargs["quantization_config"] = BitsAndBytesConfig(**{
+            "load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+            "bnb_4bit_compute_dtype": kwargs["dtype"], **(request.bnb_config_kwargs or {})})
+        kwargs["device_map"] = "auto" if torch.cuda.is_available() else "cpu"
+    elif request.load_in_8bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = "auto" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     model.config.use_cache = False  # a cache silently turns packed-sample isolation off
@@ -81,19 +88,30 @@ def load_base(request: Request, model_dir: Path, for_training: bool = True):
             if isinstance(m, bnb.nn.Linear4bit):
                 m.support_avx512bf16_for_cpu = False
         if for_training:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=request.gradient_checkpointing)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(request.gradient_checkpointing))
+    elif request.load_in_8bit and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(request.gradient_checkpointing))
     return model
 
 
-def wrap_adapter(request: Request, model):
+def wrap_adapter(request: Request, model, train_in_full: list[str] | None = None):
+    """LoRA/QLoRA around the model; train_in_full: layers trained whole and saved with the adapter (new tokens' rows)."""
     if request.adapter is None:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if request.lora_model_dir:  # continue training an existing adapter (its own r, alpha and targets)
+        return PeftModel.from_pretrained(model, request.lora_model_dir, is_trainable=True)
 
     config = LoraConfig(
         r=request.lora_r, lora_alpha=request.lora_alpha, lora_dropout=request.lora_dropout,
         target_modules="all-linear" if request.lora_target_linear else request.lora_target_modules,
-        modules_to_save=request.lora_modules_to_save, task_type="CAUSAL_LM",
+        modules_to_save=sorted(set(request.lora_modules_to_save or []) | set(train_in_full or [])) or None,
+        target_parameters=request.lora_target_parameters, use_rslora=request.peft_use_rslora,
+        use_dora=request.peft_use_dora,
+        task_type="CAUSAL_LM",
     )
     import warnings
 
@@ -144,6 +162,80 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                     f.write(json.dumps(row) + "\n")
 
     return Progress()
+
+
+def _loss_watchdog(request: Request):
+    """Stop a run whose logged training loss stays above loss_watchdog_threshold for loss_watchdog_patience logs."""
+    from transformers import TrainerCallback
+
+    from factory.errors import UserError
+
+    class LossWatchdog(TrainerCallback):
+        def __init__(self):
+            self.high = 0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            self.high = self.high + 1 if loss > request.loss_watchdog_threshold else 0
+            if self.high >= request.loss_watchdog_patience:
+                raise UserError(f"loss watchdog: the training loss was above {request.loss_watchdog_threshold:g} for "
+                                f"{self.high} logged steps in a row (last {loss:.4f} at step {state.global_step}); "
+                                "the run was stopped. Lower learning_rate, or raise loss_watchdog_threshold")
+
+    return LossWatchdog()
+
+
+def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dict:
+    """Checkpoint and evaluation cadence, and early stopping, as TrainingArguments."""
+    save_steps = request.save_steps or max(1, steps_per_epoch // (request.saves_per_epoch or 1))
+    out = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": request.save_total_limit}
+    every = request.eval_steps or (max(1, steps_per_epoch // request.evals_per_epoch) if request.evals_per_epoch else None)
+    if has_eval and (every or request.early_stopping_patience):
+        every = every or save_steps
+        out.update(eval_strategy="steps", eval_steps=every)
+        if request.early_stopping_patience:  # the best checkpoint is kept and loaded at the end
+            out.update(save_steps=every, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                       greater_is_better=False)
+    return out
+
+
+def report_to(request: Request) -> list[str]:
+    """The trackers the request names whose package is installed here (the Trainer reports to them)."""
+    wanted = {"wandb": bool(request.wandb_project), "trackio": request.use_trackio or bool(request.trackio_project_name),
+              "mlflow": bool(request.mlflow_tracking_uri or request.mlflow_experiment_name),
+              "tensorboard": request.use_tensorboard}
+    return [name for name, on in wanted.items() if on and importlib.util.find_spec(name) is not None]
+
+
+def tracker_env(request: Request) -> dict[str, str]:
+    """The environment the Trainer's tracker integrations read (set for the run, not the process's lifetime)."""
+    pairs = {"WANDB_PROJECT": request.wandb_project, "WANDB_ENTITY": request.wandb_entity,
+             "WANDB_NAME": request.wandb_name, "WANDB_RUN_ID": request.wandb_run_id, "WANDB_MODE": request.wandb_mode,
+             "WANDB_WATCH": request.wandb_watch, "WANDB_LOG_MODEL": request.wandb_log_model,
+             "TRACKIO_PROJECT": request.trackio_project_name, "TRACKIO_SPACE_ID": request.trackio_space_id,
+             "MLFLOW_TRACKING_URI": request.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": request.mlflow_experiment_name,
+             "MLFLOW_RUN_NAME": request.mlflow_run_name}
+    return {k: v for k, v in pairs.items() if v}
+
+
+class _environ:
+    """Set environment variables for a block, then restore them."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def world_size() -> int:
@@ -231,7 +323,28 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     from transformers import set_seed
 
     set_seed(request.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
-    model = wrap_adapter(request, load_base(request, model_dir))
+    from factory.tokens import grow_embeddings
+
+    model = load_base(request, model_dir)
+    grown = grow_embeddings(model, tokenizer)  # the request added tokens: new embedding rows must train
+    if grown:
+        reporter.emit(Event("train", f"vocabulary grown to {len(tokenizer):,} tokens; "
+                                     + (f"{', '.join(grown)} train in full" if request.adapter else "new rows train")))
+    model = wrap_adapter(request, model, grown)
+    if request.unfrozen_parameters:
+        import re
+
+        patterns = [re.compile(p) for p in request.unfrozen_parameters]
+        for name, param in model.named_parameters():
+            if param.requires_grad or not request.adapter:  # an adapter's frozen base stays frozen
+                param.requires_grad = any(p.search(name.removeprefix("base_model.model.")) for p in patterns)
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if n == 0:
+            from factory.errors import UserError
+
+            raise UserError(f"unfrozen_parameters {request.unfrozen_parameters} match no parameter of the model")
+        reporter.emit(Event("train", f"unfrozen_parameters: {n:,} of {sum(p.numel() for p in model.parameters()):,} "
+                                     "parameters train"))
     if request.adapter:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -252,22 +365,27 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         max_steps=request.max_steps or -1,
         train_sampling_strategy="sequential",
         learning_rate=request.learning_rate,
-        lr_scheduler_type=request.lr_scheduler,
+        lr_scheduler_type="cosine_with_min_lr" if request.cosine_min_lr_ratio is not None else request.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": request.cosine_min_lr_ratio} if request.cosine_min_lr_ratio is not None else None,
         warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
         optim=request.optimizer,
+        adam_beta1=request.adam_beta1,
+        adam_beta2=request.adam_beta2,
+        adam_epsilon=request.adam_epsilon,
         weight_decay=request.weight_decay,
         max_grad_norm=request.max_grad_norm,
         bf16=use_bf16(request),
         fp16=request.fp16,
-        activation_checkpointing=request.gradient_checkpointing,  # the Axolotl key; transformers 5 renamed it
+        tf32=request.tf32 if torch.cuda.is_available() else None,  # TF32 exists on NVIDIA GPUs only
+        use_liger_kernel=request.liger_kernel and torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
+        activation_checkpointing=bool(request.gradient_checkpointing),  # the Axolotl key; transformers 5 renamed it
+        gradient_checkpointing_kwargs=request.gradient_checkpointing_kwargs,
         seed=request.seed,
         data_seed=request.seed,
         logging_steps=request.logging_steps,
         logging_first_step=True,
-        save_strategy="steps",
-        save_steps=request.save_steps or steps_per_epoch,
-        save_total_limit=request.save_total_limit,
-        report_to=[],
+        **schedule_args(request, steps_per_epoch, bool(eval_bins)),
+        report_to=report_to(request),
         disable_tqdm=True,
         remove_unused_columns=False,
         prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary
@@ -286,11 +404,18 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
                       callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency,
                                                  len(rows) / len(train_bins))])
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl
-    last = last_complete_checkpoint(ckpt_dir)
+    if request.loss_watchdog_threshold:
+        trainer.add_callback(_loss_watchdog(request))
+    if request.early_stopping_patience and eval_bins:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=request.early_stopping_patience))
+    last = last_complete_checkpoint(ckpt_dir) or request.resume_from_checkpoint
     if last:
-        reporter.emit(Event("train", f"resuming from {Path(last).name}"))
+        reporter.emit(Event("train", f"resuming from {last if last == request.resume_from_checkpoint else Path(last).name}"))
     t0 = time.time()
-    out = trainer.train(resume_from_checkpoint=last)
+    with _environ(tracker_env(request)):
+        out = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
     seen = trainer.state.num_input_tokens_seen  # kept in checkpoints, so it counts across a resume too
     eval_loss = trainer.evaluate()["eval_loss"] if eval_bins else None

@@ -53,9 +53,10 @@ def test_unknown_nested_key_has_path_and_line(tmp_path):
     assert "datasets[0].feild_output" in msg and "did you mean `field_output`" in msg and "req.yaml:5" in msg
 
 
-def test_axolotl_key_not_supported_is_named(tmp_path):
+def test_axolotl_capability_not_supported_is_named(tmp_path):
     msg = error_of(tmp_path, GOOD + "rl: dpo\n")
-    assert "`rl` is an Axolotl option this factory does not support yet" in msg
+    assert "this config needs what the factory does not do" in msg and "preference and reward training" in msg
+    assert msg.rstrip().endswith("(rl)")
 
 
 def test_wrong_type(tmp_path):
@@ -64,8 +65,8 @@ def test_wrong_type(tmp_path):
 
 
 def test_every_problem_is_listed(tmp_path):
-    msg = error_of(tmp_path, GOOD + "sequence_len: -3\nwandb_project: x\n")
-    assert "sequence_len" in msg and "wandb_project" in msg
+    msg = error_of(tmp_path, GOOD + "sequence_len: -3\nwandb_projcet: x\n")
+    assert "sequence_len" in msg and "wandb_projcet" in msg and "did you mean `wandb_project`" in msg
 
 
 @pytest.mark.parametrize("bad", ["../x", "/etc", "org/../etc", "a/b/c", "org/na me"])
@@ -110,6 +111,10 @@ def test_validate_cli_exit_codes(tmp_path, home, capsys):
     # a valid schema with an unknown base model: exit 2 and a message naming it
     assert main(["validate", str(write(tmp_path, GOOD))]) == 2
     assert "org/base" in capsys.readouterr().err
+    # --offline: the same request is checked without its base model, which is said
+    assert main(["validate", "--offline", str(write(tmp_path, GOOD))]) == 0
+    out = capsys.readouterr().out
+    assert "base-unavailable" in out and "org/base" in out and "valid" in out
 
 
 def test_missing_dataset_file_fails_in_run(tmp_path, home, capsys):

@@ -147,6 +147,9 @@ def test_flash_attention_is_picked_only_where_it_can_run():
     assert pick_attention(chosen, cuda=True, has_flash=True) == "eager"  # the user's choice stands
     fp32 = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": False})
     assert pick_attention(fp32, cuda=True, has_flash=True) == "sdpa"  # flash-attention needs bf16/fp16
+    asked = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "attn_implementation": "flash_attention_2"})
+    assert pick_attention(asked, cuda=True, has_flash=True) == "flash_attention_2"
+    assert pick_attention(asked, cuda=False, has_flash=False) == "sdpa"  # an Axolotl config on a CPU still runs
 
 
 def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_base, capsys):

@@ -1,0 +1,160 @@
+"""Axolotl configs as requests: the 192 example configs validate or are refused by capability, and five
+of them run (prepare + a short training run) with only base_model and the dataset paths substituted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from factory.cli import main
+from factory.config import parse_request
+from factory.errors import UserError
+
+
+def _req(**kw):
+    return parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], **kw})
+
+
+def test_keys_that_ask_for_nothing_are_accepted_and_listed():
+    r = _req(wandb_project=None, lora_model_dir=None, load_in_8bit=False, strict=False, model_type="AutoModelForCausalLM",
+             tokenizer_type="AutoTokenizer", eval_sample_packing=True, plugins=[], fp16=None)
+    summary = "\n".join(r.compat.summary())
+    for key in ("strict", "model_type", "tokenizer_type", "eval_sample_packing", "fp16: null", "wandb_project: null"):
+        assert key in summary
+    assert r.fp16 is False and r.load_in_8bit is False
+
+
+def test_a_typo_is_still_an_error_with_a_suggestion():
+    with pytest.raises(UserError, match="did you mean `learning_rate`"):
+        _req(learning_rat=1e-4)
+
+
+def test_capabilities_are_refused_once_each_by_name():
+    with pytest.raises(UserError) as exc:
+        _req(rl="dpo", rl_beta=0.1, qat={"weight_dtype": "int8"}, processor_type="AutoProcessor")
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 4  # the header and one line per capability
+    assert any(line.strip().startswith("preference and reward training") and "rl, rl_beta" in line for line in lines)
+    assert any("quantisation-aware training" in line for line in lines)
+    assert any("vision and audio models" in line for line in lines)
+
+
+def test_translations():
+    assert _req(deepspeed="deepspeed_configs/zero3_bf16.json").distributed.zero_stage == 3
+    assert _req(fsdp_version=2, fsdp_config={"offload_params": False}).distributed.strategy == "fsdp"
+    assert _req(dp_shard_size=4).distributed.strategy == "fsdp"
+    assert _req(batch_size=8, micro_batch_size=2).gradient_accumulation_steps == 4
+    assert _req(tokens={"pad_token": "<pad>"}).special_tokens == {"pad_token": "<pad>"}
+    assert _req(attn_implementation="xformers").attn_implementation == "sdpa"
+    assert _req(liger_rms_norm=True, liger_glu_activation=True).liger_kernel is True
+    assert _req(chat_template="tokenizer_default").chat_template is None
+    r = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d", "type": "chat_template", "field_messages": "c",
+                                                          "message_field_role": "from", "message_field_content": "value",
+                                                          "roles_to_train": ["assistant"], "train_on_eos": "turn"}]})
+    d = r.datasets[0]
+    assert (d.type, d.field_messages, d.message_property_mappings) == ("messages", "c", {"role": "from", "content": "value"})
+    with pytest.raises(UserError, match="training on turns of other roles"):
+        parse_request({"base_model": "o/m", "datasets": [{"path": "o/d", "type": "chat_template", "roles_to_train": ["user"]}]})
+    with pytest.raises(UserError, match="not a template name the factory knows; did you mean 'chatml'"):
+        _req(chat_template="chatmlx")
+
+
+def test_schedule_and_tracking_arguments():
+    from factory.train import report_to, schedule_args, tracker_env
+
+    assert schedule_args(_req(saves_per_epoch=4), 100, False)["save_steps"] == 25
+    args = schedule_args(_req(evals_per_epoch=2, early_stopping_patience=3), 100, True)
+    assert args["eval_steps"] == args["save_steps"] == 50 and args["load_best_model_at_end"]
+    assert "eval_strategy" not in schedule_args(_req(evals_per_epoch=2), 100, False)  # nothing to evaluate
+    assert report_to(_req()) == []
+    assert tracker_env(_req(wandb_project="p", wandb_mode="offline")) == {"WANDB_PROJECT": "p", "WANDB_MODE": "offline"}
+
+
+def test_front_doors_refuse_what_reaches_the_workers_disk_or_accounts():
+    from factory.remote_policy import check_raw
+
+    check_raw({"wandb_project": None, "dataset_prepared_path": None, "trust_remote_code": False}, "r")  # empty: fine
+    for key, value in (("mlflow_tracking_uri", "http://x"), ("wandb_project", "p"), ("lora_model_dir", "/a")):
+        with pytest.raises(UserError, match="worker-path-key"):
+            check_raw({key: value}, "r")
+
+
+def test_every_example_config_validates_or_is_refused_by_capability(shared, home, monkeypatch):
+    """`factory validate` over Axolotl's 192 examples, offline (no base model facts): none crashes.
+    The fractions are floors of what this version reaches (the issue aims at 80% / 60%; see the README)."""
+    from factory.axolotl_survey import survey
+
+    monkeypatch.setenv("FACTORY_HUB", "local")
+    result = survey(shared / "axolotl_examples")
+    print(result.table())
+    assert result.total == 192 and not result.crashed, result.crashed
+    assert result.sft_valid / result.sft_total >= 0.70
+    assert result.valid / result.total >= 0.52
+    assert not any(r.startswith("unknown key") for r in result.refusals), result.refusals
+
+
+# ---- five configs, run -----------------------------------------------------------------------------
+
+FIVE = {  # config: (what it shows, the shared file in its format, rows)
+    "llama-3__lora-1b.yml": ("LoRA, special_tokens pad token", "sft_alpaca/alpaca_libre_tasks_v3.jsonl", 24),
+    "llama-3__qlora.yml": ("QLoRA", "sft_alpaca/alpaca_libre_tasks_v3.jsonl", 24),
+    "LiquidAI__lfm2-350m-fft.yaml": ("full finetune, chat_template with ShareGPT fields, split train[:20%]",
+                                     "chat_sharegpt/fastchat_dummy_conversation.json", 60),
+    "archived__deepcoder__deepcoder-14B-preview-lora.yml": ("chat_template dataset (messages), LoRA on an 8-bit base, "
+                                                            "evals_per_epoch, saves_per_epoch",
+                                                            "chat_messages/llamafactory_kto_en_demo.json", 12),
+    "archived__mpt-7b__config.yml": ("full finetune, Axolotl's old `tokens:` as special tokens",
+                                     "sft_alpaca/alpaca_libre_tasks_v3.jsonl", 24),
+}
+
+
+@pytest.fixture(scope="module")
+def long_tiny_base(tmp_path_factory):
+    """The tiny base with room for Axolotl's sequence lengths (max_position_embeddings 8192)."""
+    from factory.tiny import write_base
+
+    path = tmp_path_factory.mktemp("tiny-8k")
+    write_base(path)
+    config = json.loads((path / "config.json").read_text())
+    config["max_position_embeddings"] = 8192
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def _rows(shared, name: str, n: int) -> list:
+    path = shared / name
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.suffix == ".jsonl" \
+        else json.loads(path.read_text())
+    return rows[:n]
+
+
+@pytest.mark.parametrize("config", list(FIVE))
+def test_five_axolotl_configs_run_with_two_substitutions(config, shared, home, long_tiny_base, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTORY_HUB", "local")
+    what, data_name, n = FIVE[config]
+    data = yaml.safe_load((shared / "axolotl_examples" / config).read_text())
+    data_file = tmp_path / f"data{'.jsonl' if data_name.endswith('.jsonl') else '.json'}"
+    rows = _rows(shared, data_name, n)
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows) if data_file.suffix == ".jsonl" else json.dumps(rows))
+    data["base_model"] = str(long_tiny_base)  # substitution 1
+    for ds in data["datasets"]:
+        ds["path"] = str(data_file)  # substitution 2
+    request = tmp_path / config
+    request.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["validate", str(request)]) == 0
+    assert main(["prepare", str(request)]) == 0
+    assert main(["run", str(request)]) == 0, what
+    runs = list((tmp_path / "outputs").glob("*")) or list((home / "runs").glob("*"))
+    merged = next(p for r in runs for p in [r / "merged"] if p.is_dir())
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(merged)
+    wanted = data.get("special_tokens") or (data["tokens"] if isinstance(data.get("tokens"), dict) else None)
+    if wanted:
+        assert tok.pad_token == wanted["pad_token"]
+        config_json = json.loads((merged / "config.json").read_text())
+        assert config_json["vocab_size"] >= len(tok)  # the embeddings grew with the tokenizer
+    shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
