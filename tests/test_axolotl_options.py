@@ -1,0 +1,119 @@
+"""The Axolotl options the factory implements do what they say, on short runs of the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from factory.cli import main
+
+
+def _request(tmp_path: Path, base: Path, rows: int = 48, **keys) -> Path:
+    from factory import synthetic
+
+    data = tmp_path / "train.jsonl"
+    if not data.is_file():
+        data.write_text("".join(json.dumps(r) + "\n" for r in synthetic.generate(rows, held_out=False, seed=3)))
+    req = {"base_model": str(base), "datasets": [{"path": str(data), "type": "alpaca"}], "sequence_len": 256,
+           "micro_batch_size": 1, "num_epochs": 1, "learning_rate": 1e-3, "logging_steps": 1,
+           "publish": {"enabled": False}, **keys}
+    path = tmp_path / f"req-{len(list(tmp_path.glob('req-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(req))
+    return path
+
+
+def _run_dir(home: Path, name_part: str = "") -> Path:
+    return max((p for p in (home / "runs").iterdir() if name_part in p.name), key=lambda p: p.stat().st_mtime)
+
+
+def test_loss_watchdog_stops_a_run_whose_loss_stays_high(tmp_path, home, tiny_base, capsys):
+    req = _request(tmp_path, tiny_base, loss_watchdog_threshold=0.01, loss_watchdog_patience=2)
+    assert main(["run", str(req)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "loss watchdog" in err and "above 0.01 for 2 logged steps" in err
+    assert not (_run_dir(home) / "merged").exists()  # nothing after training ran
+
+
+def test_early_stopping_ends_the_run_when_eval_loss_stops_improving(tmp_path, home, tiny_base):
+    """A learning rate far too high makes the eval loss worse at once: patience 1 stops after two evaluations."""
+    keys = dict(rows=48, val_set_size=0.25, learning_rate=0.5, lr_scheduler="constant", eval_steps=2,
+                sample_packing=False, save_total_limit=3)
+    assert main(["run", str(_request(tmp_path, tiny_base, output_dir=str(tmp_path / "full"), **keys))]) == 0
+    planned = json.loads((tmp_path / "full" / "stages" / "train.json").read_text())["steps"]
+    assert main(["run", str(_request(tmp_path, tiny_base, output_dir=str(tmp_path / "early"),
+                                     early_stopping_patience=1, **keys))]) == 0
+    stopped = json.loads((tmp_path / "early" / "stages" / "train.json").read_text())["steps"]
+    assert planned >= 30 and stopped <= planned // 3, (planned, stopped)  # stopped at the first evaluation that got worse
+    state = json.loads(sorted((tmp_path / "early" / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    evals = [h["eval_loss"] for h in state["log_history"] if "eval_loss" in h]
+    assert evals[-1] > min(evals) == state["best_metric"]  # it stopped because the last evaluation was worse
+
+
+def test_lora_model_dir_continues_an_existing_adapter(tmp_path, home, tiny_base):
+    import torch
+    from safetensors.torch import load_file
+
+    first = _request(tmp_path, tiny_base, adapter="lora", lora_target_linear=True, output_dir=str(tmp_path / "a"))
+    assert main(["run", str(first)]) == 0
+    adapter_a = tmp_path / "a" / "adapter"
+    a = load_file(adapter_a / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in a.items())  # trained, not the zero init
+    second = _request(tmp_path, tiny_base, adapter="lora", lora_target_linear=True, lora_model_dir=str(adapter_a),
+                      max_steps=1, learning_rate=1e-7, output_dir=str(tmp_path / "b"))
+    assert main(["run", str(second)]) == 0
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # started from a, one tiny step away
+
+
+def test_dataset_prepared_path_holds_the_tokenised_cache(tmp_path, home, tiny_base, capsys):
+    req = _request(tmp_path, tiny_base, dataset_prepared_path="prepared")
+    assert main(["prepare", str(req)]) == 0
+    assert len(list((tmp_path / "prepared").glob("*.npz"))) == 1  # relative to the request's folder
+    assert not (home / "cache" / "encoded").exists()
+    capsys.readouterr()
+    again = _request(tmp_path, tiny_base, dataset_prepared_path="prepared", output_dir=str(tmp_path / "other-run"))
+    assert main(["prepare", str(again)]) == 0  # another run of the same data finds it there
+    assert "cache hit" in capsys.readouterr().out
+
+
+def test_unfrozen_parameters_train_only_what_they_match(tmp_path, home, tiny_base):
+    from safetensors.torch import load_file
+
+    req = _request(tmp_path, tiny_base, unfrozen_parameters=[r"^model\.layers\.0\.mlp\."], max_steps=2)
+    assert main(["run", str(req)]) == 0
+    before = load_file(tiny_base / "model.safetensors")
+    after = load_file(_run_dir(home) / "merged" / "model.safetensors")
+    changed = {k for k in before if not (before[k] == after[k]).all()}
+    assert changed and all(k.startswith("model.layers.0.mlp.") for k in changed), changed
+
+
+def test_special_tokens_with_lora_train_the_new_rows_and_the_card_says_so(tmp_path, home, tiny_base):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    req = _request(tmp_path, tiny_base, adapter="lora", lora_target_linear=True, max_steps=2,
+                   special_tokens={"pad_token": "<|pad|>"}, tokens=["<tool>"])
+    assert main(["run", str(req)]) == 0
+    merged = _run_dir(home) / "merged"
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert tok.pad_token == "<|pad|>" and "<tool>" in tok.get_vocab()
+    weights = load_file(merged / "model.safetensors")
+    assert weights["model.embed_tokens.weight"].shape[0] == len(tok) == weights["lm_head.weight"].shape[0]
+    card = (merged / "README.md").read_text()
+    assert "added tokens" in card and "embedding and output layers trained in full" in card
+
+
+def test_wandb_offline_writes_a_local_run(tmp_path, home, tiny_base, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is the `tracking` extra")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    req = _request(tmp_path, tiny_base, max_steps=2, wandb_project="factory-test", wandb_mode="offline",
+                   wandb_name="tiny")
+    assert main(["run", str(req)]) == 0
+    runs = list((tmp_path / "wandb").rglob("offline-run-*"))
+    assert runs, list((tmp_path / "wandb").rglob("*"))[:20]
+    assert any(p.suffix == ".wandb" for r in runs for p in r.rglob("*"))
