@@ -179,6 +179,10 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     if key in SAME_AS_FACTORY and (asks_for_nothing(value) or value in SAME_AS_FACTORY[key]):
         compat.no_effect.append(key)
         return True
+    if key == "hub_strategy":  # every_save, checkpoint, all_checkpoints
+        compat.refuse("pushing checkpoints to the Hub during training (the factory publishes the finished model)",
+                      f"hub_strategy: {value}")
+        return True
     if key in CLASS_KEYS:
         if isinstance(value, str) and value.endswith("ForConditionalGeneration"):
             compat.refuse(VISION, f"{key}: {value}")

@@ -52,6 +52,11 @@ def _eval_rows(r: Request, f: Facts) -> int | None:
 
 
 RULES: list[Rule] = [
+    Rule("kernels-need-cuda", "warning",
+         "Liger kernels are CUDA (Triton) code: on a machine without a CUDA GPU and liger-kernel the run goes on without them.",
+         lambda r, f: "liger_kernel (Axolotl's liger_* / plugin) applies on a CUDA GPU with liger-kernel installed; "
+                      "elsewhere it is ignored and the same model is trained, more slowly"
+         if r.liger_kernel else None),
     Rule("seq-len-beyond-positions", "error",
          "Positions past max_position_embeddings were never trained; the model degrades or crashes there.",
          lambda r, f: f"sequence_len {r.sequence_len} is beyond the base model's {f.max_positions} positions"

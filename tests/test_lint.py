@@ -13,6 +13,7 @@ BASE = {"base_model": "o/b", "datasets": [{"path": "o/d"}], "adapter": "lora", "
 FACTS = Facts(model_type="llama", max_positions=4096, has_chat_template=True, train_rows=10_000)
 
 CASES = {
+    "kernels-need-cuda": ({"liger_rms_norm": True}, FACTS),
     "seq-len-beyond-positions": ({"sequence_len": 8192}, FACTS),
     "chat-template-missing": ({}, Facts(has_chat_template=False)),
     "lora-lr-too-low": ({"learning_rate": 1e-5}, FACTS),
