@@ -7,23 +7,15 @@ quantisation, so everything after this step treats it like any other base.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from factory.errors import UserError
+from factory.filehash import sha256_of
 
 SOURCE_FILE = "factory_gguf_source.json"  # what the folder was made from; compared to skip a second import
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gguf_facts(path: Path) -> dict:

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from factory.credentials import Token, allowed_namespace, normalise_endpoint
 from factory.errors import TransientError, UserError
+from factory.filehash import sha256_of
 from factory.hub import MANIFEST, Published, RepoType, manifest_bytes, plan_publish
 from factory.ids import repo_id_problem, revision_problem
 
@@ -28,14 +29,6 @@ RETRIES = 4
 
 def _git_blob_sha(path: Path) -> str:
     h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -185,6 +178,6 @@ class HfHub:
             f = remote.get(path)
             if f is None:
                 return False
-            if not ((f.lfs.sha256 == _sha256(p)) if f.lfs else (f.blob_id == _git_blob_sha(p))):
+            if not ((f.lfs.sha256 == sha256_of(p)) if f.lfs else (f.blob_id == _git_blob_sha(p))):
                 return False
         return True

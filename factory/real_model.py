@@ -30,7 +30,7 @@ def cache_dir() -> Path:
 
 
 def _checked(path: Path, expected: str, what: str) -> Path:
-    from factory.gguf_import import sha256_of
+    from factory.filehash import sha256_of
 
     got = sha256_of(path)
     if got != expected:

@@ -53,7 +53,6 @@ def test_early_stopping_ends_the_run_when_eval_loss_stops_improving(tmp_path, ho
 
 
 def test_lora_model_dir_continues_an_existing_adapter(tmp_path, home, tiny_base):
-    import torch
     from safetensors.torch import load_file
 
     first = _request(tmp_path, tiny_base, adapter="lora", lora_target_linear=True, output_dir=str(tmp_path / "a"))
