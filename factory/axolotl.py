@@ -28,7 +28,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
         "tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_replicate_size",
         "sequence_parallel_degree"),
     "diffusion language models": ("diffusion",),
-    "learning-rate schedules other than cosine, linear and constant (quadratic warmup, cosine floors)": (
+    "learning-rate schedules other than cosine, cosine with a floor, linear and constant (quadratic warmup, eta_min)": (
         "lr_quadratic_warmup", "eta_min"),
     "ReLoRA, LISA and jagged-restart schedules": (
         "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "lisa_n_layers", "lisa_step_interval",
@@ -46,7 +46,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
 VISION = "vision and audio models (processors, multimodal towers)"
 CAPABILITY_OF = {k: cap for cap, keys in CAPABILITIES.items() for k in keys}
 
-# Speed or memory only: the model trained is the same without them. Ignored here, with a warning.
+# Speed or memory only: the model trained is the same without them. Ignored, and listed so by validate.
 SPEED_ONLY = {
     "liger_rms_norm", "liger_glu_activation", "liger_layer_norm", "liger_rope", "liger_fused_linear_cross_entropy",
     "liger_rms_norm_gated", "liger_cross_entropy", "cut_cross_entropy", "lora_mlp_kernel", "lora_qkv_kernel",
@@ -199,7 +199,7 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
         if value in (0, None):
             compat.no_effect.append(f"{key}: {value}")
         else:
-            compat.refuse("learning-rate schedules other than cosine, linear and constant (quadratic warmup, cosine floors)",
+            compat.refuse("learning-rate schedules other than cosine, cosine with a floor, linear and constant (quadratic warmup, eta_min)",
                           f"{key}: {value}")
         return True
     if key.startswith(("wandb_", "mlflow_", "trackio_", "comet_")) and asks_for_nothing(value):
