@@ -19,6 +19,7 @@ from factory.config import Request
 from factory.errors import Stopped
 from factory.packing import FlattenCollator, PadCollator, pack
 from factory.progress import Event, MainOnly, Reporter
+from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_env
 
 
 @dataclass
@@ -162,80 +163,6 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                     f.write(json.dumps(row) + "\n")
 
     return Progress()
-
-
-def _loss_watchdog(request: Request):
-    """Stop a run whose logged training loss stays above loss_watchdog_threshold for loss_watchdog_patience logs."""
-    from transformers import TrainerCallback
-
-    from factory.errors import UserError
-
-    class LossWatchdog(TrainerCallback):
-        def __init__(self):
-            self.high = 0
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            loss = (logs or {}).get("loss")
-            if loss is None:
-                return
-            self.high = self.high + 1 if loss > request.loss_watchdog_threshold else 0
-            if self.high >= request.loss_watchdog_patience:
-                raise UserError(f"loss watchdog: the training loss was above {request.loss_watchdog_threshold:g} for "
-                                f"{self.high} logged steps in a row (last {loss:.4f} at step {state.global_step}); "
-                                "the run was stopped. Lower learning_rate, or raise loss_watchdog_threshold")
-
-    return LossWatchdog()
-
-
-def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dict:
-    """Checkpoint and evaluation cadence, and early stopping, as TrainingArguments."""
-    save_steps = request.save_steps or max(1, steps_per_epoch // (request.saves_per_epoch or 1))
-    out = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": request.save_total_limit}
-    every = request.eval_steps or (max(1, steps_per_epoch // request.evals_per_epoch) if request.evals_per_epoch else None)
-    if has_eval and (every or request.early_stopping_patience):
-        every = every or save_steps
-        out.update(eval_strategy="steps", eval_steps=every)
-        if request.early_stopping_patience:  # the best checkpoint is kept and loaded at the end
-            out.update(save_steps=every, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-                       greater_is_better=False)
-    return out
-
-
-def report_to(request: Request) -> list[str]:
-    """The trackers the request names whose package is installed here (the Trainer reports to them)."""
-    wanted = {"wandb": bool(request.wandb_project), "trackio": request.use_trackio or bool(request.trackio_project_name),
-              "mlflow": bool(request.mlflow_tracking_uri or request.mlflow_experiment_name),
-              "tensorboard": request.use_tensorboard}
-    return [name for name, on in wanted.items() if on and importlib.util.find_spec(name) is not None]
-
-
-def tracker_env(request: Request) -> dict[str, str]:
-    """The environment the Trainer's tracker integrations read (set for the run, not the process's lifetime)."""
-    pairs = {"WANDB_PROJECT": request.wandb_project, "WANDB_ENTITY": request.wandb_entity,
-             "WANDB_NAME": request.wandb_name, "WANDB_RUN_ID": request.wandb_run_id, "WANDB_MODE": request.wandb_mode,
-             "WANDB_WATCH": request.wandb_watch, "WANDB_LOG_MODEL": request.wandb_log_model,
-             "TRACKIO_PROJECT": request.trackio_project_name, "TRACKIO_SPACE_ID": request.trackio_space_id,
-             "MLFLOW_TRACKING_URI": request.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": request.mlflow_experiment_name,
-             "MLFLOW_RUN_NAME": request.mlflow_run_name}
-    return {k: v for k, v in pairs.items() if v}
-
-
-class _environ:
-    """Set environment variables for a block, then restore them."""
-
-    def __init__(self, values: dict[str, str]):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *exc):
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def world_size() -> int:
@@ -405,7 +332,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
                                                  len(rows) / len(train_bins))])
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl
     if request.loss_watchdog_threshold:
-        trainer.add_callback(_loss_watchdog(request))
+        trainer.add_callback(loss_watchdog(request))
     if request.early_stopping_patience and eval_bins:
         from transformers import EarlyStoppingCallback
 
@@ -414,7 +341,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     if last:
         reporter.emit(Event("train", f"resuming from {last if last == request.resume_from_checkpoint else Path(last).name}"))
     t0 = time.time()
-    with _environ(tracker_env(request)):
+    with environ(tracker_env(request)):
         out = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - t0
     seen = trainer.state.num_input_tokens_seen  # kept in checkpoints, so it counts across a resume too

@@ -63,7 +63,7 @@ def test_translations():
 
 
 def test_schedule_and_tracking_arguments():
-    from factory.train import report_to, schedule_args, tracker_env
+    from factory.train_options import report_to, schedule_args, tracker_env
 
     assert schedule_args(_req(saves_per_epoch=4), 100, False)["save_steps"] == 25
     args = schedule_args(_req(evals_per_epoch=2, early_stopping_patience=3), 100, True)

@@ -68,6 +68,21 @@ def test_lora_model_dir_continues_an_existing_adapter(tmp_path, home, tiny_base)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # started from a, one tiny step away
 
 
+def test_resume_from_checkpoint_names_a_checkpoint_to_continue(tmp_path, home, tiny_base, capsys):
+    first = _request(tmp_path, tiny_base, max_steps=4, save_steps=2, output_dir=str(tmp_path / "a"))
+    assert main(["run", str(first)]) == 0
+    checkpoint = tmp_path / "a" / "checkpoints" / "checkpoint-2"
+    assert checkpoint.is_dir()
+    capsys.readouterr()
+    second = _request(tmp_path, tiny_base, max_steps=4, save_steps=2, output_dir=str(tmp_path / "b"),
+                      resume_from_checkpoint=str(checkpoint))
+    assert main(["run", str(second)]) == 0
+    seen = capsys.readouterr()
+    assert f"resuming from {checkpoint}" in seen.out + seen.err
+    state = json.loads((tmp_path / "b" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h][0] <= 2  # the history came from a's checkpoint
+
+
 def test_dataset_prepared_path_holds_the_tokenised_cache(tmp_path, home, tiny_base, capsys):
     req = _request(tmp_path, tiny_base, dataset_prepared_path="prepared")
     assert main(["prepare", str(req)]) == 0

@@ -1,0 +1,83 @@
+"""What a request's training options become for the transformers Trainer: checkpoint and evaluation cadence,
+early stopping, the loss watchdog, and the trackers it reports to."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from factory.config import Request
+
+
+def loss_watchdog(request: Request):
+    """Stop a run whose logged training loss stays above loss_watchdog_threshold for loss_watchdog_patience logs."""
+    from transformers import TrainerCallback
+
+    from factory.errors import UserError
+
+    class LossWatchdog(TrainerCallback):
+        def __init__(self):
+            self.high = 0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            loss = (logs or {}).get("loss")
+            if loss is None:
+                return
+            self.high = self.high + 1 if loss > request.loss_watchdog_threshold else 0
+            if self.high >= request.loss_watchdog_patience:
+                raise UserError(f"loss watchdog: the training loss was above {request.loss_watchdog_threshold:g} for "
+                                f"{self.high} logged steps in a row (last {loss:.4f} at step {state.global_step}); "
+                                "the run was stopped. Lower learning_rate, or raise loss_watchdog_threshold")
+
+    return LossWatchdog()
+
+
+def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dict:
+    """Checkpoint and evaluation cadence, and early stopping, as TrainingArguments."""
+    save_steps = request.save_steps or max(1, steps_per_epoch // (request.saves_per_epoch or 1))
+    out = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": request.save_total_limit}
+    every = request.eval_steps or (max(1, steps_per_epoch // request.evals_per_epoch) if request.evals_per_epoch else None)
+    if has_eval and (every or request.early_stopping_patience):
+        every = every or save_steps
+        out.update(eval_strategy="steps", eval_steps=every)
+        if request.early_stopping_patience:  # the best checkpoint is kept and loaded at the end
+            out.update(save_steps=every, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                       greater_is_better=False)
+    return out
+
+
+def report_to(request: Request) -> list[str]:
+    """The trackers the request names whose package is installed here (the Trainer reports to them)."""
+    wanted = {"wandb": bool(request.wandb_project), "trackio": request.use_trackio or bool(request.trackio_project_name),
+              "mlflow": bool(request.mlflow_tracking_uri or request.mlflow_experiment_name),
+              "tensorboard": request.use_tensorboard}
+    return [name for name, on in wanted.items() if on and importlib.util.find_spec(name) is not None]
+
+
+def tracker_env(request: Request) -> dict[str, str]:
+    """The environment the Trainer's tracker integrations read (set for the run, not the process's lifetime)."""
+    pairs = {"WANDB_PROJECT": request.wandb_project, "WANDB_ENTITY": request.wandb_entity,
+             "WANDB_NAME": request.wandb_name, "WANDB_RUN_ID": request.wandb_run_id, "WANDB_MODE": request.wandb_mode,
+             "WANDB_WATCH": request.wandb_watch, "WANDB_LOG_MODEL": request.wandb_log_model,
+             "TRACKIO_PROJECT": request.trackio_project_name, "TRACKIO_SPACE_ID": request.trackio_space_id,
+             "MLFLOW_TRACKING_URI": request.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": request.mlflow_experiment_name,
+             "MLFLOW_RUN_NAME": request.mlflow_run_name}
+    return {k: v for k, v in pairs.items() if v}
+
+
+class environ:
+    """Set environment variables for a block, then restore them."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
