@@ -52,18 +52,15 @@ def _eval_rows(r: Request, f: Facts) -> int | None:
 
 
 def _trackers_missing(r: Request) -> str | None:
-    import importlib.util
+    from factory.train_options import trackers
 
-    wanted = {"wandb": r.wandb_project, "trackio": r.use_trackio or r.trackio_project_name,
-              "mlflow": r.mlflow_tracking_uri or r.mlflow_experiment_name, "tensorboard": r.use_tensorboard}
-    missing = [name for name, on in wanted.items() if on and importlib.util.find_spec(name) is None]
-    return (f"{', '.join(missing)} not installed here: the run will not report to it "
-            "(pip install 'model-factory[tracking]' for wandb)") if missing else None
+    missing = [f"{name}: {why}" for name, why in trackers(r).items() if why]
+    return f"the run will not report to {'; '.join(missing)}" if missing else None
 
 
 RULES: list[Rule] = [
-    Rule("tracker-not-installed", "warning",
-         "A tracker named in the request but not installed would be skipped silently.",
+    Rule("tracker-unavailable", "warning",
+         "A tracker the request names that cannot report from this machine is skipped; this says so before the run.",
          lambda r, f: _trackers_missing(r)),
     Rule("kernels-need-cuda", "warning",
          "Liger kernels are CUDA (Triton) code: on a machine without a CUDA GPU and liger-kernel the run goes on without them.",

@@ -46,12 +46,39 @@ def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dic
     return out
 
 
-def report_to(request: Request) -> list[str]:
-    """The trackers the request names whose package is installed here (the Trainer reports to them)."""
+def wandb_can_log(request: Request) -> bool:
+    """An online W&B run needs the operator's API key (WANDB_API_KEY or `wandb login`); offline runs do not."""
+    import netrc
+
+    if (request.wandb_mode or os.environ.get("WANDB_MODE")) in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def trackers(request: Request) -> dict[str, str | None]:
+    """Each tracker the request names, and why it cannot report here (None: it will)."""
     wanted = {"wandb": bool(request.wandb_project), "trackio": request.use_trackio or bool(request.trackio_project_name),
               "mlflow": bool(request.mlflow_tracking_uri or request.mlflow_experiment_name),
               "tensorboard": request.use_tensorboard}
-    return [name for name, on in wanted.items() if on and importlib.util.find_spec(name) is not None]
+    out = {}
+    for name, on in wanted.items():
+        if not on:
+            continue
+        if importlib.util.find_spec(name) is None:
+            out[name] = "not installed here (pip install 'model-factory[tracking]' for wandb)"
+        elif name == "wandb" and not wandb_can_log(request):
+            out[name] = "no W&B API key here (WANDB_API_KEY or `wandb login`); wandb_mode: offline logs locally"
+        else:
+            out[name] = None
+    return out
+
+
+def report_to(request: Request) -> list[str]:
+    """The trackers the request names that can report from here (the Trainer reports to them)."""
+    return [name for name, why_not in trackers(request).items() if why_not is None]
 
 
 def tracker_env(request: Request) -> dict[str, str]:

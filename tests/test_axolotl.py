@@ -62,8 +62,16 @@ def test_translations():
         _req(chat_template="chatmlx")
 
 
-def test_schedule_and_tracking_arguments():
-    from factory.train_options import report_to, schedule_args, tracker_env
+def test_schedule_and_tracking_arguments(tmp_path, monkeypatch):
+    from factory.train_options import report_to, schedule_args, tracker_env, trackers
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    if trackers(_req(wandb_project="p", wandb_mode="offline"))["wandb"] is None:  # wandb installed (dev extra)
+        assert report_to(_req(wandb_project="p", wandb_mode="offline")) == ["wandb"]
+        assert report_to(_req(wandb_project="p")) == []  # online without a key: skipped, and lint says why
+        assert "no W&B API key" in trackers(_req(wandb_project="p"))["wandb"]
 
     assert schedule_args(_req(saves_per_epoch=4), 100, False)["save_steps"] == 25
     args = schedule_args(_req(evals_per_epoch=2, early_stopping_patience=3), 100, True)

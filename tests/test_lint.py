@@ -14,7 +14,7 @@ FACTS = Facts(model_type="llama", max_positions=4096, has_chat_template=True, tr
 
 CASES = {
     "kernels-need-cuda": ({"liger_rms_norm": True}, FACTS),
-    "tracker-not-installed": ({"mlflow_experiment_name": "x"}, FACTS),  # mlflow is in no extra
+    "tracker-unavailable": ({"mlflow_experiment_name": "x"}, FACTS),  # mlflow is in no extra
     "seq-len-beyond-positions": ({"sequence_len": 8192}, FACTS),
     "chat-template-missing": ({}, Facts(has_chat_template=False)),
     "lora-lr-too-low": ({"learning_rate": 1e-5}, FACTS),
