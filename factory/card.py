@@ -228,6 +228,10 @@ def card_request(request: Request) -> str:
     model = request.contamination.embedding_model
     contamination = request.contamination.model_copy(update={"benchmarks": benchmarks,
                                                              "embedding_model": Path(model).name if model else None})
-    base = request.base_model if not Path(request.base_model).expanduser().is_dir() else Path(request.base_model).name
+    local_base = Path(request.base_model).expanduser()
+    base = Path(request.base_model).name if local_base.is_dir() or local_base.is_file() else request.base_model
+    folders = {k: Path(getattr(request, k)).name for k in ("dataset_prepared_path", "lora_model_dir",
+                                                            "resume_from_checkpoint") if getattr(request, k)}
     return request.model_copy(update={"datasets": datasets, "output_dir": None, "base_model": base,
-                                      "contamination": contamination}).sanitized_yaml()
+                                      "contamination": contamination, **folders,
+                                      "mlflow_tracking_uri": None}).sanitized_yaml()  # a URI may hold credentials

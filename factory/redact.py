@@ -12,13 +12,15 @@ import os
 import re
 import threading
 
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DISCORD_TOKEN", "FACTORY_DB_PASSWORD", "FACTORY_SECRET_KEY")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "DISCORD_TOKEN", "FACTORY_DB_PASSWORD", "FACTORY_SECRET_KEY",
+              "WANDB_API_KEY", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")  # trackers the Trainer reports to
 MIN_LEN = 6  # shorter values would redact ordinary words
 PATTERNS = [
     (re.compile(r"hf_[A-Za-z0-9]{20,}"), "hf_***"),
     (re.compile(r"api_org_[A-Za-z0-9]{20,}"), "api_org_***"),
     (re.compile(r"[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}"), "***discord-token***"),
     (re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),
+    (re.compile(r"(https?://[^:/@\s]+:)[^@\s]+@"), r"\1***@"),  # a tracking URI with a password in it
 ]
 
 _known: set[str] = set()

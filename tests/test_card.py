@@ -77,6 +77,14 @@ def test_a_local_base_folder_is_never_named(tmp_path, tiny_base):
     assert "base_model" not in meta and str(tiny_base) not in text and "a local model folder" in text
 
 
+def test_local_folders_and_tracking_uris_stay_out_of_the_card(tmp_path):
+    text = build_card(_request(adapter="lora", load_in_4bit=False, lora_model_dir="/srv/me/adapters/a1",
+                               dataset_prepared_path="/srv/me/prepared", resume_from_checkpoint="/srv/me/ck/checkpoint-9",
+                               mlflow_tracking_uri="https://user:secret@mlflow.example.com"), _facts())
+    assert "/srv/me" not in text and "secret" not in text
+    assert "lora_model_dir: a1" in text and "resume_from_checkpoint: checkpoint-9" in text
+
+
 def test_loss_curve_svg(tmp_path):
     import json
     import xml.etree.ElementTree as ET
