@@ -123,3 +123,20 @@ def test_factory_eval_equals_lm_eval_command_line(real_hub, shared, home, monkey
     for task in ("arc_easy", "winogrande"):
         assert mine[task]["model"]["n"] == 12
         assert mine[task]["model"]["value"] == theirs[task]["acc,none"], task  # exact, not approx
+
+
+def test_a_gguf_file_as_base_model_is_converted_once(real_hub, home):
+    """base_model: /path/model.gguf resolves to a model folder under $FACTORY_HOME/cache/gguf, made once."""
+    from factory.config import parse_request
+    from factory.gguf_import import SOURCE_FILE
+    from factory.hub import model_folder
+    from factory.real_model import GGUF_SHA256, fetch
+
+    gguf = fetch(CACHE, say=lambda *_: None)
+    request = parse_request({"base_model": str(gguf), "datasets": [{"path": "o/d"}]})
+    folder, revision = model_folder(request.base_model, real_hub)
+    assert revision is None and folder == home / "cache" / "gguf" / GGUF_SHA256
+    assert json.loads((folder / SOURCE_FILE).read_text())["quantisation"] == "Q4_1"
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert model_folder(request.base_model, real_hub)[0] == folder
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # not converted again
