@@ -29,7 +29,8 @@ AXOLOTL_UNSUPPORTED = {
 }
 
 Role = Literal["system", "user", "assistant"]
-# The transformers Trainer's optimizer names that run without extra code (bitsandbytes for the 8-bit and paged ones).
+# The transformers Trainer's optimizer names; some need their own package (bitsandbytes for the 8-bit, paged and
+# lion ones, torchao for adamw_torch_8bit/4bit, galore-torch, schedulefree, lomo-optim, apollo-torch).
 Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit",
                     "paged_adamw_32bit", "adamw_torch_8bit", "adamw_torch_4bit", "adamw_anyprecision", "adafactor",
                     "sgd", "adagrad", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "lion_8bit",

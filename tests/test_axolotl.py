@@ -18,6 +18,16 @@ def _req(**kw):
     return parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], **kw})
 
 
+def test_every_optimizer_name_is_one_the_trainer_knows():
+    import typing
+
+    from transformers.training_args import OptimizerNames
+
+    from factory.config import Optimizer
+
+    assert set(typing.get_args(Optimizer)) <= {o.value for o in OptimizerNames}
+
+
 def test_keys_that_ask_for_nothing_are_accepted_and_listed():
     r = _req(wandb_project=None, lora_model_dir=None, load_in_8bit=False, strict=False, model_type="AutoModelForCausalLM",
              tokenizer_type="AutoTokenizer", eval_sample_packing=True, plugins=[], fp16=None)
