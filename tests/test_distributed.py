@@ -61,8 +61,10 @@ def test_strategies_are_validated():
         parse_request({**base, "distributed": {"strategy": "deepspeed"}})
     with pytest.raises(UserError, match="zero_stage applies to strategy: deepspeed"):
         parse_request({**base, "distributed": {"strategy": "fsdp", "zero_stage": 2}})
-    with pytest.raises(UserError, match="distributed: {strategy: deepspeed"):
-        parse_request({**base, "deepspeed": "zero3.json"})  # Axolotl's key points to ours
+    translated = parse_request({**base, "deepspeed": "deepspeed_configs/zero3.json"})  # Axolotl's key becomes ours
+    assert (translated.distributed.strategy, translated.distributed.zero_stage) == ("deepspeed", 3)
+    with pytest.raises(UserError, match="ZeRO stage cannot be read"):
+        parse_request({**base, "deepspeed": "my_config.json"})
     assert parse_request({**base, "distributed": {"strategy": "deepspeed", "zero_stage": 3}}).distributed.zero_stage == 3
 
 
