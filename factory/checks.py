@@ -17,8 +17,18 @@ CONFIG_FILES = ["config.json", "tokenizer_config.json", "chat_template.jinja"]  
 
 def base_facts(request: Request, hub=None):
     """Base-model facts for lint, from the model folder or the hub's snapshot of it."""
+    from pathlib import Path
+
     from factory.hub import default_hub, model_folder
     from factory.lint import Facts, facts_from_folder
+
+    gguf = Path(request.base_model).expanduser()
+    if gguf.suffix.lower() == ".gguf" and gguf.is_file():  # the header says enough; converting it is minutes of torch
+        from factory.gguf_import import gguf_facts
+
+        header = gguf_facts(gguf)
+        return Facts(model_type=header["architecture"], max_positions=header["context_length"],
+                     has_chat_template=header["has_chat_template"])
 
     folder = model_folder(request.base_model, hub or default_hub(request.hub_endpoint), request.revision_of_model,
                           files=CONFIG_FILES)[0]

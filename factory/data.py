@@ -35,7 +35,6 @@ class DatasetReport:
     examples: list[str] = field(default_factory=list)  # "row 12: missing field 'output'"
     revision: str | None = None  # the Hub commit the files came from (None for local files)
     encodings: list[str] = field(default_factory=list)  # "x.csv: decoded from UTF-16 LE with a BOM"
-    sliced: int = 0  # usable rows outside the split's slice (split: train[:20%])
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision",
@@ -197,20 +196,18 @@ def _bound(text: str | None, n: int) -> int | None:
     return round(n * int(text[:-1]) / 100) if text.endswith("%") else int(text)
 
 
-def _sliced(spec: DatasetSpec, samples: Iterator[Sample], report: DatasetReport) -> Iterator[Sample]:
+def _sliced(spec: DatasetSpec, samples: Iterator[Sample]) -> Iterator[Sample]:
     _, lo, hi = split_parts(spec.split)
     if lo is None:
         yield from samples
         return
     rows = list(samples)  # a percentage needs the count
-    kept = rows[_bound(lo, len(rows)):_bound(hi, len(rows))]
-    report.sliced = len(rows) - len(kept)
-    yield from kept
+    yield from rows[_bound(lo, len(rows)):_bound(hi, len(rows))]
 
 
 def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
     """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200])."""
-    return _sliced(spec, _all_samples(spec, hub, report), report)
+    return _sliced(spec, _all_samples(spec, hub, report))
 
 
 def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:

@@ -38,8 +38,10 @@ def gguf_facts(path: Path) -> dict:
         quant = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
     except ValueError:
         quant = f"file type {file_type}"
-    return {"name": field("general.name"), "architecture": field("general.architecture"),
-            "license": field("general.license"), "quantisation": quant, "tensors": len(reader.tensors)}
+    arch = field("general.architecture")
+    return {"name": field("general.name"), "architecture": arch, "license": field("general.license"),
+            "quantisation": quant, "tensors": len(reader.tensors), "context_length": field(f"{arch}.context_length"),
+            "has_chat_template": "tokenizer.chat_template" in reader.fields}
 
 
 def check_gguf_path(path: Path) -> Path:
@@ -51,14 +53,14 @@ def check_gguf_path(path: Path) -> Path:
     return path.resolve()
 
 
-def convert(path: Path, dest: Path, repo_id: str | None = None) -> dict:
+def convert(path: Path, dest: Path, digest: str, repo_id: str | None = None) -> dict:
     """Write the dequantised model, its tokenizer and a card into dest (an empty folder). Returns the source facts."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = check_gguf_path(path)
     facts = gguf_facts(path)
-    source = {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, **facts}
+    source = {"file": path.name, "sha256": digest, "bytes": path.stat().st_size, **facts}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -105,10 +107,11 @@ def import_to_hub(path: Path, repo_id: str, hub) -> tuple[str, dict, bool]:
     if hub.exists(repo_id):
         folder, rev = hub.snapshot(repo_id, "model", files=[SOURCE_FILE])
         marker = folder / SOURCE_FILE
-        if marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest:
-            return rev, json.loads(marker.read_text()), False
+        known = json.loads(marker.read_text()) if marker.is_file() else {}
+        if known.get("sha256") == digest:
+            return rev, known, False
     with tempfile.TemporaryDirectory(prefix="factory-gguf-") as tmp:
-        source = convert(path, Path(tmp), repo_id)
+        source = convert(path, Path(tmp), digest, repo_id)
         published = hub.publish(repo_id, Path(tmp), f"factory import {path.name} (dequantised from {source['quantisation']})")
     return published.revision, source, published.created
 
@@ -116,13 +119,14 @@ def import_to_hub(path: Path, repo_id: str, hub) -> tuple[str, dict, bool]:
 def cached_folder(path: Path, cache_root: Path) -> Path:
     """A .gguf named as base_model: its converted folder under cache_root, converted on first use."""
     path = check_gguf_path(path)
-    folder = cache_root / sha256_of(path)
+    digest = sha256_of(path)
+    folder = cache_root / digest
     if (folder / SOURCE_FILE).is_file():
         return folder
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".incoming-"))
     try:
-        convert(path, tmp)
+        convert(path, tmp, digest)
         tmp.rename(folder)
     except OSError:
         if not (folder / SOURCE_FILE).is_file():  # another process may have won the rename

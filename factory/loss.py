@@ -10,7 +10,7 @@ saving is measured in bench/real_model.py.
 
 from __future__ import annotations
 
-IGNORE = -100
+from factory.chat import IGNORE
 
 
 def trained_positions(labels):

@@ -47,6 +47,7 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     check: dict = {}
+    tokenizer = AutoTokenizer.from_pretrained(trained)  # the trained one: the request's added tokens included
     if request.adapter is None:
         model = AutoModelForCausalLM.from_pretrained(trained, dtype=compute_dtype(request))
     else:
@@ -59,8 +60,8 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
         else:
             base, trained_against = (AutoModelForCausalLM.from_pretrained(base_dir, dtype=compute_dtype(request)),
                                      load_base(request, base_dir, for_training=False))
-        tokenizer = AutoTokenizer.from_pretrained(trained)  # with the request's added tokens: grow as in training
-        grow_embeddings(base, tokenizer)
+        grow_embeddings(base, tokenizer)  # as in training
+
         grow_embeddings(trained_against, tokenizer)
         reference = PeftModel.from_pretrained(trained_against, trained).eval()
         model = PeftModel.from_pretrained(base, trained).merge_and_unload().eval()
@@ -75,7 +76,7 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
         del reference, trained_against
     model.config.use_cache = True  # inference default for the published model
     model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(trained).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return check

@@ -166,8 +166,7 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
     from factory.encode import encode_all
 
     req = run.request
-    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs,
-                                  cache_part(req) if (req.special_tokens or req.tokens) else None)
+    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs, cache_part(req))
     path = encoded_store.cache_path(key, req.dataset_prepared_path)
     if path.is_file():
         try:

@@ -18,14 +18,12 @@ def load_tokenizer(request: Request, folder):
     return tokenizer
 
 
-def add_tokens(tokenizer, request: Request) -> list[str]:
-    """Add the request's special tokens (bos/eos/pad/...: set, added when new) and tokens; return the new ones."""
-    before = len(tokenizer)
+def add_tokens(tokenizer, request: Request) -> None:
+    """Add the request's special tokens (bos/eos/pad/...: set, added when new) and tokens."""
     if request.special_tokens:
         tokenizer.add_special_tokens(dict(request.special_tokens))
     if request.tokens:
         tokenizer.add_tokens(list(request.tokens))
-    return tokenizer.convert_ids_to_tokens(list(range(before, len(tokenizer))))
 
 
 def grow_embeddings(model, tokenizer) -> list[str]:
@@ -38,6 +36,8 @@ def grow_embeddings(model, tokenizer) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m in layers and name})
 
 
-def cache_part(request: Request) -> dict:
-    """What of the tokens decides the tokenisation (for the encoded-data cache key)."""
+def cache_part(request: Request) -> dict | None:
+    """What of the tokens decides the tokenisation (for the encoded-data cache key); None when none are added."""
+    if not (request.special_tokens or request.tokens):
+        return None
     return {"special_tokens": request.special_tokens or {}, "tokens": request.tokens or []}

@@ -134,6 +134,11 @@ def test_a_gguf_file_as_base_model_is_converted_once(real_hub, home):
 
     gguf = fetch(CACHE, say=lambda *_: None)
     request = parse_request({"base_model": str(gguf), "datasets": [{"path": "o/d"}]})
+    from factory.checks import base_facts
+
+    facts = base_facts(request, real_hub)  # the door reads the GGUF header; it converts nothing
+    assert (facts.model_type, facts.max_positions, facts.has_chat_template) == ("llama", 8192, True)
+    assert not (home / "cache" / "gguf").exists()
     folder, revision = model_folder(request.base_model, real_hub)
     assert revision is None and folder == home / "cache" / "gguf" / GGUF_SHA256
     assert json.loads((folder / SOURCE_FILE).read_text())["quantisation"] == "Q4_1"
