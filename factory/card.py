@@ -39,6 +39,7 @@ class CardFacts:
     merge_check: dict | None = None
     loss_image: str | None = None  # file name beside the card
     extra_tags: list[str] = field(default_factory=list)
+    compute: dict | None = None  # Hugging Face Jobs: flavor, price, wall time and cost so far (factory/hf_jobs.py)
 
 
 def build_card(request: Request, facts: CardFacts) -> str:
@@ -185,6 +186,10 @@ def _procedure(request: Request, facts: CardFacts) -> list[str]:
              f"- packing efficiency: {t['packing_efficiency']:.1%}" if t.get("packing_efficiency") else "- packing: off",
              f"- final train loss {t['train_loss']:.4f}" + (f", eval loss {t['eval_loss']:.4f}" if t.get("eval_loss") is not None else ""),
              f"- hardware: {t['hardware']}; training wall time {t['seconds']:.0f} s"]
+    if c := facts.compute:
+        lines.append(f"- ran on Hugging Face Jobs, flavor `{c['flavor']}` ({c['hardware']}, ${c['usd_per_hour']:.2f}/h): "
+                     f"{c['wall_min']:.1f} min from the job's start to this card, about ${c['usd']:.2f} "
+                     "(the upload after it is billed too)")
     if facts.merge_check:
         m = facts.merge_check
         lines.append(f"- merge: {'into the 4-bit base dequantised to the compute dtype; ' if r.adapter == 'qlora' else ''}"

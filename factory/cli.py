@@ -110,7 +110,52 @@ def _execute(request, hub=None):
 
 
 def cmd_run(args) -> int:
-    return _execute(_check(args.request))
+    if (args.request is None) == (args.request_env is None):
+        raise UserError("give a request file (factory run REQUEST.yaml) or --request-env VAR, not both")
+    if args.request_env is None:
+        request = _check(args.request)
+    else:
+        import os
+
+        from factory.config import loads_request
+
+        text = os.environ.get(args.request_env)
+        if not text:
+            raise UserError(f"--request-env {args.request_env}: that environment variable is empty or unset")
+        request = loads_request(text, f"${args.request_env}")
+    if args.events == "console":
+        return _execute(request)
+    return _execute_jsonl(request, args.run_name)
+
+
+def _execute_jsonl(request, run_name: str | None) -> int:
+    """The run with its events as JSON lines on stdout (factory/event_lines.py), for a worker to follow."""
+    import json
+    import os
+    import re
+
+    from factory.event_lines import JsonLines
+    from factory.pipeline import Ranks, execute
+    from factory.worker import summary
+
+    if os.environ.get("FACTORY_JOBS_COMPUTE"):  # the cost on the card counts from this process's start
+        os.environ["FACTORY_JOBS_COMPUTE"] = json.dumps({**json.loads(os.environ["FACTORY_JOBS_COMPUTE"]),
+                                                         "started": time.time()})
+    run = _console_run(request)
+    if run_name is not None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", run_name):
+            raise UserError(f"--run-name '{run_name}': lower-case letters, digits and dashes only")
+        from factory.home import runs_root
+
+        run.dir = runs_root() / run_name
+    lines = JsonLines()
+    run.reporter = lines
+    if Ranks().main:  # under `accelerate launch`, one process speaks for the job
+        run.gate = lines.gate
+    results = execute(run)
+    if "publish" in results:
+        lines.result(summary(run, results))
+    return 0
 
 
 def cmd_prepare(args) -> int:
@@ -174,7 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--list", action="store_true", required=True, help="print each rule with the reason it exists")
     lt.set_defaults(fn=cmd_lint)
     r = sub.add_parser("run", help="run a request: data, train, merge, eval, card, publish (resumes when re-run)")
-    r.add_argument("request", help="the request YAML")
+    r.add_argument("request", nargs="?", help="the request YAML")
+    r.add_argument("--events", choices=["console", "jsonl"], default="console",
+                   help="console: stage lines and progress bars on stderr (default); jsonl: one JSON object per event "
+                   "on stdout, for a worker following the run on another machine (Hugging Face Jobs)")
+    r.add_argument("--request-env", metavar="VAR", help="read the request YAML from this environment variable "
+                   "instead of a file (how the Jobs backend passes it)")
+    r.add_argument("--run-name", help="the run folder's name under $FACTORY_HOME/runs (default: from the request)")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("prepare", help="tokenise and pack without training: rows, tokens, packing efficiency, steps")
     pr.add_argument("request", help="the request YAML")

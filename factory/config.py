@@ -138,6 +138,33 @@ class PublishSpec(Strict):
                                 "(its own files are kept; only files the factory wrote are ever replaced or deleted)")
 
 
+class ComputeSpec(Strict):
+    """Where the job runs when the operator's backend is Hugging Face Jobs (FACTORY_BACKEND=hf-jobs)."""
+    flavor: str | None = Field(None, description="a Jobs hardware flavor (t4-small, a10g-large, h200x8, ...); "
+                               "default the operator's FACTORY_JOBS_FLAVOR")
+    timeout: str | None = Field(None, description="longest the job may run: seconds, or 90m, 2h, 1d; default "
+                                "the operator's FACTORY_JOBS_TIMEOUT")
+
+    @field_validator("flavor")
+    @classmethod
+    def _flavor(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", v):
+            raise ValueError(f"'{v}' is not a Jobs flavor name such as a10g-large or h200x8")
+        return v
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v):
+        from factory.compute import timeout_seconds
+
+        if v is not None:
+            try:
+                timeout_seconds(str(v))
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return None if v is None else str(v)
+
+
 class Request(Strict):
     # model
     base_model: str
@@ -250,6 +277,7 @@ class Request(Strict):
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
 
     @field_validator("base_model")
     @classmethod

@@ -59,6 +59,8 @@ jobs = Table(
     Column("finished", DateTime),
     Column("result", JSON),
     Column("error", Text),
+    Column("remote_job", String(200)),  # the Hugging Face Jobs id running it (FACTORY_BACKEND=hf-jobs)
+    Column("remote_seen", Integer),  # the last event line of that job recorded here (event_lines seq)
 )
 events = Table(
     "events", metadata,
@@ -97,8 +99,18 @@ def _v2(conn) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v3(conn) -> None:
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns("jobs")}  # a database made at v3 has them from _v1
+    for name, kind in (("remote_job", "VARCHAR(200)"), ("remote_seen", "INTEGER")):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {kind}"))
+
+
 # Append-only: (version, description, step). A step takes a connection inside the migration transaction.
-MIGRATIONS = [(1, "jobs and events tables", _v1), (2, "sealed per-user tokens and delivery cursors", _v2)]
+MIGRATIONS = [(1, "jobs and events tables", _v1), (2, "sealed per-user tokens and delivery cursors", _v2),
+              (3, "the Hugging Face Jobs id of a job and how far its logs were read", _v3)]
 
 
 def now() -> datetime:
@@ -147,6 +159,8 @@ class Job:
     finished: datetime | None
     result: dict | None
     error: str | None
+    remote_job: str | None = None
+    remote_seen: int | None = None
 
     @classmethod
     def from_row(cls, row) -> "Job":
@@ -512,6 +526,13 @@ class Store:
                 self._event(conn, job_id, "status", {"status": "queued", "reason": redact(reason),
                                                      "retry_in_s": delay_s}, t)
         return ok
+
+    def set_remote(self, job_id: int, worker: str, remote_job: str | None = None, seen: int | None = None) -> bool:
+        """Store the job's Hugging Face Jobs id, or how far its logs were recorded. False when no longer the owner."""
+        values = {k: v for k, v in (("remote_job", remote_job), ("remote_seen", seen)) if v is not None}
+        with self._tx() as conn:
+            return conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.lease_owner == worker,
+                                                   jobs.c.status == "running").values(**values)).rowcount == 1
 
     def _event(self, conn, job_id: int, kind: str, payload: dict, t: datetime) -> None:
         payload = json.loads(redact(json.dumps(payload, default=str)))

@@ -250,12 +250,26 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     has_curve = loss_curve.write(run.dir / "metrics.jsonl", folder / "loss.svg")
     facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
-                      versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None)
+                      versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None,
+                      compute=jobs_compute())
     text = redact(build_card(run.request, facts))
     atomic.write_text(folder / "factory_request.yaml", card_request(run.request))
     atomic.write_text(folder / "README.md", text)
     atomic.write_text(run.dir / "README.md", text)
     return {"path": str(run.dir / "README.md"), "folder": str(folder)}
+
+
+def jobs_compute() -> dict | None:
+    """On Hugging Face Jobs (the worker sets FACTORY_JOBS_COMPUTE): the flavor, its price, and the cost so far."""
+    import math
+    import os
+
+    raw = os.environ.get("FACTORY_JOBS_COMPUTE")
+    if not raw:
+        return None
+    c = json.loads(raw)
+    wall_min = (time.time() - float(c["started"])) / 60
+    return {**c, "wall_min": wall_min, "usd": math.ceil(wall_min) * c["usd_per_hour"] / 60}
 
 
 def stage_publish(run: Run, carded: dict) -> dict:

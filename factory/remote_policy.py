@@ -50,6 +50,8 @@ class RemoteLimits:
     max_lora_r: int = 64
     max_training_tokens: int = 50_000_000
     max_eval_items: int = 500
+    flavors: tuple[str, ...] = ("cpu-*", "t4-*", "l4x1", "a10g-small", "a10g-large")  # Hugging Face Jobs: one GPU
+    max_timeout: str = "6h"
 
     @classmethod
     def load(cls) -> "RemoteLimits":
@@ -167,6 +169,15 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
         if request.evals.limit is None or request.evals.limit > lim.max_eval_items:
             raise UserError(f"{source}: limit max_eval_items: set evals.limit to at most {lim.max_eval_items} "
                             f"items per task (now {request.evals.limit or 'every item'})")
+    if request.compute.flavor and not any(fnmatch.fnmatchcase(request.compute.flavor, p) for p in lim.flavors):
+        raise UserError(f"{source}: limit flavors: compute.flavor '{request.compute.flavor}' is not offered here "
+                        f"(allowed: {', '.join(lim.flavors)})")
+    if request.compute.timeout:
+        from factory.compute import timeout_seconds
+
+        if timeout_seconds(request.compute.timeout) > timeout_seconds(lim.max_timeout):
+            raise UserError(f"{source}: limit max_timeout: compute.timeout is {request.compute.timeout}; this factory "
+                            f"allows at most {lim.max_timeout}")
     tokens = estimated_tokens(request, hub)
     if tokens > lim.max_training_tokens:
         raise UserError(f"{source}: limit max_training_tokens: this request would train on about {tokens:,} tokens; "

@@ -97,6 +97,10 @@ class JobReporter:
             self.stop_requested = "lease-lost"
             raise Stopped("lease-lost")
 
+    def continue_stage(self, stage: str | None) -> None:
+        """A worker that takes over a job in the middle of a stage continues it: no second 'stage' event."""
+        self._stage = stage
+
     def gate(self, stage: str) -> None:
         """Called before each stage runs; publishing is a conditional state change in the store."""
         if self.stop_requested:
@@ -112,22 +116,40 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     """The production runner: the whole pipeline in $FACTORY_HOME/runs/job-<id> (resumable)."""
     from transformers.utils import logging as hf_logging
 
-    from factory.config import loads_request
-    from factory.grants import check_queued
     from factory.home import runs_root
     from factory.paths import inside
     from factory.pipeline import Run, execute
 
     hf_logging.disable_progress_bar()
-    request = loads_request(job.request, f"job {job.id}")  # again: the row may predate a policy change
+    request = admitted(job)
+    run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
+              dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
+    return summary(run, execute(run))
+
+
+def admitted(job: Job):
+    """The job's request, checked again on this worker: the row may predate a policy change."""
+    from factory.config import loads_request
+    from factory.grants import check_queued
+
+    request = loads_request(job.request, f"job {job.id}")
     check_queued(request, f"job {job.id}")
     if job.front_door != "cli":  # a stranger's request passes the front-door policy again, on this worker
         from factory.remote_policy import check_request as check_stranger
 
         check_stranger(request, job.submitter, f"job {job.id}")
-    run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
-              dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
-    results = execute(run)
+    return request
+
+
+def default_runner() -> Runner:
+    """The operator's backend: the pipeline on this machine, or on Hugging Face Jobs (FACTORY_BACKEND)."""
+    from factory.hf_jobs import backend, run_on_hf_jobs
+
+    return run_on_hf_jobs if backend() == "hf-jobs" else run_pipeline
+
+
+def summary(run, results: dict) -> dict:
+    """A finished run as a job's result: where it was published, its scores and losses."""
     published = results["publish"]
     return {"run_dir": str(run.dir), "published": published, "scores": results["eval"]["scores"],
             "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss"),
@@ -154,8 +176,8 @@ def card_url(published: dict) -> str:
 
 
 class Worker:
-    def __init__(self, store: Store, name: str | None = None, runner: Runner = run_pipeline, out=None):
-        self.store, self.runner = store, runner
+    def __init__(self, store: Store, name: str | None = None, runner: Runner | None = None, out=None):
+        self.store, self.runner = store, runner or default_runner()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s = _env_float("FACTORY_LEASE_SECONDS", 60.0)
         self.poll_s = _env_float("FACTORY_POLL_SECONDS", 2.0)

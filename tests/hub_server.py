@@ -5,6 +5,10 @@ Repos live in memory as git-like commits: {sha: {path: bytes}}. Faults can be in
 `fail_next = n` answers the next n requests with 503; `cut_commits = n` closes the connection in
 the middle of the next n commit requests; `tokens` maps accepted tokens to user names; `private`/`gated`
 repo ids need a token (401) / are refused (403).
+
+It also serves the Jobs API (`run_job`, `inspect_job`, `list_jobs`, `fetch_job_logs`, `cancel_job`,
+`list_jobs_hardware`): a job's command runs as a local subprocess (the image is ignored) with the server's
+`job_env` plus the job's environment and secrets, and its output is streamed as the Hub's SSE log events.
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 @dataclass
@@ -38,6 +47,61 @@ class Repo:
         return None
 
 
+@dataclass
+class RemoteJob:
+    """A Jobs API job: its spec as the client sent it (secrets kept apart) and the process running it."""
+    id: str
+    namespace: str
+    spec: dict
+    secrets: dict[str, str]
+    stage: str = "RUNNING"
+    message: str | None = None
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (timestamp, line)
+    created: str = ""
+    started: str | None = None
+    finished: str | None = None
+    proc: subprocess.Popen | None = None
+
+    def info(self, host: str) -> dict:
+        spec = self.spec
+        return {"id": self.id, "createdAt": self.created, "startedAt": self.started, "finishedAt": self.finished,
+                "dockerImage": spec.get("dockerImage"), "command": spec.get("command"), "arguments": [],
+                "environment": spec.get("environment", {}), "secrets": {k: None for k in self.secrets},
+                "flavor": spec.get("flavor"), "labels": spec.get("labels"),
+                "status": {"stage": self.stage, "message": self.message},
+                "durations": {"runningSecs": _seconds(self.started, self.finished)},
+                "owner": {"id": "u-" + self.namespace, "name": self.namespace, "type": "user"}}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _seconds(start: str | None, end: str | None) -> int | None:
+    if start is None:
+        return None
+    t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    t1 = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(timezone.utc)
+    return int((t1 - t0).total_seconds())
+
+
+# Two GPU flavors at the prices of the Hub's Jobs pricing page (T4 small $0.40/h, T4 medium $0.60/h), and one
+# multi-GPU flavor priced for the tests only.
+HARDWARE = [
+    {"name": "cpu-basic", "prettyName": "CPU Basic", "cpu": "2 vCPU", "ram": "16 GB", "accelerator": None,
+     "unitCostMicroUSD": 167, "unitCostUSD": 0.000167, "unitLabel": "minute"},
+    {"name": "t4-small", "prettyName": "Nvidia T4 - small", "cpu": "4 vCPU", "ram": "15 GB",
+     "accelerator": {"type": "gpu", "model": "T4", "quantity": "1", "vram": "16 GB", "manufacturer": "Nvidia"},
+     "unitCostMicroUSD": 6667, "unitCostUSD": 0.006667, "unitLabel": "minute"},
+    {"name": "t4-medium", "prettyName": "Nvidia T4 - medium", "cpu": "8 vCPU", "ram": "30 GB",
+     "accelerator": {"type": "gpu", "model": "T4", "quantity": "1", "vram": "16 GB", "manufacturer": "Nvidia"},
+     "unitCostMicroUSD": 10000, "unitCostUSD": 0.01, "unitLabel": "minute"},
+    {"name": "test-gpux2", "prettyName": "Test GPU x2", "cpu": "8 vCPU", "ram": "32 GB",
+     "accelerator": {"type": "gpu", "model": "T4", "quantity": "2", "vram": "32 GB", "manufacturer": "Nvidia"},
+     "unitCostMicroUSD": 20000, "unitCostUSD": 0.02, "unitLabel": "minute"},
+]
+
+
 class State:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], Repo] = {}
@@ -49,6 +113,48 @@ class State:
         self.users: list[str | None] = []  # the user behind each request's token (None: anonymous)
         self.lfs_uploads = 0
         self.lock = threading.Lock()
+        self.jobs: dict[str, RemoteJob] = {}
+        self.job_env: dict[str, str] = {}  # the "image's" environment under every job's own
+        self.job_cwd: str | None = None
+        self.hardware = HARDWARE
+        self.launches = 0
+
+    def run_remote(self, job: RemoteJob) -> None:
+        env = {**self.job_env, **job.spec.get("environment", {}), **job.secrets}
+        job.started = _now()
+        job.logs.append((_now(), "===== Job started ====="))
+        job.proc = subprocess.Popen(job.spec["command"], env=env, cwd=self.job_cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        timeout = job.spec.get("timeoutSeconds")
+        threading.Thread(target=self._read, args=(job, timeout), daemon=True).start()
+
+    def _read(self, job: RemoteJob, timeout: int | None) -> None:
+        if timeout:
+            timer = threading.Timer(timeout, lambda: self.stop(job, "ERROR", "Job timeout"))
+            timer.daemon = True
+            timer.start()
+        for line in job.proc.stdout:
+            job.logs.append((_now(), line.rstrip("\n")))
+        code = job.proc.wait()
+        with self.lock:
+            if job.stage == "RUNNING":
+                job.stage, job.message = ("COMPLETED", None) if code == 0 else ("ERROR", f"exit code {code}")
+            job.finished = job.finished or _now()
+
+    def stop(self, job: RemoteJob, stage: str, message: str | None = None) -> None:
+        with self.lock:
+            if job.stage != "RUNNING":
+                return
+            job.stage, job.message, job.finished = stage, message, _now()
+        try:
+            os.killpg(job.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for job in list(self.jobs.values()):
+            if job.proc is not None:
+                self.stop(job, "CANCELED", "server shut down")
 
     def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes], private: bool = False, gated: bool = False) -> str:
         repo = self.repos.setdefault((kind, repo_id), Repo(kind, private, gated))
@@ -185,6 +291,8 @@ def make_handler(state: State):
             m = re.match(r"^/(?:(datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             if m:
                 return self._resolve("dataset" if m.group(1) else "model", m.group(2), m.group(3), m.group(4))
+            if path.startswith("/api/jobs"):
+                return self._jobs_get(path, parse_qs(urlparse(self.path).query))
             if path.startswith("/api/whoami"):
                 user = self._user()
                 return self._send(200, {"name": user, "type": "user"}) if user else self._error(401, "Unauthorized", "bad token")
@@ -198,6 +306,8 @@ def make_handler(state: State):
                 body = json.loads(self._body() or b"{}")
                 errors = validate_card(body.get("content", ""), body.get("repoType", "model"))
                 return self._send(400 if errors else 200, {"errors": [{"message": e} for e in errors], "warnings": []})
+            if path.startswith("/api/jobs/"):
+                return self._jobs_post(path, json.loads(self._body() or b"{}"))
             if path == "/api/repos/create":
                 return self._create(json.loads(self._body() or b"{}"))
             m = re.match(r"^/api/(models|datasets)/([^/]+/[^/]+)/preupload/([^/]+)$", path)
@@ -320,6 +430,75 @@ def make_handler(state: State):
             self._send(200, {"commitOid": sha, "commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/{sha}",
                              "hookOutput": "", "success": True, "pullRequestUrl": None})
 
+        # ---- Jobs ------------------------------------------------------------------------------------
+        def _jobs_get(self, path: str, query: dict) -> None:
+            user = self._user()
+            if user is None:
+                return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            if path == "/api/jobs/hardware":
+                return self._send(200, state.hardware)
+            m = re.match(r"^/api/jobs/([^/]+)(?:/([^/]+))?(?:/(logs))?$", path)
+            if not m or m.group(1) != user:
+                return self._error(404 if m else 400, "NotFound", f"no jobs route {path}")
+            if m.group(2) is None:  # list_jobs, filtered by stage and label
+                stages, labels = query.get("stage", []), [x.split("=", 1) for x in query.get("label", [])]
+                found = [j.info(self.headers["Host"]) for j in state.jobs.values() if j.namespace == user
+                         and (not stages or j.stage in stages)
+                         and all((j.spec.get("labels") or {}).get(k) == v for k, v in labels)]
+                return self._send(200, found)
+            job = state.jobs.get(m.group(2))
+            if job is None or job.namespace != user:
+                return self._error(404, "NotFound", f"job {m.group(2)} not found")
+            if m.group(3) is None:
+                return self._send(200, job.info(self.headers["Host"]))
+            self._stream_logs(job)
+
+        def _stream_logs(self, job: RemoteJob) -> None:
+            """Server-sent events, one per log line, until the job has ended and every line was sent."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            sent = 0
+            try:
+                while True:
+                    ended = job.stage != "RUNNING" and job.proc is not None and job.proc.poll() is not None
+                    while sent < len(job.logs):
+                        ts, line = job.logs[sent]
+                        self.wfile.write(b"data: " + json.dumps({"timestamp": ts, "data": line}).encode() + b"\n\n")
+                        sent += 1
+                    self.wfile.flush()
+                    if ended or job.stage in ("CANCELED", "ERROR") and sent >= len(job.logs):
+                        return
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+
+        def _jobs_post(self, path: str, body: dict) -> None:
+            user = self._user()
+            if user is None:
+                return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
+            m = re.match(r"^/api/jobs/([^/]+)(?:/([^/]+)/(cancel))?$", path)
+            if not m or m.group(1) != user:
+                return self._error(403, "Forbidden", f"no jobs in namespace {m.group(1) if m else path}")
+            if m.group(3) == "cancel":
+                job = state.jobs.get(m.group(2))
+                if job is None:
+                    return self._error(404, "NotFound", f"job {m.group(2)} not found")
+                state.stop(job, "CANCELED", "canceled by user")
+                return self._send(200, {})
+            if body.get("flavor") not in {h["name"] for h in state.hardware}:
+                return self._error(400, "BadRequest", f"unknown flavor {body.get('flavor')}")
+            secrets = body.pop("secrets", None) or {}
+            with state.lock:
+                state.launches += 1
+                job = RemoteJob(id=hashlib.sha1(f"{time.time()}{state.launches}".encode()).hexdigest()[:24],
+                                namespace=user, spec=body, secrets=secrets, created=_now())
+                state.jobs[job.id] = job
+            state.run_remote(job)
+            self._send(200, job.info(self.headers["Host"]))
+
         def _lfs_batch(self, body: dict) -> None:
             host = self.headers["Host"]
             objects = []
@@ -349,5 +528,6 @@ class HubServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.state.stop_all()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -1,0 +1,231 @@
+"""The Hugging Face Jobs backend (FACTORY_BACKEND=hf-jobs) against the test Hub server's Jobs routes: the server
+runs each job's command (`factory run --events jsonl`) as a local subprocess and streams its output as the Hub's
+log events. A whole job: submitted, launched, its events recorded, published, succeeded; cancel mid-run; a worker
+killed while following and another re-attaching without a second launch; a remote job that fails; the token
+nowhere in clear."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CANARY  # tests/ is on sys.path under pytest
+from factory.jobs import Limits, Store
+
+WAIT_S = 300  # a generous bound on waiting for a subprocess; no assertion depends on how long anything takes
+
+
+def _request(tmp_path: Path, name: str = "request", **over) -> str:
+    req = {"base_model": "org/tiny-base", "datasets": [{"path": "org/songs", "type": "alpaca"}],
+           "sequence_len": 64, "max_steps": 3, "adapter": "lora", "lora_target_linear": True,
+           "learning_rate": 1e-3, "hub_model_id": "me/tiny-tuned", "val_set_size": 4, "bf16": False,
+           "chat_template": "chatml", "logging_steps": 1, **over}
+    return yaml.safe_dump(req)
+
+
+@pytest.fixture
+def jobs_hub(hub, home, tmp_path, monkeypatch):
+    """The hub server with its Jobs routes set up as another machine: its own FACTORY_HOME and HF cache."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    hub.state.job_env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(remote), "FACTORY_HOME": str(remote / "factory"), "HF_HOME": str(remote / "hf"),
+        "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "TOKENIZERS_PARALLELISM": "false",
+    }
+    hub.state.job_cwd = str(remote)
+    monkeypatch.setenv("FACTORY_BACKEND", "hf-jobs")
+    monkeypatch.setenv("FACTORY_JOBS_IMAGE", "registry.example/model-factory:test")
+    monkeypatch.setenv("FACTORY_JOBS_FLAVOR", "t4-small")
+    monkeypatch.setenv("FACTORY_POLL_SECONDS", "0.2")
+    monkeypatch.delenv("FACTORY_JOBS_PRICES", raising=False)
+    return hub
+
+
+def _wait(cond, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _no_canary_anywhere(hub, store: Store, roots: list[Path]) -> None:
+    for job in hub.state.jobs.values():
+        assert CANARY not in json.dumps(job.spec)  # command, environment, labels: everything but the secrets
+        assert list(job.secrets) == ["HF_TOKEN"] and job.secrets["HF_TOKEN"] == CANARY  # it travelled as a secret
+        assert all(CANARY not in line for _, line in job.logs)
+        assert CANARY not in json.dumps(job.info("h"))
+    for j in store.list():
+        assert CANARY not in json.dumps([str(v) for v in j.__dict__.values()])
+        assert all(CANARY not in json.dumps(e.payload) for e in store.events(j.id))
+    leaks = [str(p) for root in roots for p in root.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_path):
+    from factory.worker import Worker
+
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path), "alice", "cli")
+    assert Worker(store, "w1").run(drain=True) == 1
+    job = store.get(job_id)
+    assert job.status == "succeeded", job.error
+    assert jobs_hub.state.launches == 1
+    remote = jobs_hub.state.jobs[job.remote_job]
+    assert remote.stage == "COMPLETED" and remote.spec["flavor"] == "t4-small"
+    assert remote.spec["command"][:5] == ["factory", "run", "--request-env", "FACTORY_REQUEST", "--events"]
+    assert remote.spec["labels"]["factory-job"] == str(job_id)
+
+    # The publish happened on the remote side; the worker recorded the revision it made.
+    repo = jobs_hub.state.repos[("model", "me/tiny-tuned")]
+    sha, files = repo.head()
+    assert job.result["published"]["revision"] == sha and "job-1" in repo.commits[-1][2]
+    card = files["README.md"].decode()
+    assert "ran on Hugging Face Jobs, flavor `t4-small` (1x T4, $0.40/h)" in card
+    bill = job.result["hf_job"]
+    assert bill["id"] == job.remote_job and bill["flavor"] == "t4-small" and bill["running_s"] is not None
+    assert bill["usd"] == round(math.ceil(bill["running_s"] / 60) * 0.006667, 4)  # billed by the started minute
+
+    # The job's life as the front doors read it: the same events as a local run, after the launch.
+    events = store.events(job_id)
+    stages = [e.payload["stage"] for e in events if e.kind == "stage"]
+    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "card", "publish"]
+    launch = next(e.payload["message"] for e in events if e.kind == "message" and "launched" in e.payload.get("message", ""))
+    assert f"launched Hugging Face job {job.remote_job} on t4-small (1x T4, $0.40/h" in launch
+    train = [e.payload for e in events if e.kind == "progress" and e.payload["stage"] == "train"]
+    assert train[-1]["step"] == train[-1]["total"] == 3 and any("loss" in p for p in train)
+    assert [e.payload["status"] for e in events if e.kind == "status"] == ["queued", "running", "succeeded"]
+    assert job.remote_seen == max(json.loads(line)["seq"] for _, line in remote.logs if line.startswith('{"factory_event"'))
+
+    _no_canary_anywhere(jobs_hub, store, [tmp_path])
+
+
+def test_cancel_mid_run_cancels_the_hub_job_and_publishes_nothing(jobs_hub, home, tmp_path):
+    from factory.worker import Worker
+
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, max_steps=100_000, val_set_size=0), "alice", "cli")
+    worker = threading.Thread(target=Worker(store, "w1").run, kwargs={"drain": True})
+    worker.start()
+    _wait(lambda: any(e.kind == "progress" and e.payload["stage"] == "train" for e in store.events(job_id)),
+          "the remote run to report a training step")
+    store.cancel(job_id, "alice")
+    worker.join(WAIT_S)
+    assert not worker.is_alive()
+    job = store.get(job_id)
+    assert job.status == "cancelled" and "nothing was published" in job.error
+    remote = jobs_hub.state.jobs[job.remote_job]
+    assert remote.stage == "CANCELED" and remote.proc.wait(WAIT_S) != 0  # the process was killed
+    assert ("model", "me/tiny-tuned") not in jobs_hub.state.repos
+    assert any(r.endswith(f"/{job.remote_job}/cancel") for r in jobs_hub.state.requests)
+
+
+def test_a_killed_worker_is_replaced_without_a_second_launch(jobs_hub, home, tmp_path):
+    """Worker A (a process) launches and follows; it is killed; worker B takes the expired lease, re-attaches to
+    the same Hub job, records only the events A had not, and finishes the job."""
+    from factory.worker import Worker
+
+    db = f"sqlite:///{home / 'jobs.db'}"
+    store = Store(db, limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, max_steps=40), "alice", "cli")
+    env = {**os.environ, "FACTORY_DB_URL": db, "FACTORY_LEASE_SECONDS": "3", "HF_HUB_OFFLINE": "0"}
+    a = subprocess.Popen([sys.executable, "-m", "factory", "worker", "--once"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: store.get(job_id).remote_job and any(e.payload.get("stage") == "data" for e in store.events(job_id)),
+              "worker A to launch the job and record its first stages")
+    finally:
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+    before = store.get(job_id)
+    assert before.status == "running" and jobs_hub.state.launches == 1
+    seen_by_a = before.remote_seen
+
+    assert Worker(store, "w2").run(max_jobs=1) == 1  # claims once A's lease has expired
+    job = store.get(job_id)
+    assert job.status == "succeeded", job.error
+    assert jobs_hub.state.launches == 1 and job.remote_job == before.remote_job
+    events = store.events(job_id)
+    assert any("re-attached to Hugging Face job" in e.payload.get("message", "") for e in events)
+    stages = [e.payload["stage"] for e in events if e.kind == "stage" and e.payload["stage"] != "launch"]
+    assert stages == ["resolve", "data", "train", "merge", "eval", "card", "publish"]  # none recorded twice
+    assert job.remote_seen > seen_by_a
+    statuses = [e.payload for e in events if e.kind == "status"]
+    assert "resumed_after_lost_worker" in statuses[-2] and statuses[-1]["status"] == "succeeded"
+
+
+def test_a_hub_job_whose_id_was_never_stored_is_adopted(jobs_hub, home, tmp_path):
+    """A worker that died between launching and storing the Jobs id leaves a labelled Hub job: the next adopts it."""
+    from huggingface_hub import HfApi
+
+    from factory.hf_jobs import command, labels
+    from factory.worker import Worker
+
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path), "alice", "cli")
+    env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": jobs_hub.url}
+    HfApi(endpoint=jobs_hub.url, token=CANARY).run_job(
+        image="img", command=command(1, job_id), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
+        labels=labels(store, job_id))
+    assert Worker(store, "w1").run(drain=True) == 1
+    job = store.get(job_id)
+    assert job.status == "succeeded", job.error
+    assert jobs_hub.state.launches == 1
+    assert any("adopted Hugging Face job" in e.payload.get("message", "") for e in store.events(job_id))
+
+
+def test_a_remote_job_that_fails_fails_the_job_with_its_last_lines(jobs_hub, home, tmp_path):
+    from factory.worker import Worker
+
+    rows = "".join(json.dumps({"instruction": f"Name song {i}", "answer": f"Song {i}"}) + "\n" for i in range(20))
+    jobs_hub.state.add_repo("dataset", "org/no-output", {"data/train.jsonl": rows.encode()})
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, datasets=[{"path": "org/no-output", "type": "alpaca"}]), "alice", "cli")
+    Worker(store, "w1").run(drain=True)
+    job = store.get(job_id)
+    assert job.status == "failed" and jobs_hub.state.launches == 1
+    assert f"Hugging Face job {job.remote_job} ended in ERROR: exit code 2" in job.error
+    assert "--- last lines ---" in job.error and "output" in job.error.split("--- last lines ---")[1]
+    _no_canary_anywhere(jobs_hub, store, [tmp_path])
+
+
+def test_the_operator_must_name_an_image_and_a_known_flavor(jobs_hub, home, tmp_path, monkeypatch):
+    from factory.worker import Worker
+
+    store = Store(limits=Limits(0, 0))
+    monkeypatch.delenv("FACTORY_JOBS_IMAGE")
+    first = store.submit(_request(tmp_path), "alice", "cli")
+    Worker(store, "w1").run(once=True)
+    assert store.get(first).status == "failed" and "FACTORY_JOBS_IMAGE" in store.get(first).error
+    monkeypatch.setenv("FACTORY_JOBS_IMAGE", "img")
+    second = store.submit(_request(tmp_path, compute={"flavor": "a900-huge"}), "alice", "cli")
+    Worker(store, "w1").run(once=True)
+    assert "'a900-huge' is not a Jobs flavor; known: cpu-basic, t4-medium, t4-small, test-gpux2" in store.get(second).error
+    assert jobs_hub.state.launches == 0
+    monkeypatch.setenv("FACTORY_BACKEND", "kubernetes")
+    from factory.errors import UserError
+
+    with pytest.raises(UserError, match="FACTORY_BACKEND='kubernetes': choose one of local, hf-jobs"):
+        Worker(store)
+
+
+def test_multi_gpu_flavors_launch_one_process_per_gpu():
+    from factory.hf_jobs import command
+
+    assert command(1, 7)[:2] == ["factory", "run"] and command(1, 7)[-1] == "job-7"
+    cmd = command(4, 7)
+    assert cmd[:6] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4", "--num_machines"]
+    assert cmd[cmd.index("-m"):][:3] == ["-m", "factory", "run"]
