@@ -23,6 +23,8 @@ import yaml
 from discord import app_commands
 
 from bot import render
+from factory.compute import cost_note
+from factory.config import loads_request
 from factory.errors import UserError
 from factory.jobs import Store
 
@@ -230,9 +232,10 @@ class FactoryBot:
                 await interaction.followup.send(part, ephemeral=True)
             return None
         job = self.store.get(job_id)
+        cost = await asyncio.to_thread(cost_note, loads_request(job.request))
         message = await interaction.channel.send(
-            f"{interaction.user.mention} queued **job {job_id}**: `{job.hub_model_id}`. Progress in the thread.",
-            view=self.cancel_view(job_id))
+            f"{interaction.user.mention} queued **job {job_id}**: `{job.hub_model_id}`. Progress in the thread."
+            + (f"\n{cost}" if cost else ""), view=self.cancel_view(job_id))
         thread = await message.create_thread(name=f"job {job_id}: {job.hub_model_id}"[:100])
         self.store.add_target(FRONT_DOOR, job_id, str(thread.id))
         self.threads[str(thread.id)] = thread

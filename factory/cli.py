@@ -54,9 +54,25 @@ def cmd_validate(args) -> int:
         return 0
     if not args.request:
         raise UserError("give a request file: factory validate REQUEST.yaml")
-    _check(args.request, require_base=not args.offline)
+    request = _check(args.request, require_base=not args.offline)
+    _print_costs(request, args.flavor)
     print(f"{args.request}: valid")
     return 0
+
+
+def _print_costs(request, flavors: list[str] | None) -> None:
+    """The estimated time and cost on Hugging Face Jobs: on --flavor, or where the request or backend runs it."""
+    from factory.compute import estimate_request
+    from factory.hf_jobs import backend
+    from factory.hub import default_hub
+
+    if not flavors and (backend() == "hf-jobs" or request.compute.flavor):
+        flavors = [None]  # the request's flavor, else the operator's default
+    for flavor in flavors or []:
+        try:
+            print(f"  cost    hf-jobs {estimate_request(request, default_hub(request.hub_endpoint), flavor).line()}")
+        except UserError as exc:
+            print(f"  cost    hf-jobs {flavor or ''}: not estimated: {exc}")
 
 
 def cmd_lint(args) -> int:
@@ -214,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keys", action="store_true", help="print every accepted key with its type and default")
     v.add_argument("--offline", action="store_true", help="check without the base model (not downloaded, not in the "
                    "local hub): a warning instead of an error, and the lint rules that need its config are skipped")
+    v.add_argument("--flavor", action="append", metavar="FLAVOR", help="estimate the run's time and cost on this "
+                   "Hugging Face Jobs flavor (repeatable; prices from the Hub, or FACTORY_JOBS_PRICES)")
     v.set_defaults(fn=cmd_validate)
     lt = sub.add_parser("lint", help="the lint rules")
     lt.add_argument("--list", action="store_true", required=True, help="print each rule with the reason it exists")

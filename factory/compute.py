@@ -72,9 +72,11 @@ def hardware(endpoint: str | None = None, token: str | None = None) -> tuple[dic
         except (OSError, ValueError) as exc:
             raise UserError(f"FACTORY_JOBS_PRICES={path}: cannot be read as list_jobs_hardware JSON ({exc})") from None
         return {f.name: f for f in map(_flavor, raw)}, f"prices from FACTORY_JOBS_PRICES ({os.path.basename(path)})"
-    from factory.credentials import check_endpoint
+    from factory.credentials import check_endpoint, hf_token
 
     endpoint = check_endpoint(endpoint)
+    if token is None and (operator := hf_token(endpoint)) is not None:
+        token = operator.value
     cache = _cache_path()
     cached = json.loads(cache.read_text()) if cache.is_file() else None
     now = datetime.now(timezone.utc)
@@ -145,6 +147,13 @@ class Estimate:
     minutes: float | None
     usd: float | None
     prices: str
+    timeout_s: int | None = None
+
+    def too_long(self) -> str:
+        if self.minutes is None or self.timeout_s is None or self.minutes * 60 <= self.timeout_s:
+            return ""
+        return (f"; LONGER than the job's timeout ({self.timeout_s / 3600:g} h): it would be stopped unfinished, so "
+                "raise compute.timeout or choose a faster flavor")
 
     def line(self) -> str:
         f = self.flavor
@@ -153,11 +162,24 @@ class Estimate:
             return (f"{f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): cost not estimated "
                     f"({'unknown GPU ' + str(f.gpu) if self.params else 'parameter count unknown'}); {self.prices}")
         return (f"{f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): about {self.minutes:.0f} min, ${self.usd:.2f} "
-                f"[{self.tokens:,} training tokens, {self.params / 1e9:.2f}B parameters, {UTILISATION:.0%} of peak "
-                f"bf16, +{self._overhead():.0f} min start/merge/eval/upload; {self.prices}]")
+                f"[{self.tokens:,} training tokens, {_count(self.params)} parameters, {UTILISATION:.0%} of peak "
+                f"bf16, +{self._overhead():.0f} min start/merge/eval/upload; {self.prices}]{self.too_long()}")
+
+    def short(self) -> str:
+        """One line for a front door."""
+        f = self.flavor
+        hw = f"{f.gpus}x {f.gpu}" if f.gpu else "CPU"
+        if self.minutes is None:
+            return f"on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h); time not estimated"
+        return (f"about {self.minutes:.0f} min on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): about ${self.usd:.2f}"
+                + self.too_long())
 
     def _overhead(self) -> float:
         return overhead_minutes(self.params)
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
 def overhead_minutes(params: float | None) -> float:
@@ -166,15 +188,16 @@ def overhead_minutes(params: float | None) -> float:
 
 def estimate(request, flavor: Flavor, tokens: int, params: float | None, prices: str) -> Estimate:
     peak = PEAK_TFLOPS.get((flavor.gpu or "").upper())
+    timeout_s = chosen(request)[1]
     if params is None or peak is None or flavor.gpus == 0:
-        return Estimate(flavor, tokens, params, None, None, prices)
+        return Estimate(flavor, tokens, params, None, None, prices, timeout_s)
     per_token = 6.0 if not request.adapter else 4.0
     if request.gradient_checkpointing:
         per_token += 2.0  # the forward pass again in the backward
     rate = peak * 1e12 * UTILISATION * flavor.gpus * (0.5 if request.adapter == "qlora" else 1.0)
     minutes = per_token * params * tokens / rate / 60 + overhead_minutes(params)
     billed = math.ceil(minutes)  # Jobs bill by the minute
-    return Estimate(flavor, tokens, params, minutes, billed * flavor.usd_per_min, prices)
+    return Estimate(flavor, tokens, params, minutes, billed * flavor.usd_per_min, prices, timeout_s)
 
 
 def estimate_request(request, hub=None, flavor: str | None = None, endpoint: str | None = None) -> Estimate:
@@ -194,3 +217,19 @@ def estimate_request(request, hub=None, flavor: str | None = None, endpoint: str
         except (UserError, TypeError):
             base_dir = None
     return estimate(request, flavors[name], estimated_tokens(request, hub), parameters(request, base_dir), prices)
+
+
+def cost_note(request, hub=None) -> str | None:
+    """'Estimated cost on Hugging Face Jobs: ...' for a front door, when the operator's backend is hf-jobs."""
+    from factory.hf_jobs import backend
+
+    if backend() != "hf-jobs":
+        return None
+    try:
+        if hub is None:
+            from factory.hub import default_hub
+
+            hub = default_hub(request.hub_endpoint)
+        return f"Estimated cost on Hugging Face Jobs: {estimate_request(request, hub).short()}"
+    except UserError as exc:
+        return f"Cost on Hugging Face Jobs not estimated: {exc}"

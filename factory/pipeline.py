@@ -198,7 +198,8 @@ def stage_train(run: Run, resolved: dict) -> dict:
     tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
     result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
     run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"
-                                     + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")))
+                                     + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
+                                     + (f" ({Ranks().world} processes)" if Ranks().world > 1 else "")))
     return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
             "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
             "tokens_seen": result.tokens_seen,

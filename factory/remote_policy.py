@@ -178,7 +178,10 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
         if timeout_seconds(request.compute.timeout) > timeout_seconds(lim.max_timeout):
             raise UserError(f"{source}: limit max_timeout: compute.timeout is {request.compute.timeout}; this factory "
                             f"allows at most {lim.max_timeout}")
-    tokens = estimated_tokens(request, hub)
+    try:
+        tokens = estimated_tokens(request, hub)
+    except UserError as exc:
+        raise UserError(f"{source}: limit max_training_tokens: {exc}") from None
     if tokens > lim.max_training_tokens:
         raise UserError(f"{source}: limit max_training_tokens: this request would train on about {tokens:,} tokens; "
                         f"at most {lim.max_training_tokens:,} are allowed (lower max_steps, num_epochs or sequence_len)")
@@ -207,8 +210,8 @@ def estimated_tokens(request: Request, hub=None) -> int:
         try:
             total += dataset_bytes(hub, spec.path)
         except UserError as exc:  # e.g. a private dataset the factory's own token cannot see
-            raise UserError(f"limit max_training_tokens: the size of '{spec.path}' cannot be read to estimate the "
-                            f"training tokens ({exc}); set max_steps so the run is bounded") from None
+            raise UserError(f"the size of '{spec.path}' cannot be read to estimate the training tokens ({exc}); "
+                            "set max_steps so the run is bounded") from None
     return int(total / 4 * request.num_epochs)
 
 

@@ -9,6 +9,7 @@ loses nothing; every request goes through Store.submit(..., front_door="space").
 from __future__ import annotations
 
 import getpass
+import html
 import os
 import threading
 from pathlib import Path
@@ -19,6 +20,8 @@ import yaml
 
 from factory import job_views
 from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
+from factory.compute import cost_note
+from factory.config import loads_request
 from factory.errors import UserError
 from factory.jobs import Store
 
@@ -157,12 +160,14 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             return "Sign in first."
         try:
             request = admit(text, user, "space")
-            rows = preview(request, default_hub(request.hub_endpoint), rows=3)
+            hub = default_hub(request.hub_endpoint)
+            rows = preview(request, hub, rows=3)
         except UserError as exc:
             return f"<p>Cannot preview: {exc}</p>"
+        cost = cost_note(request, hub)
         legend = ('<p class="legend"><span class="trained" style="background:#d9f2d9">trained tokens</span>'
                   '<span style="color:#8a8a8a">masked (not trained)</span></p>')
-        return legend + as_html(rows)
+        return (f'<p class="cost">{html.escape(cost)}</p>' if cost else "") + legend + as_html(rows)
 
     def submit(text: str, profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None):
         user = who(profile)
@@ -172,7 +177,9 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             job = store.submit(text, user, "space", hub_token=token.token if token is not None else None)
         except UserError as exc:
             return f"### Refused\n\n```\n{exc}\n```", gr.update()
-        return f"### Queued as job {job}\n\nFollow it in the Jobs tab.", gr.update(value=job)
+        cost = cost_note(loads_request(store.get(job).request))
+        return (f"### Queued as job {job}\n\n" + (f"{cost}\n\n" if cost else "") + "Follow it in the Jobs tab.",
+                gr.update(value=job))
 
     def jobs_table(profile: gr.OAuthProfile | None = None):
         user = who(profile)

@@ -4,6 +4,7 @@ real worker; the checks on their own; every message and embed within Discord's l
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import threading
 from pathlib import Path
@@ -316,3 +317,20 @@ def test_chat_streams_by_edits_and_splits_long_replies(discord_env, tiny_base, d
     edits = inter.sent.edits
     assert len(edits) >= 2 and all(len(e) <= render.MESSAGE for e in edits)
     assert edits[-1].startswith(f"**finetuned** (`{tiny_base}`):") and len(edits[-1]) > len(edits[0]) - 1
+
+
+def test_with_the_jobs_backend_the_queued_message_says_the_cost(discord_env, db_url, monkeypatch, tmp_path):
+    from hub_server import HARDWARE
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(HARDWARE))
+    monkeypatch.setenv("FACTORY_BACKEND", "hf-jobs")
+    monkeypatch.setenv("FACTORY_JOBS_PRICES", str(prices))
+    monkeypatch.setenv("FACTORY_JOBS_FLAVOR", "t4-small")
+    store = Store(db_url, Limits(0, 0))
+    inter = interaction()
+    job = run(FactoryBot(store).finetune(inter, Attachment(demo_request()), None, None, "alpaca", "lora", 1.0, 2e-4,
+                                         None))
+    assert job is not None, private_replies(inter)
+    public = inter.channel.messages[0].content
+    assert "\nEstimated cost on Hugging Face Jobs: about " in public and "min on t4-small (1x T4, $0.40/h): about $" in public

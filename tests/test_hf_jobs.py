@@ -229,3 +229,29 @@ def test_multi_gpu_flavors_launch_one_process_per_gpu():
     cmd = command(4, 7)
     assert cmd[:6] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4", "--num_machines"]
     assert cmd[cmd.index("-m"):][:3] == ["-m", "factory", "run"]
+
+
+def test_a_two_gpu_flavor_runs_one_process_per_gpu_and_reports_once(jobs_hub, home, tmp_path, monkeypatch):
+    """`accelerate launch` with two processes (gloo on this CPU): one event stream, one publish."""
+    from factory.worker import Worker
+
+    if not (Path(sys.executable).parent / "accelerate").exists():
+        from conftest import missing
+
+        missing("the accelerate command is not installed beside this Python", "FACTORY_REQUIRE_EXTRAS")
+    monkeypatch.setenv("FACTORY_JOBS_FLAVOR", "test-gpux2")
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, micro_batch_size=2), "alice", "cli")
+    Worker(store, "w1").run(drain=True)
+    job = store.get(job_id)
+    remote = jobs_hub.state.jobs[job.remote_job]
+    assert job.status == "succeeded", job.error + "\n".join(line for _, line in remote.logs[-30:])
+    assert remote.spec["command"][:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
+    events = store.events(job_id)
+    stages = [e.payload["stage"] for e in events if e.kind == "stage"]
+    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "card", "publish"]
+    assert sum(line.startswith('{"factory_event"') and '"result"' in line for _, line in remote.logs) == 1
+    trained = [e.payload["message"] for e in events if e.kind == "message" and " steps in " in e.payload["message"]]
+    assert len(trained) == 1 and trained[0].endswith("(2 processes)")
+    assert len(jobs_hub.state.repos[("model", "me/tiny-tuned")].commits) == 2  # created, then one publish
+    assert "flavor `test-gpux2` (2x T4" in jobs_hub.state.repos[("model", "me/tiny-tuned")].head()[1]["README.md"].decode()

@@ -98,7 +98,26 @@ def statuses(store: Store, job_id: int) -> list[str]:
 
 def test_schema_is_versioned_and_created_once(db_url):
     first, second = Store(db_url), Store(db_url)
-    assert first.schema_version() == second.schema_version() == 2
+    assert first.schema_version() == second.schema_version() == 3
+
+
+def test_a_version_2_database_gains_the_jobs_columns_and_keeps_its_rows(db_url, tiny_request):
+    from sqlalchemy import text
+
+    store = Store(db_url, Limits(0, 0))
+    job_id = store.submit(tiny_request(), "alice", "cli")
+    with store.engine.begin() as conn:  # back to what version 2 made
+        for column in ("remote_job", "remote_seen"):
+            conn.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
+        conn.execute(text("DELETE FROM factory_schema_version WHERE version = 3"))
+    store.engine.dispose()
+    again = Store(db_url, Limits(0, 0))
+    assert again.schema_version() == 3
+    job = again.claim("w", 60)
+    assert (job.id, job.remote_job, job.remote_seen) == (job_id, None, None)
+    assert again.set_remote(job_id, "w", remote_job="abc123") and again.set_remote(job_id, "w", seen=7)
+    assert not again.set_remote(job_id, "someone-else", seen=9)  # only the owner
+    assert (again.get(job_id).remote_job, again.get(job_id).remote_seen) == ("abc123", 7)
 
 
 def test_invalid_requests_never_become_jobs(db_url, tiny_request):

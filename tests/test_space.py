@@ -3,6 +3,7 @@ chromium driven by Playwright (screenshots of each tab at 1280x800 and 390x844 i
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import socket
@@ -218,3 +219,31 @@ def test_the_space_folder_passes_the_hubs_metadata_check(hub, tmp_path, capsys):
     requirements = (out / "requirements.txt").read_text()
     assert "gradio[oauth]" in requirements and "transformers" in requirements
     assert main(["space-folder", str(out)]) == 2  # never over an existing folder
+
+
+def test_with_the_jobs_backend_the_page_shows_the_cost_before_and_after_submit(space, browser, tmp_path, monkeypatch):
+    from hub_server import HARDWARE
+
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots")) / "jobs-backend"
+    out.mkdir(parents=True, exist_ok=True)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(HARDWARE))
+    monkeypatch.setenv("FACTORY_BACKEND", "hf-jobs")
+    monkeypatch.setenv("FACTORY_JOBS_PRICES", str(prices))
+    monkeypatch.setenv("FACTORY_JOBS_FLAVOR", "t4-small")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(space["url"])
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    _type_request(page, short_demo(space["module"], "hf:newcomer", compute={"flavor": "t4-medium"}))
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Preview the label mask").click()
+    cost = page.locator("#mask .cost")
+    cost.wait_for(timeout=60_000)
+    assert cost.inner_text().startswith("Estimated cost on Hugging Face Jobs: about ")
+    assert "min on t4-medium (1x T4, $0.60/h): about $" in cost.inner_text()
+    _shots(page, out, "preview-with-cost")
+    page.get_by_role("button", name="Submit").click()
+    page.locator("#submitted").get_by_text("Estimated cost on Hugging Face Jobs").wait_for(timeout=60_000)
+    assert "min on t4-medium (1x T4, $0.60/h): about $" in page.locator("#submitted").inner_text()
+    _shots(page, out, "queued-with-cost")
+    assert space["store"].list(limit=1)[0].status == "queued"
