@@ -1,6 +1,7 @@
-# A CUDA image with the GPU extra; the entry point is `factory`.
+# A CUDA image with the GPU extra and the `factory` command; also the image for Hugging Face Jobs
+# (FACTORY_BACKEND=hf-jobs, FACTORY_JOBS_IMAGE): no ENTRYPOINT, because a Job's command is the whole command line.
 #   docker build -t model-factory .
-#   docker run --gpus all -e HF_TOKEN -v $PWD:/work model-factory run /work/request.yaml
+#   docker run --gpus all -e HF_TOKEN -v $PWD:/work model-factory factory run /work/request.yaml
 FROM nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 FACTORY_HOME=/data/factory HF_HOME=/data/hf
@@ -19,5 +20,4 @@ RUN pip install --upgrade pip packaging ninja wheel \
     && pip install --no-build-isolation ".[gpu]"
 
 VOLUME /data
-ENTRYPOINT ["factory"]
-CMD ["--help"]
+CMD ["factory", "--help"]

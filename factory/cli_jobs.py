@@ -145,7 +145,10 @@ def add_commands(sub) -> None:
     c.set_defaults(fn=cmd_cancel)
     w = sub.add_parser("worker", help="run queued jobs; SIGTERM puts the current job back with a checkpoint",
                        epilog=STATUS_HELP + "\nsettings: FACTORY_LEASE_SECONDS (60), FACTORY_POLL_SECONDS (2), "
-                       "FACTORY_MAX_ATTEMPTS (3), FACTORY_RETRY_BASE_SECONDS (10)", formatter_class=raw)
+                       "FACTORY_MAX_ATTEMPTS (3), FACTORY_RETRY_BASE_SECONDS (10)\n"
+                       "backend: FACTORY_BACKEND=local (default: jobs run on this machine) or hf-jobs (each job runs as "
+                       "a Hugging Face Job: FACTORY_JOBS_IMAGE, FACTORY_JOBS_FLAVOR, FACTORY_JOBS_TIMEOUT, "
+                       "FACTORY_JOBS_NAMESPACE; see the README)", formatter_class=raw)
     w.add_argument("--once", action="store_true", help="run at most one job, then exit (exit at once if none is queued)")
     w.add_argument("--max-jobs", type=int, help="exit after this many jobs")
     w.add_argument("--drain", action="store_true", help="exit when no job is claimable instead of waiting for more")

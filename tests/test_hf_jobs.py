@@ -255,3 +255,15 @@ def test_a_two_gpu_flavor_runs_one_process_per_gpu_and_reports_once(jobs_hub, ho
     assert len(trained) == 1 and trained[0].endswith("(2 processes)")
     assert len(jobs_hub.state.repos[("model", "me/tiny-tuned")].commits) == 2  # created, then one publish
     assert "flavor `test-gpux2` (2x T4" in jobs_hub.state.repos[("model", "me/tiny-tuned")].head()[1]["README.md"].decode()
+
+
+def test_factory_run_takes_a_file_or_an_environment_variable(home, monkeypatch, capsys):
+    from factory.cli import main
+
+    assert main(["run"]) == 2 and "give a request file" in capsys.readouterr().err
+    monkeypatch.delenv("NO_SUCH_REQUEST", raising=False)
+    assert main(["run", "--request-env", "NO_SUCH_REQUEST"]) == 2
+    assert "NO_SUCH_REQUEST: that environment variable is empty or unset" in capsys.readouterr().err
+    monkeypatch.setenv("BAD_REQUEST", "base_model: org/x\nlerning_rate: 1\n")
+    assert main(["run", "--request-env", "BAD_REQUEST", "--events", "jsonl"]) == 2
+    assert "$BAD_REQUEST" in capsys.readouterr().err
