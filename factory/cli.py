@@ -167,7 +167,9 @@ def _execute_jsonl(request, run_name: str | None) -> int:
     lines = JsonLines()
     run.reporter = lines
     if Ranks().main:  # under `accelerate launch`, one process speaks for the job
-        run.gate = lines.gate
+        from factory.hf_jobs import publish_gate
+
+        run.gate = publish_gate(lines)
     results = execute(run)
     if "publish" in results:
         lines.result(summary(run, results))

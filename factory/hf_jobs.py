@@ -24,6 +24,8 @@ from factory.errors import Stopped, UserError
 from factory.progress import Event
 
 BACKENDS = ("local", "hf-jobs")
+PUBLISH_LABEL = "factory-publish"  # set to "go" by the worker once the queue lets the job publish
+GO_POLL_S = 2.0
 LAST_LINES = 12
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 
@@ -90,10 +92,13 @@ class Remote:
             info = self.api.inspect_job(job_id=self.job.remote_job, namespace=self.namespace)
             self.reporter.continue_stage(self.job.stage)
             self._say(f"re-attached to Hugging Face job {info.id} ({info.status.stage}): {info.url}", self.job.stage)
+            if self.job.stage == "publish":  # the worker before may have died between the queue's yes and the label
+                self._go(info.id)
             return info.id
         for info in self.api.list_jobs(labels=self.labels, namespace=self.namespace):  # launched, then the worker died
             if info.status.stage not in TERMINAL:
-                self._keep(info.id)
+                if not self._keep(info.id):
+                    raise Stopped("lease-lost")
                 self._say(f"adopted Hugging Face job {info.id} launched by a worker that died: {info.url}")
                 return info.id
         return self._launch()
@@ -108,6 +113,7 @@ class Remote:
         flavor = flavors[flavor_name]
         hw = f"{flavor.gpus}x {flavor.gpu}" if flavor.gpu else "CPU"
         env = {"FACTORY_REQUEST": self.request.sanitized_yaml(), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "FACTORY_JOBS_LABELS": json.dumps(self.labels), "FACTORY_JOBS_NAMESPACE": self.namespace,
                "FACTORY_JOBS_COMPUTE": json.dumps({"flavor": flavor.name, "hardware": hw,
                                                    "usd_per_hour": round(flavor.usd_per_min * 60, 4)})}
         from factory.credentials import DEFAULT_ENDPOINT
@@ -117,9 +123,10 @@ class Remote:
         info = self.api.run_job(image=image(), command=command(flavor.gpus, self.job.id), env=env,
                                 secrets={"HF_TOKEN": self.token.value}, flavor=flavor.name, timeout=timeout_s,
                                 labels=self.labels, namespace=self.namespace)
-        if not self._keep(info.id):  # the lease went while launching: nobody would follow this one
-            self.api.cancel_job(job_id=info.id, namespace=self.namespace)
-            raise Stopped("lease-lost")
+        if not self._keep(info.id):  # the lease went while launching: the new owner adopts this one by its labels,
+            if self.store.get(self.job.id).remote_job not in (None, info.id):  # unless it launched its own already
+                self.api.cancel_job(job_id=info.id, namespace=self.namespace)
+            raise Stopped("lease-lost")  # (an orphan never publishes: it waits for a go that never comes)
         self._say(f"launched Hugging Face job {info.id} on {flavor.name} ({hw}, ${flavor.usd_per_min * 60:.2f}/h, "
                   f"timeout {timeout_s // 60} min; {prices}): {info.url}")
         return info.id
@@ -132,9 +139,15 @@ class Remote:
 
     # ---- follow ------------------------------------------------------------------------------------
 
+    def _go(self, remote_id: str) -> None:
+        """Let the remote run publish: it waits at its publish gate for this label (see publish_gate)."""
+        self.api.update_job_labels(job_id=remote_id, labels={**self.labels, PUBLISH_LABEL: "go"},
+                                   namespace=self.namespace)
+
     def follow(self, remote_id: str) -> dict:
         from factory import event_lines
 
+        self.remote_id = remote_id
         lines: queue.Queue = queue.Queue()
         done = object()
 
@@ -181,6 +194,8 @@ class Remote:
             self.reporter.emit(event_lines.to_event(record))
         elif "gate" in record:
             self.reporter.gate(str(record["gate"]))  # publish: the queue's own conditional state change
+            if record["gate"] == "publish":
+                self._go(self.remote_id)
         self.seen = record["seq"]
         if not self.store.set_remote(self.job.id, self.worker, seen=self.seen):
             raise Stopped("lease-lost")
@@ -212,6 +227,36 @@ class Remote:
         except (UserError, KeyError):
             out["usd"] = None
         return out
+
+
+def publish_gate(lines):
+    """The remote run's gate: print each stage's gate line; before publishing, wait until the worker says go.
+
+    The worker says go only after the queue's conditional move into the publish stage, so a job cancelled
+    before that never publishes, however late the worker reads the gate line."""
+    import time
+
+    labels = json.loads(os.environ.get("FACTORY_JOBS_LABELS") or "null")
+
+    def gate(stage: str) -> None:
+        lines.gate(stage)
+        if stage != "publish" or not labels:
+            return
+        from huggingface_hub import HfApi
+
+        from factory.credentials import check_endpoint, hf_token
+
+        token = hf_token(check_endpoint(None))
+        api = HfApi(endpoint=token.endpoint, token=token.value)
+        namespace = os.environ.get("FACTORY_JOBS_NAMESPACE") or None
+        while True:
+            mine = [j for j in api.list_jobs(labels=labels, namespace=namespace)
+                    if str(getattr(j.status.stage, "value", j.status.stage)) not in TERMINAL]
+            if mine and (mine[0].labels or {}).get(PUBLISH_LABEL) == "go":
+                return
+            time.sleep(GO_POLL_S)
+
+    return gate
 
 
 def run_on_hf_jobs(job, reporter) -> dict:

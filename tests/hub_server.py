@@ -326,6 +326,14 @@ def make_handler(state: State):
             self._error(404, "EntryNotFound", f"no route {path}")
 
         def do_PUT(self) -> None:
+            m = re.match(r"^/api/jobs/([^/]+)/([^/]+)/labels$", urlparse(self.path).path)
+            if m:
+                body, user = json.loads(self._body() or b"{}"), self._user()
+                job = state.jobs.get(m.group(2))
+                if user is None or job is None or job.namespace != user or m.group(1) != user:
+                    return self._error(404, "NotFound", f"job {m.group(2)} not found")
+                job.spec["labels"] = body["labels"]
+                return self._send(200, job.info(self.headers["Host"]))
             m = re.match(r"^/lfs-upload/([0-9a-f]{64})$", urlparse(self.path).path)
             data = self._body()
             if not m or hashlib.sha256(data).hexdigest() != m.group(1):

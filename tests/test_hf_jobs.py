@@ -167,24 +167,53 @@ def test_a_killed_worker_is_replaced_without_a_second_launch(jobs_hub, home, tmp
     assert "resumed_after_lost_worker" in statuses[-2] and statuses[-1]["status"] == "succeeded"
 
 
-def test_a_hub_job_whose_id_was_never_stored_is_adopted(jobs_hub, home, tmp_path):
-    """A worker that died between launching and storing the Jobs id leaves a labelled Hub job: the next adopts it."""
+def _launch_by_hand(server, store: Store, job_id: int):
+    """The Hub job a worker launches for this job, launched here without a worker storing its id."""
     from huggingface_hub import HfApi
 
     from factory.hf_jobs import command, labels
+
+    env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": server.url,
+           "FACTORY_JOBS_LABELS": json.dumps(labels(store, job_id)), "FACTORY_JOBS_NAMESPACE": "me"}
+    return HfApi(endpoint=server.url, token=CANARY).run_job(
+        image="img", command=command(1, job_id), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
+        labels=labels(store, job_id))
+
+
+def test_a_hub_job_whose_id_was_never_stored_is_adopted(jobs_hub, home, tmp_path):
+    """A worker that died between launching and storing the Jobs id leaves a labelled Hub job: the next adopts it."""
     from factory.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path), "alice", "cli")
-    env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": jobs_hub.url}
-    HfApi(endpoint=jobs_hub.url, token=CANARY).run_job(
-        image="img", command=command(1, job_id), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
-        labels=labels(store, job_id))
+    _launch_by_hand(jobs_hub, store, job_id)
     assert Worker(store, "w1").run(drain=True) == 1
     job = store.get(job_id)
     assert job.status == "succeeded", job.error
     assert jobs_hub.state.launches == 1
     assert any("adopted Hugging Face job" in e.payload.get("message", "") for e in store.events(job_id))
+
+
+def test_a_cancel_while_the_remote_waits_to_publish_publishes_nothing(jobs_hub, home, tmp_path):
+    """The remote run stops at its publish gate until the worker has moved the job into publish in the queue
+    and said go: a cancel that came in before then wins, however late the worker reads the gate line."""
+    from factory.errors import Stopped
+    from factory.hf_jobs import PUBLISH_LABEL, Remote
+    from factory.worker import JobReporter, admitted
+
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path), "alice", "cli")
+    _launch_by_hand(jobs_hub, store, job_id)
+    remote = next(iter(jobs_hub.state.jobs.values()))
+    _wait(lambda: any('"gate": "publish"' in line for _, line in remote.logs), "the remote run to reach its publish gate")
+    job = store.claim("w1", 60)
+    store.cancel(job_id, "alice")  # the worker has not read the gate line yet
+    follower = Remote(job, JobReporter(store, job, "w1"), admitted(job))
+    with pytest.raises(Stopped, match="cancel"):
+        follower.follow(follower.start())
+    assert remote.proc.wait(WAIT_S) != 0 and remote.stage == "CANCELED"
+    assert PUBLISH_LABEL not in remote.spec["labels"]
+    assert ("model", "me/tiny-tuned") not in jobs_hub.state.repos
 
 
 def test_a_remote_job_that_fails_fails_the_job_with_its_last_lines(jobs_hub, home, tmp_path):
