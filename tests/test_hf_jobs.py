@@ -47,6 +47,7 @@ def jobs_hub(hub, home, tmp_path, monkeypatch):
     monkeypatch.setenv("FACTORY_BACKEND", "hf-jobs")
     monkeypatch.setenv("FACTORY_JOBS_IMAGE", "registry.example/model-factory:test")
     monkeypatch.setenv("FACTORY_JOBS_FLAVOR", "t4-small")
+    monkeypatch.setenv("FACTORY_JOBS_TIMEOUT", "10m")  # the server stops a job that hangs: a test never waits forever
     monkeypatch.setenv("FACTORY_POLL_SECONDS", "0.2")
     monkeypatch.delenv("FACTORY_JOBS_PRICES", raising=False)
     return hub
