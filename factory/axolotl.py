@@ -24,21 +24,16 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "mixture-of-experts kernels and expert parallelism": (
         "expert_parallel_size", "expert_parallel_num_nvl_bytes", "expert_parallel_token_capacity",
         "llama4_linearized_experts"),
-    "tensor, context and sequence parallelism": (
-        "tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_replicate_size",
-        "sequence_parallel_degree"),
     "diffusion language models": ("diffusion",),
-    "learning-rate schedules other than cosine, cosine with a floor, linear and constant (quadratic warmup, eta_min)": (
-        "lr_quadratic_warmup", "eta_min"),
+    "learning-rate schedules other than cosine (with a floor or a quadratic warmup), linear and constant (eta_min)": (
+        "eta_min",),
     "ReLoRA, LISA and jagged-restart schedules": (
         "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "lisa_n_layers", "lisa_step_interval",
         "lisa_layers_attribute", "jagged_restart_steps", "jagged_restart_warmup_steps", "jagged_restart_anneal_steps"),
     "partial unfreezing and model surgery": (
         "reinit_weights", "peft", "lora_fan_in_fan_out"),
     "streaming and pretraining datasets": (
-        "pretraining_dataset", "streaming", "streaming_multipack_buffer_size", "pretrain_multipack_attn",
-        "min_sample_len", "curriculum_sampling", "sample_packing_sequentially"),
-    "Axolotl's Ray launcher": ("use_ray", "ray_num_workers"),
+        "pretraining_dataset", "pretrain_multipack_attn", "curriculum_sampling", "sample_packing_sequentially"),
     "NEFTune noise, RoPE scaling and shifted-sparse attention": (
         "noisy_embedding_alpha", "neftune_noise_alpha", "rope_scaling", "s2_attention"),
     "Mistral's own tokenizer library (mistral-common)": ("tokenizer_use_mistral_common",),
@@ -58,7 +53,13 @@ SPEED_ONLY = {
     "skip_prepare_dataset", "shuffle_merged_datasets", "group_by_length", "eval_batch_size", "plugins", "sample_packing_eff_est",
     "sample_packing_seq_len_multiplier", "total_num_tokens", "max_packed_sequence_len",
     "quantize_moe_experts", "use_scattermoe", "use_sonicmoe", "experts_implementation", "resize_token_embeddings_to_32x",
+    "streaming", "streaming_multipack_buffer_size",  # SFT datasets are downloaded and read whole instead of streamed
 }
+# Tensor, context and sequence parallelism split one sample or one layer over GPUs: the same arithmetic as data
+# parallelism, with less memory per GPU. The factory shards data-parallel only (FSDP, DeepSpeed): ignored, and lint
+# warns that each GPU then holds whole sequences and whole layers.
+PARALLELISM = {"tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_replicate_size",
+               "sequence_parallel_degree", "ring_attn_func", "heads_k_stride"}
 # Reporting during training to places the factory does not report to: the model trained is the same.
 LOGGING_ONLY = {
     "use_swanlab", "swanlab_project", "swanlab_experiment_name", "swanlab_description", "swanlab_mode",
@@ -66,9 +67,10 @@ LOGGING_ONLY = {
     "swanlab_log_model", "use_otel_metrics", "otel_metrics_host", "otel_metrics_port", "do_causal_lm_eval",
     "eval_causal_lm_metrics", "eval_max_new_tokens", "eval_table_size", "debug",
 }
-# Axolotl's Modal launcher: where Axolotl would run the job; the factory's operator decides that.
+# Axolotl's Modal and Ray launchers: where Axolotl would run the job; the factory's operator decides that
+# (its workers, or Hugging Face Jobs; `accelerate launch` for several GPUs).
 LAUNCHER = {"gpu", "gpu_count", "memory", "timeout", "memory_preprocess", "timeout_preprocess", "volumes", "secrets",
-            "branch", "dockerfile_commands", "project_name"}
+            "branch", "dockerfile_commands", "project_name", "use_ray", "ray_num_workers", "resources_per_worker"}
 
 # Keys whose listed values are what the factory does anyway.
 SAME_AS_FACTORY: dict[str, tuple] = {
@@ -192,14 +194,17 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     if key in SPEED_ONLY or key in LOGGING_ONLY or key in LAUNCHER:
         (compat.no_effect if asks_for_nothing(value) else compat.ignored_here).append(key)
         return True
-    if key in ("dp_shard_size", "tensor_parallel_size", "context_parallel_size", "dp_replicate_size") and value in (1, None):
+    if key == "dp_shard_size" and value in (1, None):
         compat.no_effect.append(f"{key}: {value}")
+        return True
+    if key in PARALLELISM:
+        (compat.no_effect if asks_for_nothing(value) or value == 1 else compat.ignored_here).append(key)
         return True
     if key == "cosine_constant_lr_ratio":
         if value in (0, None):
             compat.no_effect.append(f"{key}: {value}")
         else:
-            compat.refuse("learning-rate schedules other than cosine, cosine with a floor, linear and constant (quadratic warmup, eta_min)",
+            compat.refuse("learning-rate schedules other than cosine (with a floor or a quadratic warmup), linear and constant (eta_min)",
                           f"{key}: {value}")
         return True
     if key.startswith(("wandb_", "mlflow_", "trackio_", "comet_")) and asks_for_nothing(value):
@@ -228,8 +233,7 @@ def _zero_stage(value: str) -> int | None:
 def _distributed(data: dict, compat: Compat) -> None:
     """Axolotl's deepspeed / fsdp keys as the factory's `distributed:`."""
     shard = data.get("dp_shard_size")
-    if isinstance(shard, int) and shard > 1 and not any(data.get(k) not in (None, 1) for k in (
-            "tensor_parallel_size", "context_parallel_size", "dp_replicate_size")):
+    if isinstance(shard, int) and shard > 1:  # (tensor/context parallel sizes beside it are ignored: PARALLELISM)
         data.pop("dp_shard_size")
         data.setdefault("fsdp_version", 2)  # sharded data parallel over all processes is FSDP
     ds, fsdp_keys = data.pop("deepspeed", None), {k: data.pop(k) for k in ("fsdp", "fsdp_config", "fsdp_version") if k in data}
@@ -367,6 +371,15 @@ def normalise(data: dict, model_fields: set[str], dataset_fields: set[str]) -> t
     if isinstance(data.get("tokens"), dict):  # Axolotl's older spelling of special_tokens
         data["special_tokens"] = {**data.pop("tokens"), **(data.get("special_tokens") or {})}
         compat.translated.append("tokens: {...} -> special_tokens")
+    if "save_strategy" in data:  # the Trainer's key, which Axolotl passes through
+        value = data.pop("save_strategy")
+        if value in (None, "steps"):
+            compat.no_effect.append(f"save_strategy: {value}")
+        elif value == "epoch" and "saves_per_epoch" not in data and "save_steps" not in data:
+            data["saves_per_epoch"] = 1
+            compat.translated.append("save_strategy: epoch -> saves_per_epoch: 1")
+        else:  # no / best: the factory keeps checkpoints so that an interrupted run resumes
+            compat.ignored_here.append(f"save_strategy: {value}")
     if "eot_tokens" in data:  # the end-of-turn tokens Axolotl trains: the factory trains each assistant turn's end
         compat.no_effect.append("eot_tokens (each assistant turn's end token, as the template renders it, is trained)")
         data.pop("eot_tokens")

@@ -138,7 +138,9 @@ def _training_data(request: Request, data: dict) -> list[str]:
         lines.append(f"| {name} | {rev} | {spec.type} | {d['rows']} | {d['used']} | {d['malformed']} | {d['duplicates']} |")
     return lines + ["", f"{data['train_samples']} training and {data['eval_samples']} evaluation samples after "
                         f"{data['dropped']} over-long samples were dropped and {data['truncated']} truncated "
-                        f"(`sequence_len: {request.sequence_len}`).", ""]
+                        f"(`sequence_len: {request.sequence_len}`)"
+                        + (f" and {data.get('too_short', 0)} shorter than `min_sample_len: {request.min_sample_len}` "
+                           "were dropped" if request.min_sample_len else "") + ".", ""]
 
 
 def _contamination(summary: dict | None) -> list[str]:

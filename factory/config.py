@@ -191,6 +191,7 @@ class Request(Strict):
     sequence_len: int = Field(2048, ge=16)
     sample_packing: bool = True
     excess_length_strategy: Literal["drop", "truncate"] = "drop"
+    min_sample_len: int | None = Field(None, ge=1, description="drop samples shorter than this many tokens")
     train_on_inputs: bool = False
     max_malformed_fraction: float = Field(0.05, ge=0, le=1, description="fail when more rows than this are malformed")
     dataset_processes: int | None = Field(None, ge=1, description="processes that tokenise (default: every core)")
@@ -220,6 +221,8 @@ class Request(Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1, description="cosine decays to this fraction of "
                                               "learning_rate instead of 0")
+    lr_quadratic_warmup: bool = Field(False, description="warm the learning rate up along (step/warmup)^2 "
+                                      "instead of a straight line (lr_scheduler: cosine)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0)
     optimizer: Optimizer = Field("adamw_torch", description="the transformers Trainer's optimizer names (adamw_bnb_8bit "
@@ -337,6 +340,8 @@ class Request(Strict):
             raise ValueError("adapter: qlora needs load_in_4bit: true (QLoRA trains LoRA on a 4-bit base)")
         if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
             raise ValueError("cosine_min_lr_ratio needs lr_scheduler: cosine")
+        if self.lr_quadratic_warmup and (self.lr_scheduler != "cosine" or self.cosine_min_lr_ratio is not None):
+            raise ValueError("lr_quadratic_warmup needs lr_scheduler: cosine (without cosine_min_lr_ratio)")
         if self.load_in_8bit and (self.adapter != "lora" or self.load_in_4bit):
             raise ValueError("load_in_8bit: true needs adapter: lora (and not load_in_4bit: that is adapter: qlora)")
         if self.load_in_4bit and self.adapter != "qlora":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from factory.axolotl import PARALLELISM
 from factory.config import Request
 
 Severity = Literal["error", "warning", "info"]
@@ -67,6 +68,12 @@ RULES: list[Rule] = [
          lambda r, f: "liger_kernel (Axolotl's liger_* / plugin) applies on a CUDA GPU with liger-kernel installed; "
                       "elsewhere it is ignored and the same model is trained, more slowly"
          if r.liger_kernel else None),
+    Rule("parallelism-not-available", "warning",
+         "Tensor, context and sequence parallelism split a layer or a sequence over GPUs to save memory; the factory "
+         "shards data-parallel only, so each GPU holds whole layers and whole sequences.",
+         lambda r, f: f"{', '.join(k for k in r.compat.ignored_here if k in PARALLELISM)} ignored: the same model is "
+                      "trained data-parallel (FSDP/DeepSpeed), with more memory per GPU than this config planned for"
+         if any(k in PARALLELISM for k in r.compat.ignored_here) else None),
     Rule("seq-len-beyond-positions", "error",
          "Positions past max_position_embeddings were never trained; the model degrades or crashes there.",
          lambda r, f: f"sequence_len {r.sequence_len} is beyond the base model's {f.max_positions} positions"

@@ -101,13 +101,17 @@ def stage_data(run: Run, resolved: dict) -> dict:
     tokenizer = load_tokenizer(req, resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
     encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, train_samples, eval_samples)
-    counts = {"dropped": 0, "truncated": 0}
+    counts = {"dropped": 0, "truncated": 0, "too_short": 0}
 
     def fit(rows):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
         import numpy as np
 
         rows = np.asarray(rows, dtype=np.int64)
         lengths = encoded.lengths
+        if req.min_sample_len:
+            short = lengths[rows] < req.min_sample_len
+            counts["too_short"] += int(short.sum())
+            rows = rows[~short]
         over = lengths[rows] > req.sequence_len
         if req.excess_length_strategy == "drop":
             counts["dropped"] += int(over.sum())
@@ -123,7 +127,9 @@ def stage_data(run: Run, resolved: dict) -> dict:
     n_train = len(train_samples)
     train, evalset = fit(range(n_train)), fit(range(n_train, len(encoded)))
     if not len(train):
-        raise UserError("no training samples are left after dropping over-long ones; raise sequence_len or use excess_length_strategy: truncate")
+        raise UserError("no training samples are left after dropping over-long ones"
+                        + (f" and those shorter than min_sample_len ({req.min_sample_len})" if req.min_sample_len else "")
+                        + "; raise sequence_len or use excess_length_strategy: truncate")
     summary = {
         "rows": sum(r.rows for r in prepared.reports),
         "malformed": sum(r.malformed for r in prepared.reports),
@@ -152,7 +158,9 @@ def stage_data(run: Run, resolved: dict) -> dict:
         msg += "".join(f"; {note}" for note in r.encodings)
         run.reporter.emit(Event("data", msg + "".join(f"\n    {x}" for x in r.examples[:3])))
     run.reporter.emit(Event("data", f"{len(train)} train / {len(evalset)} eval samples, {summary['train_tokens']:,} tokens; "
-                                    f"over-long: {counts['dropped']} dropped, {counts['truncated']} truncated"))
+                                    f"over-long: {counts['dropped']} dropped, {counts['truncated']} truncated"
+                                    + (f"; shorter than min_sample_len: {counts['too_short']} dropped"
+                                       if req.min_sample_len else "")))
     return summary
 
 

@@ -324,6 +324,10 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     )
     from factory.loss import kept_logits_loss
 
+    if request.lr_quadratic_warmup:
+        from factory.train_options import with_quadratic_warmup
+
+        Trainer = with_quadratic_warmup(Trainer)  # noqa: N806 - the Trainer, with Axolotl's warmup
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
                       data_collator=collator,
                       # packed rows: logits only where a token is trained (the collator says where)

@@ -131,3 +131,31 @@ def test_wandb_offline_writes_a_local_run(tmp_path, home, tiny_base, monkeypatch
     runs = list((tmp_path / "wandb").rglob("offline-run-*"))
     assert runs, list((tmp_path / "wandb").rglob("*"))[:20]
     assert any(p.suffix == ".wandb" for r in runs for p in r.rglob("*"))
+
+
+def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home, tiny_base, capsys):
+    import numpy as np
+
+    from factory import encoded_store
+
+    req = _request(tmp_path, tiny_base, max_steps=1, min_sample_len=40)
+    assert main(["prepare", str(req)]) == 0
+    out = capsys.readouterr()
+    dropped = int(out.err.split("shorter than min_sample_len: ")[1].split(" dropped")[0])
+    report = json.loads((_run_dir(home) / "data" / "report.json").read_text())
+    assert report["too_short"] == dropped and 0 < dropped < 48
+    _, train, evalset = encoded_store.load_arrays(_run_dir(home) / "data" / "encoded.npz")
+    assert len(train) == 48 - dropped and np.all(train.lengths >= 40)
+
+
+def test_lr_quadratic_warmup_follows_step_over_warmup_squared(tmp_path, home, tiny_base):
+    from factory.train_options import quadratic_warmup_cosine
+
+    req = _request(tmp_path, tiny_base, max_steps=8, warmup_steps=4, lr_quadratic_warmup=True, learning_rate=1e-3)
+    assert main(["run", str(req)]) == 0
+    logged = [json.loads(x) for x in (_run_dir(home) / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["learning_rate"] for r in logged if "learning_rate" in r}
+    assert len(lrs) == 8
+    for step, lr in lrs.items():  # the rate each logged step trained with
+        assert lr == pytest.approx(1e-3 * quadratic_warmup_cosine(step - 1, 4, 8), abs=1e-12), (step, lrs)
+    assert [round(quadratic_warmup_cosine(s, 4, 8), 4) for s in range(5)] == [0.0, 0.0625, 0.25, 0.5625, 1.0]

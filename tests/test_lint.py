@@ -14,6 +14,7 @@ FACTS = Facts(model_type="llama", max_positions=4096, has_chat_template=True, tr
 
 CASES = {
     "kernels-need-cuda": ({"liger_rms_norm": True}, FACTS),
+    "parallelism-not-available": ({"context_parallel_size": 2}, FACTS),
     "tracker-unavailable": ({"mlflow_experiment_name": "x"}, FACTS),  # mlflow is in no extra
     "seq-len-beyond-positions": ({"sequence_len": 8192}, FACTS),
     "chat-template-missing": ({}, Facts(has_chat_template=False)),
