@@ -33,7 +33,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "partial unfreezing and model surgery": (
         "reinit_weights", "peft", "lora_fan_in_fan_out"),
     "streaming and pretraining datasets": (
-        "pretraining_dataset", "pretrain_multipack_attn", "curriculum_sampling", "sample_packing_sequentially"),
+        "pretraining_dataset", "pretrain_multipack_attn"),
     "NEFTune noise, RoPE scaling and shifted-sparse attention": (
         "noisy_embedding_alpha", "neftune_noise_alpha", "rope_scaling", "s2_attention"),
     "Mistral's own tokenizer library (mistral-common)": ("tokenizer_use_mistral_common",),
@@ -50,7 +50,7 @@ SPEED_ONLY = {
     "torch_compile_mode", "flex_attn_compile_kwargs", "activation_offloading", "experimental_skip_move_to_device",
     "low_cpu_mem_usage", "ddp_find_unused_parameters", "torchdistx_path", "flash_optimum", "save_safetensors",
     "save_only_model", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
-    "skip_prepare_dataset", "shuffle_merged_datasets", "group_by_length", "eval_batch_size", "plugins", "sample_packing_eff_est",
+    "skip_prepare_dataset", "group_by_length", "eval_batch_size", "plugins", "sample_packing_eff_est",
     "sample_packing_seq_len_multiplier", "total_num_tokens", "max_packed_sequence_len",
     "quantize_moe_experts", "use_scattermoe", "use_sonicmoe", "experts_implementation", "resize_token_embeddings_to_32x",
     "streaming", "streaming_multipack_buffer_size",  # SFT datasets are downloaded and read whole instead of streamed

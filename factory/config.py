@@ -190,6 +190,11 @@ class Request(Strict):
     val_set_size: float = Field(0.0, ge=0, description="fraction (<1) or number of rows (>=1) held out for eval loss")
     sequence_len: int = Field(2048, ge=16)
     sample_packing: bool = True
+    sample_packing_sequentially: bool = Field(False, description="pack samples in their order (each row holds "
+                                              "consecutive samples) instead of best fit")
+    curriculum_sampling: bool = Field(False, description="train the rows in the data's order, not reshuffled each epoch")
+    shuffle_merged_datasets: bool = Field(True, description="shuffle the samples (seeded) before the eval split; "
+                                          "false keeps the datasets' order for training")
     excess_length_strategy: Literal["drop", "truncate"] = "drop"
     min_sample_len: int | None = Field(None, ge=1, description="drop samples shorter than this many tokens")
     train_on_inputs: bool = False

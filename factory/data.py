@@ -258,8 +258,12 @@ def prepare(request: Request, hub: Hub) -> Prepared:
                 f"  Fix the rows, map the columns (field_*, field_messages, roles), or raise max_malformed_fraction."
             )
     rng = random.Random(request.seed)
-    rng.shuffle(samples)
     n_eval = int(request.val_set_size) if request.val_set_size >= 1 else int(round(request.val_set_size * len(samples)))
     if n_eval >= len(samples):
         raise UserError(f"val_set_size={request.val_set_size} leaves no training rows (only {len(samples)} rows)")
+    if not request.shuffle_merged_datasets:  # the datasets' own order is kept (curriculum); eval rows drawn at random
+        held = set(rng.sample(range(len(samples)), n_eval))
+        return Prepared(train=[s for i, s in enumerate(samples) if i not in held],
+                        eval=[samples[i] for i in sorted(held)], reports=reports)
+    rng.shuffle(samples)
     return Prepared(train=samples[n_eval:], eval=samples[:n_eval], reports=reports)

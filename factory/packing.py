@@ -44,9 +44,28 @@ class Packed:
         return self.tokens / (len(self.bins) * self.capacity) if self.bins else 0.0
 
 
-def pack(samples: list[Encoded], capacity: int, seed: int) -> Packed:
-    """Bins in a seeded random order (never sorted by length), each bin in a random inner order."""
+def next_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices in their order, each into the current bin while it fits, else into a new one (Axolotl's
+    sample_packing_sequentially: the data order survives packing, at some cost in efficiency)."""
+    bins: list[list[int]] = []
+    space = -1
+    for i, n in enumerate(lengths):
+        if n > capacity:
+            raise ValueError(f"item {i} has {n} tokens, more than the capacity {capacity}")
+        if n > space:
+            bins.append([])
+            space = capacity
+        bins[-1].append(i)
+        space -= n
+    return bins
+
+
+def pack(samples: list[Encoded], capacity: int, seed: int, sequential: bool = False) -> Packed:
+    """Bins in a seeded random order (never sorted by length), each bin in a random inner order; or, sequential,
+    bins in the samples' order, each holding consecutive samples."""
     lengths = [len(s.input_ids) for s in samples]
+    if sequential:
+        return Packed(bins=next_fit(lengths, capacity), capacity=capacity, tokens=sum(lengths))
     bins = best_fit_decreasing(lengths, capacity)
     rng = random.Random(seed)
     for b in bins:

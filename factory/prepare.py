@@ -20,7 +20,7 @@ def packing_report(request: Request, run, data_summary: dict, data_seconds: floa
     per_step = request.micro_batch_size * request.gradient_accumulation_steps
     real = sum(len(e.input_ids) for e in train)
     if request.sample_packing:
-        packed = pack(train, request.sequence_len, request.seed)
+        packed = pack(train, request.sequence_len, request.seed, request.sample_packing_sequentially)
         rows, slots, efficiency = len(packed.bins), len(packed.bins) * request.sequence_len, packed.efficiency
     else:  # padded to the longest sample of each micro-batch, in the seeded order training uses (epoch 1)
         from factory.train import epoch_order

@@ -194,8 +194,9 @@ def distributed_args(request: Request) -> dict:
     return args
 
 
-def epoch_order(n: int, epochs: float, rows_needed: int | None, seed: int) -> list[int]:
-    """Row indices for the whole run: each epoch a fresh seeded shuffle, concatenated.
+def epoch_order(n: int, epochs: float, rows_needed: int | None, seed: int, shuffle: bool = True) -> list[int]:
+    """Row indices for the whole run: each epoch a fresh seeded shuffle (or, without shuffle, the rows in
+    their order: Axolotl's curriculum_sampling), concatenated.
 
     The order is fixed before training, so a run resumed from a checkpoint (the Trainer skips the
     rows already seen) trains on exactly what an uninterrupted run would have.
@@ -207,7 +208,8 @@ def epoch_order(n: int, epochs: float, rows_needed: int | None, seed: int) -> li
     epoch = 0
     while len(order) < total:
         perm = list(range(n))
-        random.Random(seed * 1_000_003 + epoch).shuffle(perm)
+        if shuffle:
+            random.Random(seed * 1_000_003 + epoch).shuffle(perm)
         order += perm
         epoch += 1
     return order[:total]
@@ -237,7 +239,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     reporter = MainOnly(reporter)
 
     if request.sample_packing:
-        packed = pack(train_set, request.sequence_len, request.seed)
+        packed = pack(train_set, request.sequence_len, request.seed, request.sample_packing_sequentially)
         train_bins = [[train_set[i] for i in b] for b in packed.bins]
         eval_bins = [[eval_set[i] for i in b] for b in pack(eval_set, request.sequence_len, request.seed).bins] if eval_set else []
         collator, efficiency = FlattenCollator(), packed.efficiency
@@ -281,7 +283,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     per_step = request.micro_batch_size * request.gradient_accumulation_steps * world_size()  # rows per optimizer step
     steps_per_epoch = max(1, -(-len(train_bins) // per_step))
     order = epoch_order(len(train_bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
-                        request.seed)
+                        request.seed, shuffle=not request.curriculum_sampling)
     rows = [train_bins[i] for i in order]
     args = TrainingArguments(
         output_dir=str(ckpt_dir),

@@ -159,3 +159,22 @@ def test_lr_quadratic_warmup_follows_step_over_warmup_squared(tmp_path, home, ti
     for step, lr in lrs.items():  # the rate each logged step trained with
         assert lr == pytest.approx(1e-3 * quadratic_warmup_cosine(step - 1, 4, 8), abs=1e-12), (step, lrs)
     assert [round(quadratic_warmup_cosine(s, 4, 8), 4) for s in range(5)] == [0.0, 0.0625, 0.25, 0.5625, 1.0]
+
+
+def test_curriculum_keeps_the_data_order_from_the_file_to_the_training_rows(tmp_path, home):
+    from factory.config import parse_request
+    from factory.data import prepare
+    from factory.hub import LocalHub
+    from factory.train import epoch_order
+
+    data = tmp_path / "ordered.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"step {i}", "output": f"answer {i}"}) + "\n" for i in range(30)))
+    spec = {"base_model": "o/m", "datasets": [{"path": str(data), "type": "alpaca"}], "val_set_size": 5}
+    kept = prepare(parse_request({**spec, "shuffle_merged_datasets": False}), LocalHub(home / "hub"))
+    order = [int(s.messages[0][1].split()[-1]) for s in kept.train]
+    assert order == sorted(order) and len(order) == 25  # the file's order, five rows held out at random
+    assert sorted(order + [int(s.messages[0][1].split()[-1]) for s in kept.eval]) == list(range(30))
+    shuffled = prepare(parse_request(spec), LocalHub(home / "hub"))
+    assert [int(s.messages[0][1].split()[-1]) for s in shuffled.train] != order[: len(shuffled.train)]
+    assert epoch_order(4, 2, None, 7, shuffle=False) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert epoch_order(4, 2, None, 7) != [0, 1, 2, 3, 0, 1, 2, 3]

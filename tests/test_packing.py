@@ -9,7 +9,7 @@ import torch
 
 from factory.chat import IGNORE, Encoded
 from factory.loss import kept_logits_loss
-from factory.packing import FlattenCollator, best_fit_decreasing, pack
+from factory.packing import FlattenCollator, best_fit_decreasing, next_fit, pack
 
 
 def test_bins_respect_capacity_and_hold_every_item_once():
@@ -34,6 +34,16 @@ def test_pack_order_is_seeded_not_sorted():
     firsts = [sum(len(samples[i].input_ids) for i in bin_) for bin_ in a.bins]
     assert firsts != sorted(firsts, reverse=True)
     assert 0.9 < a.efficiency <= 1.0
+
+
+def test_sequential_packing_keeps_the_samples_order():
+    assert next_fit([5, 5, 5, 9, 2, 1], 10) == [[0, 1], [2], [3], [4, 5]]
+    samples = [Encoded(list(range(n)), list(range(n))) for n in range(5, 60)]
+    packed = pack(samples, 128, seed=1, sequential=True)
+    assert [i for b in packed.bins for i in b] == list(range(len(samples)))  # every sample once, in order
+    assert all(sum(len(samples[i].input_ids) for i in b) <= 128 for b in packed.bins)
+    with pytest.raises(ValueError):
+        next_fit([10, 600], 512)
 
 
 def test_collator_restarts_positions_and_masks_boundaries():
