@@ -27,9 +27,9 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "diffusion language models": ("diffusion",),
     "learning-rate schedules other than cosine (with a floor or a quadratic warmup), linear and constant (eta_min)": (
         "eta_min",),
-    "ReLoRA, LISA and jagged-restart schedules": (
-        "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "lisa_n_layers", "lisa_step_interval",
-        "lisa_layers_attribute", "jagged_restart_steps", "jagged_restart_warmup_steps", "jagged_restart_anneal_steps"),
+    "ReLoRA and jagged-restart schedules": (
+        "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "jagged_restart_steps",
+        "jagged_restart_warmup_steps", "jagged_restart_anneal_steps"),
     "partial unfreezing and model surgery": (
         "reinit_weights", "peft", "lora_fan_in_fan_out"),
     "streaming and pretraining datasets": (
@@ -131,7 +131,7 @@ PREFERENCE = "preference and reward training (DPO, KTO, ORPO, GRPO, reward model
 # Dataset `type`s: Axolotl's names for formats the factory reads under its own name.
 DATASET_TYPES = {"chat_template": "messages", "chat_template.default": "messages", "alpaca:chat": "alpaca",
                  "alpaca:phi": "alpaca", "sharegpt": "sharegpt", "messages": "messages", "alpaca": "alpaca",
-                 "completion": "completion"}
+                 "completion": "completion", "jeopardy": "jeopardy"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model"}
 
 

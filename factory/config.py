@@ -46,7 +46,7 @@ class Strict(BaseModel):
 
 class DatasetSpec(Strict):
     path: str = Field(description="Hub dataset id 'org/name' or a local .json/.jsonl/.parquet/.csv file")
-    type: Literal["alpaca", "sharegpt", "messages", "completion"] = "alpaca"
+    type: Literal["alpaca", "sharegpt", "messages", "completion", "jeopardy"] = "alpaca"
     split: str = "train"
     name: str | None = Field(None, description="dataset config name (Hub datasets)")
     field: str | None = Field(None, description="column with the raw text (completion)")
@@ -226,6 +226,11 @@ class Request(Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1, description="cosine decays to this fraction of "
                                               "learning_rate instead of 0")
+    lisa_n_layers: int | None = Field(None, ge=1, description="LISA: train only this many randomly chosen decoder "
+                                      "layers at a time (full finetune); the rest of the model trains throughout")
+    lisa_step_interval: int = Field(20, ge=1, description="LISA: choose new layers every this many steps")
+    lisa_layers_attribute: str = Field("model.layers", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+                                       description="LISA: where the model keeps its decoder layers")
     lr_quadratic_warmup: bool = Field(False, description="warm the learning rate up along (step/warmup)^2 "
                                       "instead of a straight line (lr_scheduler: cosine)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
@@ -345,6 +350,8 @@ class Request(Strict):
             raise ValueError("adapter: qlora needs load_in_4bit: true (QLoRA trains LoRA on a 4-bit base)")
         if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
             raise ValueError("cosine_min_lr_ratio needs lr_scheduler: cosine")
+        if self.lisa_n_layers and self.adapter:
+            raise ValueError("lisa_n_layers is a full finetune (it switches which layers train); remove `adapter`")
         if self.lr_quadratic_warmup and (self.lr_scheduler != "cosine" or self.cosine_min_lr_ratio is not None):
             raise ValueError("lr_quadratic_warmup needs lr_scheduler: cosine (without cosine_min_lr_ratio)")
         if self.load_in_8bit and (self.adapter != "lora" or self.load_in_4bit):

@@ -1,8 +1,9 @@
 """Turn one dataset row of a known prompt format into a conversation (or raw text), or say why not.
 
 Formats: alpaca (instruction/input/output, optional system), sharegpt (conversations of
-from/value), messages (OpenAI role/content), completion (raw text). Column names come from the
-request's DatasetSpec so that any dataset maps without code.
+from/value), messages (OpenAI role/content), completion (raw text), and Axolotl's jeopardy
+(question/category/answer). Column names come from the request's DatasetSpec so that any dataset
+maps without code.
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ def _alpaca(row: dict, spec: DatasetSpec) -> Sample:
     return Sample(messages=turns)
 
 
+JEOPARDY_SYSTEM = ("Below is a Jeopardy clue paired with input providing the category of the clue. Write a concise "
+                   "response that best answers the clue given the category.")
+
+
+def _jeopardy(row: dict) -> Sample:
+    """Axolotl's `type: jeopardy`: its instruction text as the system turn, the clue and category asked, and
+    the answer trained as "what is <answer>"."""
+    question = _string(row, "question", required=True)
+    category = _string(row, "category", required=False)
+    answer = _string(row, "answer", required=True)
+    if not question.strip() or not answer.strip():
+        raise Malformed("empty 'question'" if not question.strip() else "empty 'answer'")
+    prompt = f"{question}\n\n{category}" if category.strip() else question
+    return Sample(messages=(("system", JEOPARDY_SYSTEM), ("user", prompt), ("assistant", "what is " + answer)))
+
+
 def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, content_key: str,
                   roles: dict[str, str]) -> Sample:
     if spec.message_property_mappings:
@@ -123,6 +140,8 @@ def normalise(row: object, spec: DatasetSpec) -> Sample:
         return _conversation(row, spec, spec.field_messages or "conversations", "from", "value", SHAREGPT_ROLES)
     if spec.type == "messages":
         return _conversation(row, spec, spec.field_messages or "messages", "role", "content", MESSAGES_ROLES)
+    if spec.type == "jeopardy":
+        return _jeopardy(row)
     text = _string(row, spec.field or "text", required=True)
     if not text.strip():
         raise Malformed(f"empty '{spec.field or 'text'}'")

@@ -339,6 +339,10 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl
     if request.loss_watchdog_threshold:
         trainer.add_callback(loss_watchdog(request))
+    if request.lisa_n_layers:
+        from factory.train_options import lisa
+
+        trainer.add_callback(lisa(request, model, reporter))
     if request.early_stopping_patience and eval_bins:
         from transformers import EarlyStoppingCallback
 

@@ -32,6 +32,45 @@ def loss_watchdog(request: Request):
     return LossWatchdog()
 
 
+def lisa(request: Request, model, reporter):
+    """LISA (Layerwise Importance Sampled AdamW): every lisa_step_interval steps, lisa_n_layers decoder layers chosen
+    at random train and the other layers are frozen. The choice is seeded by the step, so a resumed run makes the
+    same choices. Frozen parameters get no gradient, and AdamW leaves a parameter without one untouched."""
+    from functools import reduce
+
+    import torch
+    from transformers import TrainerCallback
+
+    from factory.errors import UserError
+    from factory.progress import Event
+
+    try:
+        layers = reduce(getattr, request.lisa_layers_attribute.split("."), getattr(model, "module", model))
+    except AttributeError:
+        raise UserError(f"lisa_layers_attribute '{request.lisa_layers_attribute}' is not an attribute of this model "
+                        "(Llama-style models keep their layers in model.layers)") from None
+    if request.lisa_n_layers > len(layers):
+        raise UserError(f"lisa_n_layers {request.lisa_n_layers} is more than the model's {len(layers)} layers")
+
+    class Lisa(TrainerCallback):
+        def switch(self, step: int) -> None:
+            g = torch.Generator().manual_seed(request.seed * 1_000_003 + step)
+            active = sorted(torch.randperm(len(layers), generator=g)[: request.lisa_n_layers].tolist())
+            for i, layer in enumerate(layers):
+                for p in layer.parameters():
+                    p.requires_grad = i in active
+            reporter.emit(Event("train", f"LISA: layers {active} of {len(layers)} train from step {step}"))
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.switch(state.global_step - state.global_step % request.lisa_step_interval)
+
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step % request.lisa_step_interval == 0 and state.global_step > 0:
+                self.switch(state.global_step)
+
+    return Lisa()
+
+
 def with_quadratic_warmup(trainer_cls):
     """The Trainer with Axolotl's cosine schedule with a quadratic warmup: (step/warmup)^2, then cosine to 0."""
     from functools import partial

@@ -70,6 +70,17 @@ def test_tensor_and_context_parallelism_are_ignored_with_a_warning():
     assert not [f for f in lint(_req(), Facts()) if f.rule == "parallelism-not-available"]
 
 
+def test_axolotl_jeopardy_rows_become_conversations_as_axolotl_builds_them():
+    from factory.formats import JEOPARDY_SYSTEM, Malformed, normalise
+
+    spec = _req(datasets=[{"path": "o/d", "type": "jeopardy"}]).datasets[0]
+    sample = normalise({"question": "This planet is red", "category": "SPACE", "answer": "Mars"}, spec)
+    assert sample.messages == (("system", JEOPARDY_SYSTEM), ("user", "This planet is red\n\nSPACE"),
+                               ("assistant", "what is Mars"))
+    with pytest.raises(Malformed, match="missing field 'answer'"):
+        normalise({"question": "q", "category": "c"}, spec)
+
+
 def test_translations():
     assert _req(deepspeed="deepspeed_configs/zero3_bf16.json").distributed.zero_stage == 3
     assert _req(fsdp_version=2, fsdp_config={"offload_params": False}).distributed.strategy == "fsdp"
@@ -129,8 +140,8 @@ def test_every_example_config_validates_or_is_refused_by_capability(shared, home
     result = survey(shared / "axolotl_examples")
     print(result.table())
     assert result.total == 192 and not result.crashed, result.crashed
-    assert result.sft_valid / result.sft_total >= 0.78
-    assert result.valid / result.total >= 0.58
+    assert result.sft_valid / result.sft_total >= 0.80
+    assert result.valid / result.total >= 0.59
     assert not any(r.startswith("unknown key") for r in result.refusals), result.refusals
 
 

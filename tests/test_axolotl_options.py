@@ -178,3 +178,27 @@ def test_curriculum_keeps_the_data_order_from_the_file_to_the_training_rows(tmp_
     assert [int(s.messages[0][1].split()[-1]) for s in shuffled.train] != order[: len(shuffled.train)]
     assert epoch_order(4, 2, None, 7, shuffle=False) == [0, 1, 2, 3, 0, 1, 2, 3]
     assert epoch_order(4, 2, None, 7) != [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_lisa_trains_only_the_chosen_layers_at_a_time(tmp_path, home, tiny_base, capsys):
+    import re
+
+    import torch
+    from safetensors.torch import load_file
+
+    req = _request(tmp_path, tiny_base, max_steps=4, lisa_n_layers=1, lisa_step_interval=2, learning_rate=1e-2)
+    assert main(["run", str(req)]) == 0
+    chosen = {int(i) for m in re.findall(r"LISA: layers \[([0-9, ]+)\] of 4 train from step (?:0|2)\b", capsys.readouterr().err)
+              for i in m.split(",")}
+    assert 1 <= len(chosen) <= 2
+    before = load_file(str(tiny_base / "model.safetensors"))
+    after = load_file(str(_run_dir(home) / "model" / "model.safetensors"))
+    changed = {int(re.search(r"layers\.(\d+)\.", k).group(1)) for k in before
+               if ".layers." in k and not torch.equal(before[k], after[k])}
+    assert changed == chosen  # the other layers did not move at all
+    assert not torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])  # trains throughout
+    with pytest.raises(Exception, match="lisa_n_layers is a full finetune"):
+        from factory.config import parse_request
+
+        parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "adapter": "lora",
+                       "lora_target_linear": True, "lisa_n_layers": 2})
