@@ -113,14 +113,6 @@ def chosen(request) -> tuple[str, int]:
             timeout_seconds(request.compute.timeout or os.environ.get("FACTORY_JOBS_TIMEOUT", DEFAULT_TIMEOUT)))
 
 
-def gpus_in_name(flavor: str) -> int:
-    """GPUs of a flavor by its name, where the price list is not at hand: a10g-largex4 -> 4, h200 -> 1, cpu-* -> 0."""
-    if flavor.startswith("cpu"):
-        return 0
-    m = re.search(r"x(\d+)$", flavor)
-    return int(m.group(1)) if m else 1
-
-
 # ---- the estimate ---------------------------------------------------------------------------------
 
 def parameters(request, base_dir=None) -> float | None:
@@ -163,7 +155,7 @@ class Estimate:
                     f"({'unknown GPU ' + str(f.gpu) if self.params else 'parameter count unknown'}); {self.prices}")
         return (f"{f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): about {self.minutes:.0f} min, ${self.usd:.2f} "
                 f"[{self.tokens:,} training tokens, {_count(self.params)} parameters, {UTILISATION:.0%} of peak "
-                f"bf16, +{self._overhead():.0f} min start/merge/eval/upload; {self.prices}]{self.too_long()}")
+                f"bf16, +{overhead_minutes(self.params):.0f} min start/merge/eval/upload; {self.prices}]{self.too_long()}")
 
     def short(self) -> str:
         """One line for a front door."""
@@ -173,9 +165,6 @@ class Estimate:
             return f"on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h); time not estimated"
         return (f"about {self.minutes:.0f} min on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): about ${self.usd:.2f}"
                 + self.too_long())
-
-    def _overhead(self) -> float:
-        return overhead_minutes(self.params)
 
 
 def _count(n: float) -> str:

@@ -274,9 +274,9 @@ def jobs_compute() -> dict | None:
     import os
 
     raw = os.environ.get("FACTORY_JOBS_COMPUTE")
-    if not raw:
+    c = json.loads(raw) if raw else {}
+    if "started" not in c:  # set by `factory run --events jsonl`, the command the Jobs backend runs
         return None
-    c = json.loads(raw)
     wall_min = (time.time() - float(c["started"])) / 60
     return {**c, "wall_min": wall_min, "usd": math.ceil(wall_min) * c["usd_per_hour"] / 60}
 
