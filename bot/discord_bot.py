@@ -150,15 +150,16 @@ class FactoryBot:
                                dataset="Hub id of the dataset", format="the dataset's prompt format",
                                adapter="lora or qlora", epochs="passes over the data", learning_rate="e.g. 0.0002",
                                repo_name="name of the model repo to publish",
-                               sequence_len="tokens per packed row (default 1024)")
+                               sequence_len="tokens per packed row (default 1024)",
+                               estimate_only="check the request and show its estimated cost, without queueing it")
         @app_commands.choices(format=[app_commands.Choice(name=f, value=f) for f in FORMATS],
                               adapter=[app_commands.Choice(name=a, value=a) for a in ADAPTERS])
         async def finetune(interaction: discord.Interaction, request: discord.Attachment | None = None,
                            base_model: str | None = None, dataset: str | None = None, format: str = "alpaca",
                            adapter: str = "lora", epochs: float = 1.0, learning_rate: float = 2e-4,
-                           repo_name: str | None = None, sequence_len: int = 1024):
+                           repo_name: str | None = None, sequence_len: int = 1024, estimate_only: bool = False):
             await bot.finetune(interaction, request, base_model, dataset, format, adapter, epochs, learning_rate,
-                               repo_name, sequence_len)
+                               repo_name, sequence_len, estimate_only)
 
         @finetune.autocomplete("base_model")
         async def _bases(interaction: discord.Interaction, current: str):
@@ -200,7 +201,7 @@ class FactoryBot:
             await interaction.followup.send(part, ephemeral=True)
 
     async def finetune(self, interaction, attachment, base_model, dataset, fmt, adapter, epochs, learning_rate,
-                       repo_name, sequence_len: int = 1024) -> int | None:
+                       repo_name, sequence_len: int = 1024, estimate_only: bool = False) -> int | None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # Discord wants an answer within 3 s
         if why := denial(interaction, need_finetune=True):
             await self._private(interaction, why)
@@ -224,6 +225,20 @@ class FactoryBot:
             text = options_request(base_model, dataset, fmt, adapter, epochs, learning_rate, repo_name, sequence_len)
         else:
             await self._private(interaction, "Attach a request .yaml, or give at least base_model and dataset.")
+            return None
+        if estimate_only:  # before submitting: the door's checks and the cost, nothing queued
+            from factory.admission import admit
+
+            try:
+                request = await asyncio.to_thread(admit, text, submitter(interaction.user), FRONT_DOOR)
+            except UserError as exc:
+                for part in render.refusal(str(exc)):
+                    await interaction.followup.send(part, ephemeral=True)
+                return None
+            cost = await asyncio.to_thread(cost_note, request)
+            await self._private(interaction, "The request is valid. " + (cost or "This factory runs jobs on its own "
+                                "machines: there is no Hugging Face Jobs cost to estimate.") + " Run the command again "
+                                "without estimate_only to queue it.")
             return None
         try:
             job_id = await asyncio.to_thread(self.store.submit, text, submitter(interaction.user), FRONT_DOOR)

@@ -334,3 +334,14 @@ def test_with_the_jobs_backend_the_queued_message_says_the_cost(discord_env, db_
     assert job is not None, private_replies(inter)
     public = inter.channel.messages[0].content
     assert "\nEstimated cost on Hugging Face Jobs: about " in public and "min on t4-small (1x T4, $0.40/h): about $" in public
+
+    before = interaction()  # estimate_only: the door's checks and the cost, before anything is queued
+    assert run(FactoryBot(store).finetune(before, Attachment(demo_request()), None, None, "alpaca", "lora", 1.0, 2e-4,
+                                          None, estimate_only=True)) is None
+    reply = private_replies(before)[0]
+    assert reply.startswith("The request is valid. Estimated cost on Hugging Face Jobs: about ")
+    assert len(store.list()) == 1 and not before.channel.messages
+    bad = interaction()
+    run(FactoryBot(store).finetune(bad, Attachment(demo_request(hub_model_id="someone/else")), None, None, "alpaca",
+                                   "lora", 1.0, 2e-4, None, estimate_only=True))
+    assert "own-namespace" in "".join(private_replies(bad)) and len(store.list()) == 1
