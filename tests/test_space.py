@@ -152,7 +152,8 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.locator("#findings").get_by_text("hub-ids-only").wait_for(timeout=60_000)
     _shots(page, out, "2-refused")
 
-    _type_request(page, short_demo(module, "hf:newcomer"))
+    # long enough that the Jobs tab can be looked at while it trains (40 steps end within a poll or two)
+    _type_request(page, short_demo(module, "hf:newcomer", max_steps=400))
     page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
     page.get_by_role("button", name="Preview the label mask").click()
     page.locator("#mask .trained").first.wait_for(timeout=60_000)
@@ -170,7 +171,11 @@ def test_in_a_real_browser(space, browser, tmp_path):
              "three logged losses")
     page.wait_for_timeout(2500)  # a poll or two: the curve has its points
     page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
-    page.locator("#progress").get_by_text("train").wait_for(timeout=60_000)
+    try:
+        page.locator("#progress").get_by_text("train").wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(out / "failed.png"), full_page=True)
+        raise AssertionError(f"#progress: {page.locator('#progress').inner_text()!r}; job {store.get(job)}") from None
     _shots(page, out, "4-jobs-training")
 
     page.reload()  # mid-job: nothing is lost, the newest job is shown again
