@@ -365,6 +365,9 @@ def normalise(data: dict, model_fields: set[str], dataset_fields: set[str]) -> t
                 compat.translated.append(f"{load_key}: true -> {train_key}: true")
             elif data.get(train_key) in (True, "auto"):
                 compat.no_effect.append(f"{load_key} (the factory loads the weights in the {train_key} it trains in)")
+            elif data.get(train_key) is False and "weights_dtype" not in data:  # Axolotl trains those weights as they are
+                data["weights_dtype"] = load_key
+                compat.translated.append(f"{load_key}: true, {train_key}: false -> weights_dtype: {load_key}")
             else:
                 compat.refuse("loading the weights in another dtype than training uses", f"{load_key}: true, {train_key}: "
                               f"{data.get(train_key)}")

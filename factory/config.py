@@ -244,6 +244,9 @@ class Request(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     bf16: bool | Literal["auto"] = "auto"
     fp16: bool = False
+    weights_dtype: Literal["float16", "bfloat16"] | None = Field(
+        None, description="load and train the weights in this dtype, without mixed precision (Axolotl's float16: "
+        "true or bfloat16: true with fp16/bf16 false); the optimizer then updates half-precision weights")
     tf32: bool = Field(False, description="TF32 matmuls on Ampere+ GPUs (ignored elsewhere)")
     gradient_checkpointing: bool | Literal["offload"] = False
     gradient_checkpointing_kwargs: dict[str, Any] | None = Field(None, description="passed to the Trainer (use_reentrant: false ...)")
@@ -364,6 +367,11 @@ class Request(Strict):
             raise ValueError("publish.adapter: true needs an adapter (adapter: lora or qlora); a full finetune has none")
         if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
+        if self.weights_dtype and (self.bf16 is True or self.fp16):
+            raise ValueError("weights_dtype trains the weights in that dtype without mixed precision; set bf16: false "
+                             "and fp16: false with it")
+        if self.weights_dtype and self.adapter == "qlora":
+            raise ValueError("weights_dtype does not apply to adapter: qlora (its base is 4-bit)")
         return self
 
     _compat: Any = PrivateAttr(default=None)  # factory.axolotl.Compat: the Axolotl keys taken out before validation

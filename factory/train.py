@@ -37,6 +37,8 @@ class TrainResult:
 def use_bf16(request: Request) -> bool:
     import torch
 
+    if request.weights_dtype:  # the weights themselves are half precision: no mixed precision on top
+        return False
     if request.bf16 == "auto":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return bool(request.bf16)
@@ -45,6 +47,8 @@ def use_bf16(request: Request) -> bool:
 def compute_dtype(request: Request):
     import torch
 
+    if request.weights_dtype:
+        return getattr(torch, request.weights_dtype)
     return torch.bfloat16 if use_bf16(request) else (torch.float16 if request.fp16 else torch.float32)
 
 

@@ -141,7 +141,7 @@ def test_every_example_config_validates_or_is_refused_by_capability(shared, home
     print(result.table())
     assert result.total == 192 and not result.crashed, result.crashed
     assert result.sft_valid / result.sft_total >= 0.80
-    assert result.valid / result.total >= 0.59
+    assert result.valid / result.total >= 0.60
     assert not any(r.startswith("unknown key") for r in result.refusals), result.refusals
 
 

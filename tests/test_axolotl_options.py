@@ -202,3 +202,24 @@ def test_lisa_trains_only_the_chosen_layers_at_a_time(tmp_path, home, tiny_base,
 
         parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "adapter": "lora",
                        "lora_target_linear": True, "lisa_n_layers": 2})
+
+
+def test_weights_dtype_trains_half_precision_weights_without_mixed_precision(tmp_path, home, tiny_base):
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
+    from factory.config import parse_request
+
+    r = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "float16": True, "fp16": False, "bf16": False})
+    assert r.weights_dtype == "float16" and "float16: true, fp16: false -> weights_dtype: float16" in r.compat.translated
+    req = _request(tmp_path, tiny_base, max_steps=3, weights_dtype="float16", bf16=False)
+    assert main(["run", str(req)]) == 0
+    saved = load_file(str(_run_dir(home) / "model" / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float16}
+    before = load_file(str(tiny_base / "model.safetensors"))
+    moved = [k for k in before if not torch.equal(before[k].to(torch.float16), saved[k])]
+    assert moved  # the half-precision weights were updated
+    losses = [json.loads(x)["loss"] for x in (_run_dir(home) / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert losses and all(math.isfinite(v) for v in losses)
