@@ -19,7 +19,7 @@ from factory.config import Request
 from factory.errors import Stopped
 from factory.packing import FlattenCollator, PadCollator, pack
 from factory.progress import Event, MainOnly, Reporter
-from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_env
+from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_env, trackio_args
 
 
 @dataclass
@@ -319,6 +319,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         logging_first_step=True,
         **schedule_args(request, steps_per_epoch, bool(eval_bins)),
         report_to=report_to(request),
+        **trackio_args(request),
         disable_tqdm=True,
         remove_unused_columns=False,
         prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary

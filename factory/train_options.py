@@ -147,6 +147,13 @@ def report_to(request: Request) -> list[str]:
     return [name for name, why_not in trackers(request).items() if why_not is None]
 
 
+def trackio_args(request: Request) -> dict[str, str]:
+    """Trackio's project, Space and run name: the Trainer passes these TrainingArguments to trackio.init."""
+    pairs = {"project": request.trackio_project_name, "trackio_space_id": request.trackio_space_id,
+             "run_name": request.trackio_run_name}
+    return {k: v for k, v in pairs.items() if v}
+
+
 def tracker_env(request: Request) -> dict[str, str]:
     """The environment the Trainer's tracker integrations read (set for the run, not the process's lifetime)."""
     pairs = {"WANDB_PROJECT": request.wandb_project, "WANDB_ENTITY": request.wandb_entity,

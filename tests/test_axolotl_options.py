@@ -133,6 +133,26 @@ def test_wandb_offline_writes_a_local_run(tmp_path, home, tiny_base, monkeypatch
     assert any(p.suffix == ".wandb" for r in runs for p in r.rglob("*"))
 
 
+def test_trackio_logs_the_run_locally_under_the_requests_project(tmp_path, home, tiny_base, monkeypatch):
+    import importlib.util
+    import sqlite3
+
+    if importlib.util.find_spec("trackio") is None:
+        from conftest import missing
+
+        missing("trackio is not installed (the `tracking` and `dev` extras have it)", "FACTORY_REQUIRE_EXTRAS")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    req = _request(tmp_path, tiny_base, max_steps=2, use_trackio=True, trackio_project_name="factory-test",
+                   trackio_run_name="tiny")
+    assert main(["run", str(req)]) == 0
+    db = tmp_path / "trackio" / "factory-test.db"  # the request's project, not the Trainer's default
+    assert db.is_file(), list((tmp_path / "trackio").iterdir())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select run_name, metrics from metrics").fetchall()
+    losses = [json.loads(m)["train/loss"] for name, m in rows if name == "tiny" and "train/loss" in json.loads(m)]
+    assert len(losses) == 2  # logging_steps 1, two steps
+
+
 def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home, tiny_base, capsys):
     import numpy as np
 
