@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from factory.errors import UserError
 
@@ -45,6 +46,10 @@ class Flavor:
     usd_per_min: float
     pretty: str = ""
 
+    @property
+    def hardware(self) -> str:
+        return f"{self.gpus}x {self.gpu}" if self.gpu else "CPU"
+
 
 def _flavor(raw: dict) -> Flavor:
     acc = raw.get("accelerator") or None
@@ -53,6 +58,10 @@ def _flavor(raw: dict) -> Flavor:
     usd = float(usd) if usd is not None else float(raw.get("unitCostMicroUSD", 0)) / 1e6
     return Flavor(raw["name"], acc["model"] if acc else None, int(acc["quantity"]) if acc else 0, usd * per,
                   raw.get("prettyName", raw["name"]))
+
+
+def _by_name(raw: list[dict]) -> dict[str, Flavor]:
+    return {f.name: f for f in map(_flavor, raw)}
 
 
 def _cache_path():
@@ -68,10 +77,10 @@ def hardware(endpoint: str | None = None, token: str | None = None) -> tuple[dic
     if os.environ.get("FACTORY_JOBS_PRICES"):
         path = os.environ["FACTORY_JOBS_PRICES"]
         try:
-            raw = json.loads(open(path, encoding="utf-8").read())
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise UserError(f"FACTORY_JOBS_PRICES={path}: cannot be read as list_jobs_hardware JSON ({exc})") from None
-        return {f.name: f for f in map(_flavor, raw)}, f"prices from FACTORY_JOBS_PRICES ({os.path.basename(path)})"
+        return _by_name(raw), f"prices from FACTORY_JOBS_PRICES ({os.path.basename(path)})"
     from factory.credentials import check_endpoint, hf_token
 
     endpoint = check_endpoint(endpoint)
@@ -83,7 +92,7 @@ def hardware(endpoint: str | None = None, token: str | None = None) -> tuple[dic
     if cached and cached.get("endpoint") == endpoint:
         age = now - datetime.fromisoformat(cached["fetched"])
         if age < timedelta(days=CACHE_DAYS):
-            return {f.name: f for f in map(_flavor, cached["flavors"])}, f"prices from {endpoint}, {cached['fetched'][:16]} UTC"
+            return _by_name(cached["flavors"]), f"prices from {endpoint}, {cached['fetched'][:16]} UTC"
     try:
         from huggingface_hub import get_session
 
@@ -93,12 +102,12 @@ def hardware(endpoint: str | None = None, token: str | None = None) -> tuple[dic
         raw = response.json()
     except Exception as exc:  # noqa: BLE001 - offline, refused, or down: fall back to the cache
         if cached and cached.get("endpoint") == endpoint:
-            return ({f.name: f for f in map(_flavor, cached["flavors"])},
+            return (_by_name(cached["flavors"]),
                     f"prices from {endpoint}, cached {cached['fetched'][:16]} UTC (refresh failed: {type(exc).__name__})")
         raise UserError(f"the Jobs prices cannot be read from {endpoint} ({type(exc).__name__}); "
                         "connect once, or set FACTORY_JOBS_PRICES to a saved list_jobs_hardware JSON") from None
     atomic.write_json(cache, {"endpoint": endpoint, "fetched": now.isoformat(), "flavors": raw})
-    return {f.name: f for f in map(_flavor, raw)}, f"prices from {endpoint}, {now.isoformat()[:16]} UTC"
+    return _by_name(raw), f"prices from {endpoint}, {now.isoformat()[:16]} UTC"
 
 
 # ---- the operator's choice and bounds ------------------------------------------------------------
@@ -149,7 +158,7 @@ class Estimate:
 
     def line(self) -> str:
         f = self.flavor
-        hw = f"{f.gpus}x {f.gpu}" if f.gpu else "CPU"
+        hw = f.hardware
         if self.minutes is None:
             return (f"{f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): cost not estimated "
                     f"({'unknown GPU ' + str(f.gpu) if self.params else 'parameter count unknown'}); {self.prices}")
@@ -160,7 +169,7 @@ class Estimate:
     def short(self) -> str:
         """One line for a front door."""
         f = self.flavor
-        hw = f"{f.gpus}x {f.gpu}" if f.gpu else "CPU"
+        hw = f.hardware
         if self.minutes is None:
             return f"on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h); time not estimated"
         return (f"about {self.minutes:.0f} min on {f.name} ({hw}, ${f.usd_per_min * 60:.2f}/h): about ${self.usd:.2f}"

@@ -30,6 +30,11 @@ LAST_LINES = 12
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 
 
+def stage_of(info) -> str:
+    """A Hub job's stage as text (the client gives an enum or a string, by version)."""
+    return str(getattr(info.status.stage, "value", info.status.stage))
+
+
 class RemoteFailed(UserError):
     """The Hub job ended in ERROR (or without a result): the job fails with its last log lines, no retry."""
 
@@ -91,12 +96,12 @@ class Remote:
         if self.job.remote_job:
             info = self.api.inspect_job(job_id=self.job.remote_job, namespace=self.namespace)
             self.reporter.continue_stage(self.job.stage)
-            self._say(f"re-attached to Hugging Face job {info.id} ({info.status.stage}): {info.url}", self.job.stage)
+            self._say(f"re-attached to Hugging Face job {info.id} ({stage_of(info)}): {info.url}", self.job.stage)
             if self.job.stage == "publish":  # the worker before may have died between the queue's yes and the label
                 self._go(info.id)
             return info.id
         for info in self.api.list_jobs(labels=self.labels, namespace=self.namespace):  # launched, then the worker died
-            if info.status.stage not in TERMINAL:
+            if stage_of(info) not in TERMINAL:
                 if not self._keep(info.id):
                     raise Stopped("lease-lost")
                 self._say(f"adopted Hugging Face job {info.id} launched by a worker that died: {info.url}")
@@ -111,10 +116,9 @@ class Remote:
         if flavor_name not in flavors:
             raise UserError(f"compute.flavor: '{flavor_name}' is not a Jobs flavor; known: {', '.join(sorted(flavors))}")
         flavor = flavors[flavor_name]
-        hw = f"{flavor.gpus}x {flavor.gpu}" if flavor.gpu else "CPU"
         env = {"FACTORY_REQUEST": self.request.sanitized_yaml(), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                "FACTORY_JOBS_LABELS": json.dumps(self.labels), "FACTORY_JOBS_NAMESPACE": self.namespace,
-               "FACTORY_JOBS_COMPUTE": json.dumps({"flavor": flavor.name, "hardware": hw,
+               "FACTORY_JOBS_COMPUTE": json.dumps({"flavor": flavor.name, "hardware": flavor.hardware,
                                                    "usd_per_hour": round(flavor.usd_per_min * 60, 4)})}
         from factory.credentials import DEFAULT_ENDPOINT
 
@@ -127,7 +131,7 @@ class Remote:
             if self.store.get(self.job.id).remote_job not in (None, info.id):  # unless it launched its own already
                 self.api.cancel_job(job_id=info.id, namespace=self.namespace)
             raise Stopped("lease-lost")  # (an orphan never publishes: it waits for a go that never comes)
-        self._say(f"launched Hugging Face job {info.id} on {flavor.name} ({hw}, ${flavor.usd_per_min * 60:.2f}/h, "
+        self._say(f"launched Hugging Face job {info.id} on {flavor.name} ({flavor.hardware}, ${flavor.usd_per_min * 60:.2f}/h, "
                   f"timeout {timeout_s // 60} min; {prices}): {info.url}")
         return info.id
 
@@ -202,7 +206,7 @@ class Remote:
 
     def _outcome(self, remote_id: str) -> dict:
         info = self.api.inspect_job(job_id=remote_id, namespace=self.namespace)
-        stage = str(getattr(info.status.stage, "value", info.status.stage))
+        stage = stage_of(info)
         if stage not in TERMINAL:  # the stream broke off: the next worker re-attaches
             raise ConnectionError(f"the log stream of Hugging Face job {remote_id} ended while it is {stage}")
         tail = "\n".join(self.last)
@@ -251,7 +255,7 @@ def publish_gate(lines):
         namespace = os.environ.get("FACTORY_JOBS_NAMESPACE") or None
         while True:
             mine = [j for j in api.list_jobs(labels=labels, namespace=namespace)
-                    if str(getattr(j.status.stage, "value", j.status.stage)) not in TERMINAL]
+                    if stage_of(j) not in TERMINAL]
             if mine and (mine[0].labels or {}).get(PUBLISH_LABEL) == "go":
                 return
             time.sleep(GO_POLL_S)
