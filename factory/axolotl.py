@@ -44,7 +44,7 @@ CAPABILITY_OF = {k: cap for cap, keys in CAPABILITIES.items() for k in keys}
 # Speed or memory only: the model trained is the same without them. Ignored, and listed so by validate.
 SPEED_ONLY = {
     "liger_rms_norm", "liger_glu_activation", "liger_layer_norm", "liger_rope", "liger_fused_linear_cross_entropy",
-    "liger_rms_norm_gated", "liger_cross_entropy", "cut_cross_entropy", "lora_mlp_kernel", "lora_qkv_kernel",
+    "liger_rms_norm_gated", "liger_cross_entropy", "lora_mlp_kernel", "lora_qkv_kernel",
     "lora_o_kernel", "use_kernels", "tiled_mlp", "fused_attn_kernel", "flash_attn_fuse_mlp", "flash_attn_rms_norm",
     "flash_attn_cross_entropy", "gemma4_hybrid_attn_impl", "use_glm_dsa_kernels", "torch_compile",
     "torch_compile_mode", "flex_attn_compile_kwargs", "activation_offloading", "experimental_skip_move_to_device",
@@ -267,19 +267,25 @@ def _distributed(data: dict, compat: Compat) -> None:
 
 
 def _kernels(data: dict, compat: Compat) -> None:
-    """Liger (by plugin or liger_* switch) becomes liger_kernel: applied where CUDA and the package are present."""
+    """Liger (by plugin or liger_* switch) becomes liger_kernel, the Cut Cross Entropy plugin (or key)
+    cut_cross_entropy: each applied where CUDA and its package are present."""
     plugins = data.get("plugins") or []
     liger = any(k.startswith("liger_") and data.get(k) for k in list(data)) or any("liger" in str(p).lower() for p in plugins)
     for k in [k for k in data if k.startswith("liger_")]:
         data.pop(k)
         compat.translated.append(f"{k} -> liger_kernel") if liger else compat.no_effect.append(k)
+    cce = [p for p in plugins if "cut_cross_entropy" in str(p).lower()]
     if plugins:
         data.pop("plugins")
-        others = [p for p in plugins if "liger" not in str(p).lower()]
+        for p in cce:
+            compat.translated.append(f"plugins: {p} -> cut_cross_entropy")
+        others = [p for p in plugins if "liger" not in str(p).lower() and p not in cce]
         if others:
             compat.ignored_here.extend(f"plugins: {p}" for p in others)
     if liger:
         data["liger_kernel"] = True
+    if cce and "cut_cross_entropy" not in data:
+        data["cut_cross_entropy"] = True
 
 
 def _dataset(entry: dict, i: int, compat: Compat, dataset_fields: set[str], top: dict) -> dict:

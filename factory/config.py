@@ -184,6 +184,9 @@ class Request(Strict):
                                                   "regular expressions train (with an adapter: only its weights inside them)")
     liger_kernel: bool = Field(False, description="Liger kernels when a CUDA device and liger-kernel are present "
                                "(Axolotl's liger_* switches and plugin turn it on); ignored elsewhere")
+    cut_cross_entropy: bool = Field(False, description="Cut Cross Entropy's loss (no logits materialised) when a "
+                                    "CUDA device and cut-cross-entropy are present and samples are packed (Axolotl's "
+                                    "CutCrossEntropyPlugin turns it on); ignored elsewhere")
     flash_attention: bool = False
     # data
     datasets: list[DatasetSpec] = Field(min_length=1)

@@ -59,6 +59,18 @@ def _trackers_missing(r: Request) -> str | None:
     return f"the run will not report to {'; '.join(missing)}" if missing else None
 
 
+def _cce_not_applied(r: Request) -> str | None:
+    if not r.cut_cross_entropy:
+        return None
+    import torch
+
+    from factory.loss import cce_unavailable
+
+    why = cce_unavailable(r, torch.cuda.is_available())
+    return f"cut_cross_entropy (Axolotl's CutCrossEntropyPlugin) is ignored here: {why}; the same loss is computed " \
+           "without it" if why else None
+
+
 RULES: list[Rule] = [
     Rule("tracker-unavailable", "warning",
          "A tracker the request names that cannot report from this machine is skipped; this says so before the run.",
@@ -68,6 +80,10 @@ RULES: list[Rule] = [
          lambda r, f: "liger_kernel (Axolotl's liger_* / plugin) applies on a CUDA GPU with liger-kernel installed; "
                       "elsewhere it is ignored and the same model is trained, more slowly"
          if r.liger_kernel else None),
+    Rule("cce-not-applied", "warning",
+         "Cut Cross Entropy is a CUDA (Triton) loss for packed rows: elsewhere the factory's own loss is used, the "
+         "same value with more memory for the logits.",
+         lambda r, f: _cce_not_applied(r)),
     Rule("parallelism-not-available", "warning",
          "Tensor, context and sequence parallelism split a layer or a sequence over GPUs to save memory; the factory "
          "shards data-parallel only, so each GPU holds whole layers and whole sequences.",

@@ -81,8 +81,9 @@ class FlattenCollator:
     Counts real tokens seen, for tokens/s.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hidden_states: bool = False) -> None:
         self.tokens_seen = 0
+        self.hidden_states = hidden_states  # Cut Cross Entropy: no logits, the final hidden states instead
 
     def __call__(self, batch: list[list[Encoded]]) -> dict:
         import torch
@@ -97,12 +98,15 @@ class FlattenCollator:
         from factory.loss import trained_positions
 
         labels_t = torch.tensor([labels])
-        return {
+        batch = {
             "input_ids": torch.tensor([ids]),
             "labels": labels_t,
             "position_ids": torch.tensor([pos]),
             "logits_to_keep": trained_positions(labels_t),  # read by factory.loss.kept_logits_loss
         }
+        if self.hidden_states:
+            batch.update(logits_to_keep=torch.zeros(0, dtype=torch.long), output_hidden_states=True)
+        return batch
 
 
 class PadCollator:

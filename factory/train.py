@@ -19,7 +19,7 @@ from factory.config import Request
 from factory.errors import Stopped
 from factory.packing import FlattenCollator, PadCollator, pack
 from factory.progress import Event, MainOnly, Reporter
-from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_env, trackio_args
+from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_args, tracker_env
 
 
 @dataclass
@@ -246,12 +246,15 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         packed = pack(train_set, request.sequence_len, request.seed, request.sample_packing_sequentially)
         train_bins = [[train_set[i] for i in b] for b in packed.bins]
         eval_bins = [[eval_set[i] for i in b] for b in pack(eval_set, request.sequence_len, request.seed).bins] if eval_set else []
-        collator, efficiency = FlattenCollator(), packed.efficiency
+        from factory.loss import cce_unavailable
+
+        cce = cce_unavailable(request, torch.cuda.is_available()) is None
+        collator, efficiency = FlattenCollator(hidden_states=cce), packed.efficiency
         reporter.emit(Event("train", f"packed {len(train_set)} samples into {len(train_bins)} rows of "
                                      f"{request.sequence_len} tokens, efficiency {efficiency:.1%}"))
     else:
         train_bins, eval_bins = [[s] for s in train_set], [[s] for s in eval_set]
-        collator, efficiency = PadCollator(tokenizer.pad_token_id or 0), None
+        collator, efficiency, cce = PadCollator(tokenizer.pad_token_id or 0), None, False
 
     from transformers import set_seed
 
@@ -319,7 +322,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         logging_first_step=True,
         **schedule_args(request, steps_per_epoch, bool(eval_bins)),
         report_to=report_to(request),
-        **trackio_args(request),
+        **tracker_args(request),
         disable_tqdm=True,
         remove_unused_columns=False,
         prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary
@@ -329,16 +332,19 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         include_num_input_tokens_seen="all" if request.sample_packing else "non_padding",
         **distributed_args(request),
     )
-    from factory.loss import kept_logits_loss
+    from factory.loss import cce_loss, kept_logits_loss
 
+    loss_func = kept_logits_loss if request.sample_packing else None  # packed rows: logits only where a token is trained
+    if cce:
+        loss_func = cce_loss(model)
+        reporter.emit(Event("train", "loss: Cut Cross Entropy (the trained positions' logits are never materialised)"))
     if request.lr_quadratic_warmup:
         from factory.train_options import with_quadratic_warmup
 
         Trainer = with_quadratic_warmup(Trainer)  # noqa: N806 - the Trainer, with Axolotl's warmup
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
                       data_collator=collator,
-                      # packed rows: logits only where a token is trained (the collator says where)
-                      compute_loss_func=kept_logits_loss if request.sample_packing else None,
+                      compute_loss_func=loss_func,
                       callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency,
                                                  len(rows) / len(train_bins))])
     trainer.remove_callback(PrinterCallback)  # our Progress callback draws the bar and writes metrics.jsonl

@@ -124,6 +124,22 @@ def wandb_can_log(request: Request) -> bool:
         return False
 
 
+def mlflow_folder_store(request: Request) -> bool:
+    """MLflow 3 refuses a folder (file) store unless MLFLOW_ALLOW_FILE_STORE is set: the run would fail at its first log."""
+    uri = request.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    folder = uri.startswith("file:") or (bool(uri) and "://" not in uri and uri != "databricks")
+    if not folder or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true"):
+        return False
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            return int(version(dist).split(".")[0]) >= 3
+        except (PackageNotFoundError, ValueError):
+            continue
+    return False
+
+
 def trackers(request: Request) -> dict[str, str | None]:
     """Each tracker the request names, and why it cannot report here (None: it will)."""
     wanted = {"wandb": bool(request.wandb_project), "trackio": request.use_trackio or bool(request.trackio_project_name),
@@ -134,9 +150,12 @@ def trackers(request: Request) -> dict[str, str | None]:
         if not on:
             continue
         if importlib.util.find_spec(name) is None:
-            out[name] = "not installed here (pip install 'model-factory[tracking]' for wandb)"
+            out[name] = "not installed here (pip install 'model-factory[tracking]' has wandb, trackio and mlflow)"
         elif name == "wandb" and not wandb_can_log(request):
             out[name] = "no W&B API key here (WANDB_API_KEY or `wandb login`); wandb_mode: offline logs locally"
+        elif name == "mlflow" and mlflow_folder_store(request):
+            out[name] = ("MLflow 3 keeps runs in a database or a server, not a folder: give mlflow_tracking_uri: "
+                         "sqlite:///PATH/mlflow.db or http(s)://HOST")
         else:
             out[name] = None
     return out
@@ -147,10 +166,11 @@ def report_to(request: Request) -> list[str]:
     return [name for name, why_not in trackers(request).items() if why_not is None]
 
 
-def trackio_args(request: Request) -> dict[str, str]:
-    """Trackio's project, Space and run name: the Trainer passes these TrainingArguments to trackio.init."""
+def tracker_args(request: Request) -> dict[str, str]:
+    """The TrainingArguments the Trainer's tracker callbacks read: trackio's project and Space, and the
+    run's name (trackio and MLflow name their run from run_name, not from an environment variable)."""
     pairs = {"project": request.trackio_project_name, "trackio_space_id": request.trackio_space_id,
-             "run_name": request.trackio_run_name}
+             "run_name": request.trackio_run_name or request.mlflow_run_name}
     return {k: v for k, v in pairs.items() if v}
 
 
@@ -160,8 +180,7 @@ def tracker_env(request: Request) -> dict[str, str]:
              "WANDB_NAME": request.wandb_name, "WANDB_RUN_ID": request.wandb_run_id, "WANDB_MODE": request.wandb_mode,
              "WANDB_WATCH": request.wandb_watch, "WANDB_LOG_MODEL": request.wandb_log_model,
              "TRACKIO_PROJECT": request.trackio_project_name, "TRACKIO_SPACE_ID": request.trackio_space_id,
-             "MLFLOW_TRACKING_URI": request.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": request.mlflow_experiment_name,
-             "MLFLOW_RUN_NAME": request.mlflow_run_name}
+             "MLFLOW_TRACKING_URI": request.mlflow_tracking_uri, "MLFLOW_EXPERIMENT_NAME": request.mlflow_experiment_name}
     return {k: v for k, v in pairs.items() if v}
 
 

@@ -91,6 +91,8 @@ def test_translations():
     assert _req(tokens={"pad_token": "<pad>"}).special_tokens == {"pad_token": "<pad>"}
     assert _req(attn_implementation="xformers").attn_implementation == "sdpa"
     assert _req(liger_rms_norm=True, liger_glu_activation=True).liger_kernel is True
+    cce = _req(plugins=["axolotl.integrations.cut_cross_entropy.CutCrossEntropyPlugin"])
+    assert cce.cut_cross_entropy is True and not cce.compat.ignored_here
     assert _req(chat_template="tokenizer_default").chat_template is None
     r = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d", "type": "chat_template", "field_messages": "c",
                                                           "message_field_role": "from", "message_field_content": "value",

@@ -243,3 +243,49 @@ def test_weights_dtype_trains_half_precision_weights_without_mixed_precision(tmp
     assert moved  # the half-precision weights were updated
     losses = [json.loads(x)["loss"] for x in (_run_dir(home) / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_mlflow_logs_the_run_to_the_requests_tracking_uri(tmp_path, home, tiny_base, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        from conftest import missing
+
+        missing("mlflow is not installed (the `tracking` and `dev` extras have mlflow-skinny)", "FACTORY_REQUIRE_EXTRAS")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow 3 refuses its old file store
+    req = _request(tmp_path, tiny_base, max_steps=2, mlflow_tracking_uri=store,
+                   mlflow_experiment_name="factory-test", mlflow_run_name="tiny")
+    assert main(["run", str(req)]) == 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("factory-test")  # the request's experiment, not "Default"
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_name for r in runs] == ["tiny"]
+    losses = client.get_metric_history(runs[0].info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2]  # logging_steps 1, two steps
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ  # set for the run only
+
+
+def test_an_mlflow_folder_store_is_named_before_the_run_not_failed_at_its_first_log(monkeypatch):
+    import importlib.util
+
+    from factory.config import parse_request
+    from factory.lint import Facts, lint
+
+    if importlib.util.find_spec("mlflow") is None:
+        from conftest import missing
+
+        missing("mlflow is not installed (the `tracking` and `dev` extras have mlflow-skinny)", "FACTORY_REQUIRE_EXTRAS")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    base = {"base_model": "org/base", "datasets": [{"path": "data.jsonl", "type": "alpaca"}]}
+    for uri in ("./mlruns", "file:///tmp/mlruns"):
+        found = [f for f in lint(parse_request({**base, "mlflow_tracking_uri": uri}), Facts())
+                 if f.rule == "tracker-unavailable"]
+        assert len(found) == 1 and "sqlite:///" in found[0].message, (uri, found)
+    assert not [f for f in lint(parse_request({**base, "mlflow_tracking_uri": "sqlite:///x/mlflow.db"}), Facts())
+                if f.rule == "tracker-unavailable"]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the operator opted back in
+    assert not [f for f in lint(parse_request({**base, "mlflow_tracking_uri": "./mlruns"}), Facts())
+                if f.rule == "tracker-unavailable"]

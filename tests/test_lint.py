@@ -15,7 +15,8 @@ FACTS = Facts(model_type="llama", max_positions=4096, has_chat_template=True, tr
 CASES = {
     "kernels-need-cuda": ({"liger_rms_norm": True}, FACTS),
     "parallelism-not-available": ({"context_parallel_size": 2}, FACTS),
-    "tracker-unavailable": ({"mlflow_experiment_name": "x"}, FACTS),  # mlflow is in no extra
+    "tracker-unavailable": ({"mlflow_tracking_uri": "./mlruns"}, FACTS),  # not installed, or MLflow 3's refused folder store
+    "cce-not-applied": ({"cut_cross_entropy": True, "sample_packing": False}, FACTS),  # packed rows only, on any machine
     "seq-len-beyond-positions": ({"sequence_len": 8192}, FACTS),
     "chat-template-missing": ({}, Facts(has_chat_template=False)),
     "lora-lr-too-low": ({"learning_rate": 1e-5}, FACTS),

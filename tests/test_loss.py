@@ -61,3 +61,55 @@ def test_a_row_with_nothing_trained_gives_zero_loss_without_error():
     loss = kept_logits_loss(out, batch["labels"])
     loss.backward()
     assert loss.item() == 0.0
+
+
+def _cce_installed():
+    import importlib.util
+
+    if importlib.util.find_spec("cut_cross_entropy") is None:
+        from conftest import missing
+
+        missing("cut-cross-entropy is not installed (the `dev` and `gpu` extras have it)", "FACTORY_REQUIRE_EXTRAS")
+
+
+def test_cut_cross_entropy_gives_the_same_loss_and_gradients_from_hidden_states():
+    """The CCE path (no logits: the collator asks for hidden states) against the model's own loss. On CUDA
+    the loss runs CCE's Triton kernel; here its torch reference implementation, through the same code."""
+    from factory.loss import cce_loss
+    from factory.tiny import build_model
+
+    _cce_installed()
+    plain = _batch(0)
+    asked = FlattenCollator(hidden_states=True)([[Encoded([1, 2, 3], [IGNORE, 2, 3])]])
+    assert asked["logits_to_keep"].numel() == 0 and asked["output_hidden_states"] is True
+    grads = []
+    for use_cce in (False, True):
+        model = build_model(300, seed=7)
+        model.config.use_cache = False
+        inputs = {"input_ids": plain["input_ids"], "position_ids": plain["position_ids"]}
+        if use_cce:
+            out = model(**inputs, logits_to_keep=asked["logits_to_keep"], output_hidden_states=True)
+            assert out.logits.shape[1] == 0  # no logits were computed
+            loss = cce_loss(model, impl="torch_compile")(out, plain["labels"], num_items_in_batch=100)
+        else:
+            loss = model(**inputs, labels=plain["labels"], num_items_in_batch=100).loss
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (whole, g_whole), (cce, g_cce) = grads
+    assert cce == pytest.approx(whole, rel=1e-5)
+    for name in g_whole:
+        torch.testing.assert_close(g_cce[name], g_whole[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cut_cross_entropy_applies_only_where_it_can():
+    from factory.config import parse_request
+    from factory.loss import cce_unavailable
+
+    _cce_installed()
+    base = {"base_model": "org/base", "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}
+    on = parse_request({**base, "cut_cross_entropy": True})
+    assert cce_unavailable(on, cuda=True) is None
+    assert cce_unavailable(on, cuda=False) == "no CUDA device here"
+    assert "packed rows" in cce_unavailable(parse_request({**base, "cut_cross_entropy": True, "sample_packing": False}),
+                                            cuda=True)
+    assert cce_unavailable(parse_request(base), cuda=True) == "not asked for"
