@@ -12,6 +12,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from pathlib import Path
 from typing import Iterator
 
@@ -229,13 +230,13 @@ def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator
 
 def prepare(request: Request, hub: Hub) -> Prepared:
     """All datasets normalised, mixed, de-duplicated and split (seeded)."""
-    seen: set[str] = set()
+    seen: set[bytes] = set()  # 16-byte digests of the samples' keys, not a second copy of every text
     samples: list[Sample] = []
     reports = []
     for spec in request.datasets:
         report = DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
         for sample in load_samples(spec, hub, report):
-            key = sample.key()
+            key = blake2b(sample.key().encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if key in seen:
                 report.duplicates += 1
                 continue

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import chain
+from operator import eq, itemgetter
 from typing import Callable
 
-from factory.chat import IGNORE, Encoded, assistant_spans
+from factory.chat import assistant_spans
 from factory.encoded_store import EncodedArrays
 from factory.errors import UserError
 from factory.formats import Sample
 
 MARK = "\ue000{}\ue001"  # private-use characters: no template writes them
+_START, _END = itemgetter(0), itemgetter(1)
 CHUNK = 1000  # rows per batched render + tokenizer call, and per task sent to a worker process
 PROBES = [
     [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}],
@@ -131,22 +135,27 @@ def _fast_spans(full: str, marked: str, messages: list[dict], shape: Shape) -> l
     return spans
 
 
-def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
-    """A token is trained when its characters overlap a span: per span, a bisection finds its tokens
-    (offsets only grow), so the cost is the trained tokens, not tokens times spans."""
-    from bisect import bisect_left, bisect_right
-
-    labels = [IGNORE] * len(ids)
+def _mark_trained(trained, base: int, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> None:
+    """A token is trained when its characters overlap a span (and it has any): per span, a bisection finds
+    its tokens (offsets only grow), so the cost is the spans, not the tokens."""
     for a, b in spans:  # tokens ending after a and starting before b
-        i = bisect_right(offsets, a, key=lambda o: o[1])
-        j = bisect_left(offsets, b, lo=i, key=lambda o: o[0])
-        labels[i:j] = [t if e > s else IGNORE for t, (s, e) in zip(ids[i:j], offsets[i:j])]
-    return labels
+        i = bisect_right(offsets, a, key=_END)
+        j = bisect_left(offsets, b, lo=i, key=_START)
+        if i >= j:
+            continue
+        trained[base + i:base + j] = True
+        starts, ends = zip(*offsets[i:j])
+        if any(map(eq, starts, ends)):  # a zero-width token inside the span (rare): not trained
+            for k in range(i, j):
+                if offsets[k][0] == offsets[k][1]:
+                    trained[base + k] = False
 
 
 def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_inputs: bool,
-                 shape: Shape | None) -> tuple[list[Encoded], int]:
-    """The samples encoded, and how many conversations needed the prefix method."""
+                 shape: Shape | None) -> tuple[EncodedArrays, int]:
+    """The samples encoded (compact arrays), and how many conversations needed the prefix method."""
+    import numpy as np
+
     render = renderer(tokenizer, template)
     texts: list[str] = [s.text if s.text is not None else "" for s in samples]
     spans: list[list[tuple[int, int]] | None] = [None] * len(samples)
@@ -175,30 +184,31 @@ def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_input
             else:
                 texts[i] = rendered[2 * k]
             spans[i] = found
-    all_ids, all_offsets = _tokenize(tokenizer, texts)
-    out = []
+    all_ids, all_offsets = _tokenize(tokenizer, texts, with_offsets=not train_on_inputs and bool(chats))
     eos = tokenizer.eos_token_id
-    for i, s in enumerate(samples):
-        ids = all_ids[i]
-        if s.text is not None:
-            ids = ids + [eos] if eos is not None else ids
-            out.append(Encoded(ids, list(ids)))
-        elif train_on_inputs:
-            out.append(Encoded(ids, list(ids)))
+    if eos is not None:  # raw text ends with the end-of-sequence token, and learns it
+        all_ids = [ids + [eos] if s.text is not None else ids for ids, s in zip(all_ids, samples)]
+    bounds = np.zeros(len(samples) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, all_ids), dtype=np.int64, count=len(all_ids)), out=bounds[1:])
+    ids = np.fromiter(chain.from_iterable(all_ids), dtype=np.int32, count=int(bounds[-1]))
+    trained = np.zeros(len(ids), dtype=np.bool_)
+    for i, found in enumerate(spans):
+        if found is None:  # raw text, or train_on_inputs: every token
+            trained[bounds[i]:bounds[i + 1]] = True
         else:
-            out.append(Encoded(ids, _labels(ids, all_offsets[i], spans[i])))
-    return out, slow
+            _mark_trained(trained, int(bounds[i]), all_offsets[i], found)
+    return EncodedArrays(ids, trained, bounds), slow
 
 
-def _tokenize(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """Ids and character offsets, straight from the Rust tokenizer when there is one (the transformers
-    wrapper adds a third to the time for the same result, which test_encode checks)."""
+def _tokenize(tokenizer, texts: list[str], with_offsets: bool) -> tuple[list[list[int]], list[list[tuple[int, int]]] | None]:
+    """Ids and (when asked) character offsets, straight from the Rust tokenizer when there is one (the
+    transformers wrapper adds a third to the time for the same result, which test_encode checks)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        return enc["input_ids"], enc["offset_mapping"]
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=with_offsets)
+        return enc["input_ids"], enc["offset_mapping"] if with_offsets else None
     encodings = backend.encode_batch(texts, add_special_tokens=False)
-    return [e.ids for e in encodings], [e.offsets for e in encodings]
+    return [e.ids for e in encodings], [e.offsets for e in encodings] if with_offsets else None
 
 
 def _refused(exc: Exception, conv: list[dict]) -> UserError:
@@ -228,8 +238,7 @@ _JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape), inhe
 
 def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
     tokenizer, template, train_on_inputs, shape = _JOB
-    encoded, slow = encode_batch(chunk, tokenizer, template, train_on_inputs, shape)
-    return EncodedArrays.of(encoded), slow  # compact: cheap to send back, small to keep
+    return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)  # compact: cheap to send back, small to keep
 
 
 def _ignore_sigint() -> None:

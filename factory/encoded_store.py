@@ -84,6 +84,12 @@ class EncodedArrays:
         where = np.repeat(self.offsets[:-1][rows] - offsets[:-1], keep) + np.arange(int(offsets[-1]))
         return EncodedArrays(self.ids[where], self.trained[where], offsets)
 
+    def split(self, n: int) -> tuple["EncodedArrays", "EncodedArrays"]:
+        """The first n samples and the rest, as views of these arrays (no copy of the tokens)."""
+        cut = int(self.offsets[n])
+        return (EncodedArrays(self.ids[:cut], self.trained[:cut], self.offsets[:n + 1]),
+                EncodedArrays(self.ids[cut:], self.trained[cut:], self.offsets[n:] - cut))
+
     def to_list(self) -> list[Encoded]:
         import numpy as np
 

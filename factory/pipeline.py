@@ -190,7 +190,7 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train
     encoded, stats = encode_all(train + evalset, tokenizer, template, req.train_on_inputs,
                                 processes=req.dataset_processes, progress=progress)
     n = len(train)
-    encoded_store.save(path, template, encoded.take(range(n)), encoded.take(range(n, len(encoded))))
+    encoded_store.save(path, template, *encoded.split(n))
     how = "one render per conversation" if stats["template_fast_path"] else "prefix rendering (template shape varies)"
     run.reporter.emit(Event("data", f"tokenised {len(encoded):,} samples in {stats['seconds']:.1f}s on "
                                     f"{stats['processes']} process(es), {how}; cache miss, saved ({key[:12]})"))

@@ -117,6 +117,9 @@ def test_compact_arrays_round_trip_select_and_cut():
     cut = arrays.take([2, 0], lengths=[2, 1, 2])  # rows 2 then 0, each cut to two tokens
     assert cut.to_list() == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
     assert list(arrays.trained_counts([2, 1, 2])) == [1, 0, 1]
+    head, rest = arrays.split(1)
+    assert head.to_list() == samples[:1] and rest.to_list() == samples[1:]
+    assert rest.ids.base is not None  # a view: the tokens are not copied
 
 
 @pytest.mark.parametrize("name,fast", [("qwen2.5", True), ("phi-3-mini", True), ("smollm3", True), ("qwen3", False)])
