@@ -7,10 +7,11 @@ Rows: the shared Alpaca files (alpaca_libre v1 and v3, LLaMA-Factory's demo; 4,5
 first user turn suffixed " (variant K)" so that no two rows are equal (de-duplication keeps them
 all). Written to a JSONL file first; every figure is from that file to tokenised, masked samples.
 
-- factory: `factory.data.prepare` (read, normalise, de-duplicate, seeded split) + `encode_all` (one
-  render per conversation, batched tokenizer calls, N worker processes), with the real Phi-3-mini
-  fast tokenizer (32k vocab; ChatML's markers added as special tokens) and the ChatML template;
-  the cache is bypassed.
+- factory: what the data stage does on a cache miss: `factory.data.stream` (read, normalise,
+  de-duplicate, in bounded memory) into `encode_stream` (one render per conversation, batched tokenizer
+  calls, N worker processes, at most two chunks in flight per process) into a new cache entry on disk
+  (`CacheWriter`), with the real Phi-3-mini fast tokenizer (32k vocab; ChatML's markers added as
+  special tokens) and the ChatML template.
 - floor: the same rows rendered to ChatML by string concatenation and tokenised by the same fast
   tokenizer in batches of 1,000, one process, no masks: what one core of the tokenizer can do.
 - TRL: `SFTTrainer`'s dataset preparation with assistant_only_loss (a ChatML template with
@@ -91,19 +92,21 @@ def peak_mb() -> float:
 def run_factory(path: Path, kind: str, processes: int) -> dict:
     from factory.chat import BUILTIN_TEMPLATES
     from factory.config import parse_request
-    from factory.data import prepare
-    from factory.encode import encode_all
+    from factory.data import stream
+    from factory.encode import encode_stream
+    from factory.encoded_store import CacheWriter
 
     tok = load_tokenizer()
     req = parse_request({"base_model": "org/base", "datasets": [{"path": str(path), "type": "alpaca" if kind == "alpaca"
                                                                   else "messages"}], "dataset_processes": processes})
+    reports: list = []
+    writer = CacheWriter(Path(tempfile.mkdtemp(prefix="factory-prep-")) / "entry")
     t = time.perf_counter()
-    prepared = prepare(req, None)
-    samples = prepared.train + prepared.eval
-    t_load = time.perf_counter() - t
-    encoded, stats = encode_all(samples, tok, BUILTIN_TEMPLATES["chatml"], False, processes=processes)
+    stats = encode_stream(stream(req, None, reports), tok, BUILTIN_TEMPLATES["chatml"], False, writer.add,
+                          processes=processes)
+    encoded = writer.done({"template": "chatml", "reports": [r.as_dict() for r in reports]})
     seconds = time.perf_counter() - t
-    return {"rows": len(samples), "seconds": seconds, "load_seconds": t_load, "prefix_rows": stats["prefix_rows"],
+    return {"rows": len(encoded), "seconds": seconds, "prefix_rows": stats["prefix_rows"],
             "tokens": int(encoded.offsets[-1])}
 
 

@@ -228,43 +228,79 @@ def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator
         report.encodings += [f"{path.name}: {note}" for note in notes]
 
 
-def prepare(request: Request, hub: Hub) -> Prepared:
-    """All datasets normalised, mixed, de-duplicated and split (seeded)."""
-    seen: set[bytes] = set()  # 16-byte digests of the samples' keys, not a second copy of every text
-    samples: list[Sample] = []
-    reports = []
+def stream(request: Request, hub: Hub, reports: list[DatasetReport]) -> Iterator[Sample]:
+    """Every dataset's usable samples in load order, de-duplicated, in bounded memory: only a 16-byte
+    digest of each sample is kept. Each dataset's report is appended to `reports` as it starts, and its
+    rows are judged (none usable, too many malformed) when it ends."""
+    seen: set[bytes] = set()
     for spec in request.datasets:
         report = DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
+        reports.append(report)
         for sample in load_samples(spec, hub, report):
             key = blake2b(sample.key().encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if key in seen:
                 report.duplicates += 1
                 continue
             seen.add(key)
-            samples.append(sample)
             report.used += 1
-        reports.append(report)
-        if report.rows == 0:
-            raise UserError(f"dataset '{spec.path}' has no rows; the file holds no data after its header or is blank")
-        if report.used == 0 and report.malformed == report.rows:
-            shown = "\n    ".join(report.examples)
-            raise UserError(f"dataset '{spec.path}': none of its {report.rows} rows is usable. First problems:\n    {shown}\n"
-                            f"  Check `type:` ({spec.type}) and map the columns (field_*, field_messages, roles).")
-        bad = report.malformed / report.rows
-        if bad > request.max_malformed_fraction:
-            shown = "\n    ".join(report.examples)
-            raise UserError(
-                f"dataset '{spec.path}': {report.malformed} of {report.rows} rows ({bad:.1%}) are malformed, "
-                f"more than max_malformed_fraction={request.max_malformed_fraction}. First problems:\n    {shown}\n"
-                f"  Fix the rows, map the columns (field_*, field_messages, roles), or raise max_malformed_fraction."
-            )
+            yield sample
+        check_report(report, spec.path, spec.type, request.max_malformed_fraction)
+
+
+def check_report(report: DatasetReport, name: str, type_: str, max_malformed_fraction: float) -> None:
+    """A dataset with no rows, no usable row, or more malformed rows than allowed stops the run."""
+    if report.rows == 0:
+        raise UserError(f"dataset '{name}' has no rows; the file holds no data after its header or is blank")
+    shown = "\n    ".join(report.examples)
+    if report.used == 0 and report.malformed == report.rows:
+        raise UserError(f"dataset '{name}': none of its {report.rows} rows is usable. First problems:\n    {shown}\n"
+                        f"  Check `type:` ({type_}) and map the columns (field_*, field_messages, roles).")
+    bad = report.malformed / report.rows
+    if bad > max_malformed_fraction:
+        raise UserError(
+            f"dataset '{name}': {report.malformed} of {report.rows} rows ({bad:.1%}) are malformed, "
+            f"more than max_malformed_fraction={max_malformed_fraction}. First problems:\n    {shown}\n"
+            f"  Fix the rows, map the columns (field_*, field_messages, roles), or raise max_malformed_fraction."
+        )
+
+
+def estimated_rows(path: Path) -> int:
+    """About how many rows a data file holds, cheaply (for a progress bar's total): its lines, or a
+    Parquet file's own count; 0 when it cannot tell without parsing (a .json array)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if suffix in (".jsonl", ".csv"):
+            with open(path, "rb") as f:
+                return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except Exception:  # noqa: BLE001 - only an estimate: reading the rows reports the real problem
+        return 0
+    return 0
+
+
+def split_rows(n: int, request: Request) -> tuple[list[int], list[int]]:
+    """The seeded train/eval split of n rows in load order: (train rows, eval rows), each in training order.
+
+    Shuffled (the default): a seeded permutation whose first val_set_size rows are held out. With
+    shuffle_merged_datasets: false the datasets' own order is kept and the eval rows are drawn at random."""
     rng = random.Random(request.seed)
-    n_eval = int(request.val_set_size) if request.val_set_size >= 1 else int(round(request.val_set_size * len(samples)))
-    if n_eval >= len(samples):
-        raise UserError(f"val_set_size={request.val_set_size} leaves no training rows (only {len(samples)} rows)")
-    if not request.shuffle_merged_datasets:  # the datasets' own order is kept (curriculum); eval rows drawn at random
-        held = set(rng.sample(range(len(samples)), n_eval))
-        return Prepared(train=[s for i, s in enumerate(samples) if i not in held],
-                        eval=[samples[i] for i in sorted(held)], reports=reports)
-    rng.shuffle(samples)
-    return Prepared(train=samples[n_eval:], eval=samples[:n_eval], reports=reports)
+    n_eval = int(request.val_set_size) if request.val_set_size >= 1 else int(round(request.val_set_size * n))
+    if n_eval >= n:
+        raise UserError(f"val_set_size={request.val_set_size} leaves no training rows (only {n} rows)")
+    if not request.shuffle_merged_datasets:  # curriculum: the datasets' order is the training order
+        held = set(rng.sample(range(n), n_eval))
+        return [i for i in range(n) if i not in held], sorted(held)
+    order = list(range(n))
+    rng.shuffle(order)  # the same permutation shuffling the samples themselves would give
+    return order[n_eval:], order[:n_eval]
+
+
+def prepare(request: Request, hub: Hub) -> Prepared:
+    """All datasets normalised, mixed, de-duplicated and split (seeded), held in memory."""
+    reports: list[DatasetReport] = []
+    samples = list(stream(request, hub, reports))
+    train, evalset = split_rows(len(samples), request)
+    return Prepared(train=[samples[i] for i in train], eval=[samples[i] for i in evalset], reports=reports)

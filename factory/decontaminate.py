@@ -4,7 +4,7 @@ and the request's policy (warn, block before any compute, or drop the rows)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from factory.config import DATA_SUFFIXES, DatasetSpec, Request
 from factory.errors import UserError
@@ -116,21 +116,22 @@ def summary_line(report: dict) -> str:
                      for name, b in report["benchmarks"].items())
 
 
-def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], reporter: Reporter,
-                 malformed: int = 0) -> tuple[list[Sample], list[Sample], dict | None]:
-    """Check the prepared samples; warn, stop (block) or drop what overlaps. Returns the kept samples.
+def apply_policy(request: Request, samples: Callable[[], Iterable[Sample]], reporter: Reporter,
+                 reports: list | None = None) -> tuple[set[int], dict | None]:
+    """Check the samples (a fresh pass over them per call, in load order); warn, stop (block) or name
+    the rows to drop. Returns the rows to drop (by load order) and the report.
 
-    Only rows that will be trained on are checked: the `malformed` rows the data stage dropped are not,
-    and the report says so."""
+    The malformed rows the data stage dropped (counted in the pass's dataset `reports`) are not
+    checked, and the report says so."""
     spec = request.contamination
     if not spec.benchmarks:
-        return train, evalset, None
+        return set(), None
     from evals.contamination import check
 
     benchmarks = load_benchmarks(spec.benchmarks, spec.fields)
-    samples = train + evalset
-    report, bad = check(lambda: ((i, sample_text(s)) for i, s in enumerate(samples)), benchmarks,
+    report, bad = check(lambda: ((i, sample_text(s)) for i, s in enumerate(samples())), benchmarks,
                         Path(spec.embedding_model).expanduser() if spec.embedding_model else None)
+    malformed = sum(r.malformed for r in reports or [])
     report["policy"] = spec.policy
     report["rows_flagged"] = len(bad)
     report["malformed_rows_not_checked"] = malformed
@@ -141,12 +142,10 @@ def apply_policy(request: Request, train: list[Sample], evalset: list[Sample], r
         raise UserError(f"contamination: {len(bad)} training rows overlap the benchmarks ({line}); policy is block, "
                         "so nothing was trained.\n  " + "\n  ".join(examples) +
                         "\n  Remove the rows, or set contamination.policy: drop to train without them.")
-    if bad and spec.policy == "drop":
-        n_train = len(train)
-        train = [s for i, s in enumerate(train) if i not in bad]
-        evalset = [s for j, s in enumerate(evalset) if n_train + j not in bad]
-        report["rows_dropped"] = len(bad)
+    drop = set(bad) if spec.policy == "drop" else set()
+    if drop:
+        report["rows_dropped"] = len(drop)
     reporter.emit(Event("data", f"contamination: {line}; {len(bad)} rows flagged"
                         + {"warn": " (policy warn: kept)", "drop": " and dropped", "block": ""}[spec.policy]
                         + (f"; {malformed} rows dropped as malformed were not checked" if malformed else "")))
-    return train, evalset, report
+    return drop, report

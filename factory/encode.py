@@ -14,9 +14,9 @@ import os
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from operator import eq, itemgetter
-from typing import Callable
+from typing import Callable, Iterator
 
 from factory.chat import assistant_spans
 from factory.encoded_store import EncodedArrays
@@ -241,11 +241,14 @@ def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
     return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)  # compact: cheap to send back, small to keep
 
 
-def _ignore_sigint() -> None:
-    """Ctrl-C reaches the whole process group: the parent stops the pool, workers print no traceback."""
+def _worker_signals() -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the pool, workers print no traceback. A
+    SIGTERM handler inherited from the parent (a queue worker's graceful stop) would keep a worker alive
+    when the pool terminates it: workers die on SIGTERM."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def default_processes() -> int:
@@ -255,42 +258,50 @@ def default_processes() -> int:
 def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs: bool,
                processes: int | None = None, progress: Callable[[int, int, float], None] | None = None
                ) -> tuple[EncodedArrays, dict]:
-    """Every sample encoded, in order, over `processes` worker processes (default: every core).
+    """Every sample of a list encoded, in order, held in memory (encode_stream does the work)."""
+    parts: list[EncodedArrays] = []
+    stats = encode_stream(iter(samples), tokenizer, template, train_on_inputs, parts.append, processes, progress,
+                          total=len(samples))
+    return EncodedArrays.concat(parts), stats
 
-    progress(done, total, rows_per_s) is called about once a second. Returns the encoded samples and
-    stats: processes used, whether the template's fast path applied, rows encoded the prefix way."""
+
+def encode_stream(samples: Iterator[Sample], tokenizer, template: str, train_on_inputs: bool,
+                  sink: Callable[[EncodedArrays], None], processes: int | None = None,
+                  progress: Callable[[int, int, float], None] | None = None, total: int | None = None) -> dict:
+    """Every sample encoded, in order, over `processes` worker processes (default: every core), each chunk
+    handed to sink as it is done. Memory stays bounded: at most two chunks per process are in flight.
+
+    progress(done, total, rows_per_s) is called about once a second; total is the caller's estimate (it
+    grows to what was done when the estimate was short). Returns stats: processes used, whether the
+    template's fast path applied, rows encoded the prefix way, seconds."""
     shape = None if train_on_inputs else learn_shape(tokenizer, template)
     processes = max(1, min(processes or default_processes(), default_processes()))  # never more than the cores
-    if len(samples) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
+    chunks = iter(lambda: list(islice(samples, CHUNK)), [])
+    head = list(islice(chunks, 5))
+    if sum(map(len, head)) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
         processes = 1
-    chunks = [samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK)]
-    parts: list[EncodedArrays] = []
     slow, done, t0, shown = 0, 0, time.monotonic(), 0.0
 
     def collect(result):
         nonlocal slow, done, shown
         encoded, n_slow = result
-        parts.append(encoded)
+        sink(encoded)
         slow, done = slow + n_slow, done + len(encoded)
         now = time.monotonic()
-        if progress is not None and (now - shown >= 1.0 or done == len(samples)):
+        if progress is not None and now - shown >= 1.0:
             shown = now
-            progress(done, len(samples), done / max(now - t0, 1e-9))
+            progress(done, max(total or 0, done), done / max(now - t0, 1e-9))
 
-    import gc
-
-    gc.freeze()  # the samples already loaded are never garbage: keep the collector from walking them again
-    try:
-        _encode_chunks(chunks, processes, (tokenizer, template, train_on_inputs, shape), collect)
-    finally:
-        gc.unfreeze()
-    stats = {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
-             "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
-    return EncodedArrays.concat(parts), stats
+    _encode_chunks(chain(head, chunks), processes, (tokenizer, template, train_on_inputs, shape), collect)
+    if progress is not None:
+        progress(done, done, done / max(time.monotonic() - t0, 1e-9))
+    return {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
+            "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
 
 
-def _encode_chunks(chunks: list[list[Sample]], processes: int, job: tuple, collect) -> None:
+def _encode_chunks(chunks: Iterator[list[Sample]], processes: int, job: tuple, collect) -> None:
     import multiprocessing
+    from collections import deque
 
     global _JOB
     _JOB = job
@@ -299,8 +310,13 @@ def _encode_chunks(chunks: list[list[Sample]], processes: int, job: tuple, colle
             for chunk in chunks:
                 collect(_work(chunk))
             return
-        with multiprocessing.get_context("fork").Pool(processes, initializer=_ignore_sigint) as pool:
-            for result in pool.imap(_work, chunks):
-                collect(result)
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals) as pool:
+            pending: deque = deque()
+            for chunk in chunks:  # Pool.imap would read the whole input ahead: submit as results come back
+                pending.append(pool.apply_async(_work, (chunk,)))
+                if len(pending) >= 2 * processes:
+                    collect(pending.popleft().get())
+            while pending:
+                collect(pending.popleft().get())
     finally:
         _JOB = None

@@ -1,24 +1,33 @@
-"""Encoded samples on disk (an .npz of token ids, trained-token mask and row offsets), and the cache
-of them under $FACTORY_HOME/cache/encoded, keyed by everything that decides them.
+"""Encoded samples on disk, and the cache of them under $FACTORY_HOME/cache/encoded (or a request's
+dataset_prepared_path), keyed by everything that decides them.
 
-The key hashes the samples themselves (after loading, mixing, de-duplication, the seeded split and
-any contamination drop: so data content, dataset options and seed are all in it), the tokenizer's
-files, the chat template and the masking option. sequence_len is applied after the cache, so a
-change of it reuses the tokenisation.
+A cache entry is a folder: token ids (int32), trained-token mask (uint8) and row offsets, written
+chunk by chunk as the data is encoded and read back memory-mapped, so neither side holds the data in
+memory. It holds every sample in load order (after de-duplication) with the datasets' reports. The
+key hashes the data files' contents, each dataset's options, the tokenizer's files, the chat template,
+the masking option and any added tokens. The seeded split, a contamination drop, sequence_len and
+min_sample_len are applied after the cache, so changing them reuses the tokenisation.
+
+A run's own selection (train and eval rows, cut to sequence_len) is an .npz in its folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from factory import atomic
 from factory.chat import IGNORE, Encoded
-from factory.formats import Sample
 
-VERSION = 1  # bump when encoding changes what it produces
+if TYPE_CHECKING:
+    import numpy as np
+
+VERSION = 2  # bump when encoding changes what it produces
+BLOCK = 1 << 16  # rows per step of the whole-data passes below: their scratch memory is one block's tokens
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
@@ -68,9 +77,15 @@ class EncodedArrays:
         """Trained tokens per sample, over its first `lengths` tokens (default: all of them)."""
         import numpy as np
 
-        cum = np.concatenate([[0], np.cumsum(self.trained, dtype=np.int64)])
         starts = self.offsets[:-1]
-        return cum[starts + (self.lengths if lengths is None else lengths)] - cum[starts]
+        ends = starts + (self.lengths if lengths is None else np.asarray(lengths, dtype=np.int64))
+        out = np.zeros(len(self), dtype=np.int64)
+        for b in range(0, len(self), BLOCK):  # a block at a time: a prefix sum of all tokens is 8 bytes each
+            lo, hi = int(self.offsets[b]), int(self.offsets[min(b + BLOCK, len(self))])
+            cum = np.zeros(hi - lo + 1, dtype=np.int64)
+            np.cumsum(self.trained[lo:hi], out=cum[1:])
+            out[b:b + BLOCK] = cum[ends[b:b + BLOCK] - lo] - cum[starts[b:b + BLOCK] - lo]
+        return out
 
     def take(self, rows: "np.ndarray", lengths: "np.ndarray | None" = None) -> "EncodedArrays":
         """These rows, in this order, each cut to its entry of `lengths` (default: whole)."""
@@ -81,8 +96,12 @@ class EncodedArrays:
             np.zeros(0, np.int64)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(keep, out=offsets[1:])
-        where = np.repeat(self.offsets[:-1][rows] - offsets[:-1], keep) + np.arange(int(offsets[-1]))
-        return EncodedArrays(self.ids[where], self.trained[where], offsets)
+        ids, trained = np.empty(int(offsets[-1]), np.int32), np.empty(int(offsets[-1]), np.bool_)
+        for b in range(0, len(rows), BLOCK):  # the gather index is 8 bytes a token: a block at a time
+            r, k, o = rows[b:b + BLOCK], keep[b:b + BLOCK], offsets[b:b + BLOCK + 1]
+            where = np.repeat(self.offsets[:-1][r] - o[:-1] + o[0], k) + np.arange(int(o[-1] - o[0]))
+            ids[o[0]:o[-1]], trained[o[0]:o[-1]] = self.ids[where], self.trained[where]
+        return EncodedArrays(ids, trained, offsets)
 
     def split(self, n: int) -> tuple["EncodedArrays", "EncodedArrays"]:
         """The first n samples and the rest, as views of these arrays (no copy of the tokens)."""
@@ -121,24 +140,95 @@ def load(path: Path) -> tuple[str, list[Encoded], list[Encoded]]:
     return template, train.to_list(), evalset.to_list()
 
 
-def cache_key(train: list[Sample], evalset: list[Sample], tokenizer_dir: Path, template: str,
-              train_on_inputs: bool, added_tokens: dict | None = None) -> str:
+def cache_key(datasets: list[tuple[dict, list[Path]]], tokenizer_dir: Path, template: str, train_on_inputs: bool,
+              added_tokens: dict | None = None) -> str:
+    """The key of everything that decides the encoded samples: each dataset's options (without its
+    path: the same bytes elsewhere are the same data) and its files' contents, the tokenizer's files,
+    the template, the masking option and any added tokens."""
+    from factory.filehash import sha256_of
+
     h = hashlib.sha256(json.dumps({"version": VERSION, "template": template, "train_on_inputs": train_on_inputs,
-                                   **({"added_tokens": added_tokens} if added_tokens else {})},
-                                  sort_keys=True).encode())
+                                   **({"added_tokens": added_tokens} if added_tokens else {}),
+                                   "datasets": [{k: v for k, v in spec.items() if k != "path"} for spec, _ in datasets]},
+                                  sort_keys=True, default=str).encode())
     for name in TOKENIZER_FILES:
         p = Path(tokenizer_dir) / name
         if p.is_file():
             h.update(name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
-    for split, samples in (("train", train), ("eval", evalset)):
-        h.update(b"\x1c" + split.encode())
-        for s in samples:
-            h.update((b"T" if s.text is not None else b"M") + s.key().encode("utf-8", "surrogatepass") + b"\x1d")
+    for i, (_, files) in enumerate(datasets):
+        h.update(f"\x1cdataset {i}".encode())
+        for f in files:
+            h.update(b"\x1d" + sha256_of(f).encode())
     return h.hexdigest()[:32]
+
+
+class CacheWriter:
+    """Appends encoded chunks to files in a temporary folder beside the entry; done() moves the folder
+    into place whole, so a reader never sees half an entry, and an interrupted run leaves none."""
+
+    def __init__(self, final: Path):
+        import shutil
+
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.ids, self.trained = open(self.tmp / "ids.i32", "wb"), open(self.tmp / "trained.u8", "wb")  # noqa: SIM115
+        self.lengths: list = []
+
+    def add(self, part: EncodedArrays) -> None:
+        import numpy as np
+
+        part.ids.astype(np.int32, copy=False).tofile(self.ids)
+        part.trained.view(np.uint8).tofile(self.trained)
+        self.lengths.append(part.lengths)
+
+    def done(self, meta: dict) -> EncodedArrays:
+        import numpy as np
+
+        self.ids.close()
+        self.trained.close()
+        offsets = np.zeros(sum(map(len, self.lengths)) + 1, dtype=np.int64)
+        if self.lengths:
+            np.cumsum(np.concatenate(self.lengths), out=offsets[1:])
+        np.save(self.tmp / "offsets.npy", offsets)
+        (self.tmp / "meta.json").write_text(json.dumps({"version": VERSION, **meta}))
+        try:
+            os.rename(self.tmp, self.final)
+        except OSError:  # another run wrote the same entry first: theirs is the same data
+            self.abort()
+        return open_entry(self.final)[1]
+
+    def abort(self) -> None:
+        import shutil
+
+        for f in (self.ids, self.trained):
+            f.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def open_entry(path: Path) -> tuple[dict, EncodedArrays]:
+    """A cache entry's meta (template, datasets' reports) and its samples, memory-mapped.
+    Raises OSError or ValueError when it is missing or unreadable."""
+    import numpy as np
+
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("version") != VERSION:
+        raise ValueError(f"cache entry {path.name} is of another version")
+    offsets = np.load(path / "offsets.npy", allow_pickle=False)
+    n = int(offsets[-1])
+    for name, size in (("ids.i32", 4 * n), ("trained.u8", n)):
+        if (path / name).stat().st_size != size:
+            raise ValueError(f"cache entry {path.name}: {name} is truncated")
+    if n == 0:
+        return meta, EncodedArrays(np.zeros(0, np.int32), np.zeros(0, np.bool_), offsets)
+    ids = np.memmap(path / "ids.i32", dtype=np.int32, mode="r", shape=(n,))
+    trained = np.memmap(path / "trained.u8", dtype=np.uint8, mode="r", shape=(n,)).view(np.bool_)
+    return meta, EncodedArrays(ids, trained, offsets)
 
 
 def cache_path(key: str, root: str | Path | None = None) -> Path:
     """Where the encoded samples of key live: under root (a request's dataset_prepared_path) or the factory's cache."""
     from factory.home import factory_home
 
-    return Path(root).expanduser() / f"{key}.npz" if root else factory_home() / "cache" / "encoded" / f"{key}.npz"
+    return Path(root).expanduser() / key if root else factory_home() / "cache" / "encoded" / key

@@ -88,19 +88,28 @@ def stage_resolve(run: Run) -> dict:
 
 
 def stage_data(run: Run, resolved: dict) -> dict:
+    """Tokenise every sample once (or find them in the cache), then choose this run's rows: the seeded
+    split, any contamination drop, and the sequence_len and min_sample_len policies."""
     from factory.chat import resolve_template
-    from factory.data import prepare
+    from factory.data import split_rows, stream
     from factory.decontaminate import apply_policy
 
     req = run.request
-    prepared = prepare(req, run.hub)
-    train_samples, eval_samples, contamination = apply_policy(req, prepared.train, prepared.eval, run.reporter,
-                                                              sum(r.malformed for r in prepared.reports))
-    if contamination is not None:
-        atomic.write_json(run.dir / "contamination.json", contamination)
     tokenizer = load_tokenizer(req, resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
-    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, train_samples, eval_samples)
+    reports: list = []
+
+    def samples():  # a fresh pass over the data, in load order; each pass writes the reports again
+        reports.clear()
+        return stream(req, run.hub, reports)
+
+    drop, contamination = apply_policy(req, samples, run.reporter, reports)  # before any tokenising
+    if contamination is not None:
+        atomic.write_json(run.dir / "contamination.json", contamination)
+    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, samples, reports)
+    train_rows, eval_rows = split_rows(len(encoded), req)
+    if drop:
+        train_rows, eval_rows = [i for i in train_rows if i not in drop], [i for i in eval_rows if i not in drop]
     counts = {"dropped": 0, "truncated": 0, "too_short": 0}
 
     def fit(rows):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
@@ -124,20 +133,19 @@ def stage_data(run: Run, resolved: dict) -> dict:
         counts["dropped"] += int(nothing.sum())
         return encoded.take(rows[~nothing], cut)
 
-    n_train = len(train_samples)
-    train, evalset = fit(range(n_train)), fit(range(n_train, len(encoded)))
+    train, evalset = fit(train_rows), fit(eval_rows)
     if not len(train):
         raise UserError("no training samples are left after dropping over-long ones"
                         + (f" and those shorter than min_sample_len ({req.min_sample_len})" if req.min_sample_len else "")
                         + "; raise sequence_len or use excess_length_strategy: truncate")
     summary = {
-        "rows": sum(r.rows for r in prepared.reports),
-        "malformed": sum(r.malformed for r in prepared.reports),
-        "duplicates": sum(r.duplicates for r in prepared.reports),
+        "rows": sum(r.rows for r in reports),
+        "malformed": sum(r.malformed for r in reports),
+        "duplicates": sum(r.duplicates for r in reports),
         "train_samples": len(train), "eval_samples": len(evalset), **counts,
         "train_tokens": int(train.offsets[-1]),
         "target_tokens": int(train.trained.sum()),
-        "datasets": [r.as_dict() for r in prepared.reports],
+        "datasets": [r.as_dict() for r in reports],
         "encoding": cache,
         "contamination": None if contamination is None else {
             "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
@@ -150,10 +158,10 @@ def stage_data(run: Run, resolved: dict) -> dict:
     atomic.write_json(run.dir / "data" / "report.json", summary)
     from factory.lint import Facts, lint
 
-    for f in lint(req, Facts(train_rows=len(train_samples) + len(eval_samples))):  # the rules that need row counts
+    for f in lint(req, Facts(train_rows=len(train_rows) + len(eval_rows))):  # the rules that need row counts
         if f.rule in ("eval-split-too-small", "batch-larger-than-data"):
             run.reporter.emit(Event("data", f"{f.severity} {f.rule}: {f.message}"))
-    for r in prepared.reports:
+    for r in reports:
         msg = f"{r.source}: {r.rows} rows, {r.used} used, {r.malformed} malformed, {r.duplicates} duplicates"
         msg += "".join(f"; {note}" for note in r.encodings)
         run.reporter.emit(Event("data", msg + "".join(f"\n    {x}" for x in r.examples[:3])))
@@ -168,29 +176,50 @@ def load_encoded(run: Run):
     return encoded_store.load(run.dir / "data" / "encoded.npz")
 
 
-def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, train: list, evalset: list):
-    """The samples tokenised with their label masks: from the cache when the same samples, tokenizer,
-    template and masking were tokenised before, else on every core (a progress bar with rows/s)."""
-    from factory.encode import encode_all
+def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, samples, reports: list):
+    """Every sample tokenised with its label mask, in load order: from the cache when the same data files,
+    dataset options, tokenizer, template and masking were tokenised before, else streamed from the files
+    on every core into a new cache entry (a progress bar with rows/s). Fills `reports` either way."""
+    from factory.data import check_report, dataset_files, estimated_rows
+    from factory.encode import encode_stream
 
     req = run.request
-    key = encoded_store.cache_key(train, evalset, Path(tokenizer_dir), template, req.train_on_inputs, cache_part(req))
+    from factory.textfiles import open_binary
+
+    files = [dataset_files(spec, run.hub)[0] for spec in req.datasets]
+    for p in (p for paths in files for p in paths):  # hashed for the key below: an unreadable file is named now
+        open_binary(p, "data file").close()
+    key = encoded_store.cache_key([(spec.model_dump(mode="json"), paths) for spec, paths in zip(req.datasets, files)],
+                                  Path(tokenizer_dir), template, req.train_on_inputs, cache_part(req))
     path = encoded_store.cache_path(key, req.dataset_prepared_path)
-    if path.is_file():
+    if path.is_dir():
         try:
-            _, a, b = encoded_store.load_arrays(path)
-            run.reporter.emit(Event("data", f"tokenised data: cache hit ({key[:12]}), {len(a) + len(b):,} samples"))
-            return encoded_store.EncodedArrays.concat([a, b]), {"cache": "hit", "key": key}
+            meta, encoded = encoded_store.open_entry(path)
         except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # unreadable: rebuilt below
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)  # unreadable: rebuilt below
+        else:
+            from factory.data import DatasetReport
+
+            reports[:] = [DatasetReport(**r) for r in meta["reports"]]
+            for spec, r in zip(req.datasets, reports):  # this request's own max_malformed_fraction
+                check_report(r, spec.path, spec.type, req.max_malformed_fraction)
+            run.reporter.emit(Event("data", f"tokenised data: cache hit ({key[:12]}), {len(encoded):,} samples"))
+            return encoded, {"cache": "hit", "key": key}
 
     def progress(done: int, total: int, rate: float) -> None:
         run.reporter.emit(Event("data", step=done, total=total, extra={"rows_per_s": rate}))
 
-    encoded, stats = encode_all(train + evalset, tokenizer, template, req.train_on_inputs,
-                                processes=req.dataset_processes, progress=progress)
-    n = len(train)
-    encoded_store.save(path, template, *encoded.split(n))
+    writer = encoded_store.CacheWriter(path)
+    try:
+        stats = encode_stream(samples(), tokenizer, template, req.train_on_inputs, writer.add,
+                              processes=req.dataset_processes, progress=progress,
+                              total=sum(estimated_rows(p) for paths in files for p in paths))
+        encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
+    except BaseException:
+        writer.abort()
+        raise
     how = "one render per conversation" if stats["template_fast_path"] else "prefix rendering (template shape varies)"
     run.reporter.emit(Event("data", f"tokenised {len(encoded):,} samples in {stats['seconds']:.1f}s on "
                                     f"{stats['processes']} process(es), {how}; cache miss, saved ({key[:12]})"))

@@ -80,6 +80,43 @@ def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
     assert all(e.labels == e.input_ids for e in on_inputs.to_list())
 
 
+def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_entry(tiny_tokenizer, tmp_path):
+    import numpy as np
+
+    from factory.encode import CHUNK, encode_stream
+    from factory.encoded_store import CacheWriter, open_entry
+
+    pulled, ahead = 0, []
+
+    def rows():
+        nonlocal pulled
+        for i in range(30 * CHUNK):
+            pulled += 1
+            yield Sample(messages=(("user", f"what is {i} about"), ("assistant", f"{i} is about rain")))
+
+    writer = CacheWriter(tmp_path / "entry")
+    done = 0
+
+    def sink(part):
+        nonlocal done
+        writer.add(part)
+        done += len(part)
+        ahead.append(pulled - done)
+
+    stats = encode_stream(rows(), tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], False, sink, processes=2)
+    assert stats["processes"] == 2 and done == 30 * CHUNK
+    assert max(ahead) <= 10 * CHUNK, max(ahead)  # 5 chunks looked at first, then 2 in flight per process
+    encoded = writer.done({"template": "t", "reports": []})
+    meta, again = open_entry(tmp_path / "entry")
+    assert isinstance(again.ids, np.memmap) and meta["template"] == "t" and len(again) == 30 * CHUNK
+    assert np.array_equal(again.trained_counts(), encoded.trained_counts()) and again.trained_counts().min() > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # the temporary folder became the entry
+    broken = CacheWriter(tmp_path / "other")
+    broken.add(again.take([0, 1]))
+    broken.abort()  # an interrupted run leaves nothing behind
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
 def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
     from factory.cli import main
 
@@ -100,7 +137,12 @@ def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_ba
     assert "cache hit" in _prepare(tmp_path, tiny_base, capsys, sequence_len=64)  # applied after the cache
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, chat_template="zephyr")
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, train_on_inputs=True)
-    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, seed=7)  # another order and split
+    assert "cache hit" in _prepare(tmp_path, tiny_base, capsys, seed=7)  # another order and split of the same samples
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "e.jsonl").write_bytes((tmp_path / "d.jsonl").read_bytes())
+    assert "cache hit" in _prepare(tmp_path, tiny_base, capsys, datasets=[{"path": "moved/e.jsonl"}])  # same bytes
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, datasets=[  # another column mapping
+        {"path": str(tmp_path / "d.jsonl"), "type": "alpaca", "field_instruction": "output", "field_output": "instruction"}])
     rows[5]["output"] = "Song 5 is about snow."
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
