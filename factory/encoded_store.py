@@ -8,7 +8,8 @@ key hashes the data files' contents, each dataset's options, the tokenizer's fil
 the masking option and any added tokens. The seeded split, a contamination drop, sequence_len and
 min_sample_len are applied after the cache, so changing them reuses the tokenisation.
 
-A run's own selection (train and eval rows, cut to sequence_len) is an .npz in its folder.
+A run's own samples are that entry's files linked into its folder with the rows it trains and
+evaluates on, each cut to sequence_len: no copy of the tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factory import atomic
 from factory.chat import IGNORE, Encoded
 
 if TYPE_CHECKING:
@@ -103,12 +103,6 @@ class EncodedArrays:
             ids[o[0]:o[-1]], trained[o[0]:o[-1]] = self.ids[where], self.trained[where]
         return EncodedArrays(ids, trained, offsets)
 
-    def split(self, n: int) -> tuple["EncodedArrays", "EncodedArrays"]:
-        """The first n samples and the rest, as views of these arrays (no copy of the tokens)."""
-        cut = int(self.offsets[n])
-        return (EncodedArrays(self.ids[:cut], self.trained[:cut], self.offsets[:n + 1]),
-                EncodedArrays(self.ids[cut:], self.trained[cut:], self.offsets[n:] - cut))
-
     def to_list(self) -> list[Encoded]:
         import numpy as np
 
@@ -118,25 +112,56 @@ class EncodedArrays:
         return [Encoded(ids[a:b], labels[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def save(path: Path, template: str, train: EncodedArrays, evalset: EncodedArrays) -> None:
-    """Written whole or not at all (a reader never sees half a file)."""
+ENTRY_FILES = ("ids.i32", "trained.u8", "offsets.npy", "meta.json")
+
+
+def save_selection(folder: Path, entry: Path, template: str, cut: "np.ndarray", train_rows: "np.ndarray",
+                   eval_rows: "np.ndarray") -> None:
+    """A run's samples without a copy of the tokens: the cache entry's files linked into the run's folder
+    (copied across file systems), and which rows train and evaluate, each cut to its entry of `cut`.
+    The folder appears whole or not at all."""
+    import shutil
+
     import numpy as np
 
-    arrays = {f"{name}_{part}": getattr(data, part) for name, data in (("train", train), ("eval", evalset))
-              for part in ("ids", "trained", "offsets")}
-    atomic.write_with(path, lambda f: np.savez(f, template=np.array(template), **arrays))
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ENTRY_FILES:
+        try:
+            os.link(entry / name, tmp / name)
+        except OSError:  # another file system (a dataset_prepared_path elsewhere)
+            shutil.copyfile(entry / name, tmp / name)
+    np.savez(tmp / "selection.npz", template=np.array(template), cut=np.asarray(cut, np.int64),
+             train_rows=np.asarray(train_rows, np.int64), eval_rows=np.asarray(eval_rows, np.int64))
+    shutil.rmtree(folder, ignore_errors=True)  # the data stage ran again
+    os.rename(tmp, folder)
 
 
-def load_arrays(path: Path) -> tuple[str, EncodedArrays, EncodedArrays]:
+def load_template(folder: Path) -> str:
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as data:
-        sets = [EncodedArrays(data[f"{n}_ids"], data[f"{n}_trained"], data[f"{n}_offsets"]) for n in ("train", "eval")]
-        return str(data["template"]), sets[0], sets[1]
+    with np.load(folder / "selection.npz", allow_pickle=False) as sel:
+        return str(sel["template"])
 
 
-def load(path: Path) -> tuple[str, list[Encoded], list[Encoded]]:
-    template, train, evalset = load_arrays(path)
+def load_selection(folder: Path) -> tuple[str, EncodedArrays, "np.ndarray", "np.ndarray", "np.ndarray"]:
+    """A run's template, its linked entry (memory-mapped), the cut of each entry row, and its train and eval rows."""
+    import numpy as np
+
+    _, entry = open_entry(folder)
+    with np.load(folder / "selection.npz", allow_pickle=False) as sel:
+        return str(sel["template"]), entry, sel["cut"], sel["train_rows"], sel["eval_rows"]
+
+
+def load_arrays(folder: Path) -> tuple[str, EncodedArrays, EncodedArrays]:
+    """A run's template and its train and eval samples, gathered from the linked entry into memory."""
+    template, entry, cut, train_rows, eval_rows = load_selection(folder)
+    return template, entry.take(train_rows, cut), entry.take(eval_rows, cut)
+
+
+def load(folder: Path) -> tuple[str, list[Encoded], list[Encoded]]:
+    template, train, evalset = load_arrays(folder)
     return template, train.to_list(), evalset.to_list()
 
 

@@ -63,7 +63,11 @@ def next_fit(lengths: list[int], capacity: int) -> list[list[int]]:
 def pack(samples: list[Encoded], capacity: int, seed: int, sequential: bool = False) -> Packed:
     """Bins in a seeded random order (never sorted by length), each bin in a random inner order; or, sequential,
     bins in the samples' order, each holding consecutive samples."""
-    lengths = [len(s.input_ids) for s in samples]
+    return pack_lengths([len(s.input_ids) for s in samples], capacity, seed, sequential)
+
+
+def pack_lengths(lengths: list[int], capacity: int, seed: int, sequential: bool = False) -> Packed:
+    """pack() of samples of these lengths."""
     if sequential:
         return Packed(bins=next_fit(lengths, capacity), capacity=capacity, tokens=sum(lengths))
     bins = best_fit_decreasing(lengths, capacity)

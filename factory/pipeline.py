@@ -111,12 +111,15 @@ def stage_data(run: Run, resolved: dict) -> dict:
     if drop:
         train_rows, eval_rows = [i for i in train_rows if i not in drop], [i for i in eval_rows if i not in drop]
     counts = {"dropped": 0, "truncated": 0, "too_short": 0}
+    import numpy as np
 
-    def fit(rows):  # the sequence_len policy, after the cache (a new sequence_len reuses the tokenisation)
-        import numpy as np
+    lengths = encoded.lengths
+    cut = lengths if req.excess_length_strategy == "drop" else np.minimum(lengths, req.sequence_len)
+    trained_counts = encoded.trained_counts(cut)
+    learnable = trained_counts > 0  # rows with nothing left to learn from are dropped
 
+    def fit(rows):  # the length policies, after the cache (a new sequence_len reuses the tokenisation)
         rows = np.asarray(rows, dtype=np.int64)
-        lengths = encoded.lengths
         if req.min_sample_len:
             short = lengths[rows] < req.min_sample_len
             counts["too_short"] += int(short.sum())
@@ -125,13 +128,10 @@ def stage_data(run: Run, resolved: dict) -> dict:
         if req.excess_length_strategy == "drop":
             counts["dropped"] += int(over.sum())
             rows = rows[~over]
-            cut = lengths
         else:
             counts["truncated"] += int(over.sum())
-            cut = np.minimum(lengths, req.sequence_len)
-        nothing = encoded.trained_counts(cut)[rows] == 0  # nothing left to learn from
-        counts["dropped"] += int(nothing.sum())
-        return encoded.take(rows[~nothing], cut)
+        counts["dropped"] += int((~learnable[rows]).sum())
+        return rows[learnable[rows]]
 
     train, evalset = fit(train_rows), fit(eval_rows)
     if not len(train):
@@ -143,10 +143,10 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "malformed": sum(r.malformed for r in reports),
         "duplicates": sum(r.duplicates for r in reports),
         "train_samples": len(train), "eval_samples": len(evalset), **counts,
-        "train_tokens": int(train.offsets[-1]),
-        "target_tokens": int(train.trained.sum()),
+        "train_tokens": int(cut[train].sum()),
+        "target_tokens": int(trained_counts[train].sum()),
         "datasets": [r.as_dict() for r in reports],
-        "encoding": cache,
+        "encoding": {k: v for k, v in cache.items() if k != "path"},  # where the cache lives is this machine's business
         "contamination": None if contamination is None else {
             "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
             "rows_dropped": contamination.get("rows_dropped", 0),
@@ -154,7 +154,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
             "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
                            for n, b in contamination["benchmarks"].items()}},
     }
-    encoded_store.save(run.dir / "data" / "encoded.npz", template, train, evalset)
+    encoded_store.save_selection(run.dir / "data" / "encoded", Path(cache["path"]), template, cut, train, evalset)
     atomic.write_json(run.dir / "data" / "report.json", summary)
     from factory.lint import Facts, lint
 
@@ -173,7 +173,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
 
 
 def load_encoded(run: Run):
-    return encoded_store.load(run.dir / "data" / "encoded.npz")
+    return encoded_store.load(run.dir / "data" / "encoded")
 
 
 def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, samples, reports: list):
@@ -206,7 +206,7 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, sampl
             for spec, r in zip(req.datasets, reports):  # this request's own max_malformed_fraction
                 check_report(r, spec.path, spec.type, req.max_malformed_fraction)
             run.reporter.emit(Event("data", f"tokenised data: cache hit ({key[:12]}), {len(encoded):,} samples"))
-            return encoded, {"cache": "hit", "key": key}
+            return encoded, {"cache": "hit", "key": key, "path": str(path)}
 
     def progress(done: int, total: int, rate: float) -> None:
         run.reporter.emit(Event("data", step=done, total=total, extra={"rows_per_s": rate}))
@@ -223,7 +223,7 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, sampl
     how = "one render per conversation" if stats["template_fast_path"] else "prefix rendering (template shape varies)"
     run.reporter.emit(Event("data", f"tokenised {len(encoded):,} samples in {stats['seconds']:.1f}s on "
                                     f"{stats['processes']} process(es), {how}; cache miss, saved ({key[:12]})"))
-    return encoded, {"cache": "miss", "key": key, **stats}
+    return encoded, {"cache": "miss", "key": key, "path": str(path), **stats}
 
 
 def stage_train(run: Run, resolved: dict) -> dict:
@@ -264,7 +264,7 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
     from evals.harness import evaluate
 
     scores = {}
-    template = load_encoded(run)[0]
+    template = encoded_store.load_template(run.dir / "data" / "encoded")
     for which, path in (("base", resolved["base_dir"]), ("finetuned", merged["path"])):
         run.reporter.emit(Event("eval", f"scoring {which} on {', '.join(req.evals.tasks)}"))
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")

@@ -12,21 +12,23 @@ from factory.config import Request
 
 
 def packing_report(request: Request, run, data_summary: dict, data_seconds: float) -> dict:
-    from factory.packing import pack
-    from factory.pipeline import load_encoded
+    """The packing of the run's samples, from their lengths alone (the tokens stay on disk)."""
+    from factory import encoded_store
+    from factory.packing import pack_lengths
 
-    _, train, evalset = load_encoded(run)
+    _, entry, cut, train_rows, eval_rows = encoded_store.load_selection(run.dir / "data" / "encoded")
     t0 = time.time()
     per_step = request.micro_batch_size * request.gradient_accumulation_steps
-    real = sum(len(e.input_ids) for e in train)
+    lengths = cut[train_rows].tolist()
+    real = sum(lengths)
     if request.sample_packing:
-        packed = pack(train, request.sequence_len, request.seed, request.sample_packing_sequentially)
+        packed = pack_lengths(lengths, request.sequence_len, request.seed, request.sample_packing_sequentially)
         rows, slots, efficiency = len(packed.bins), len(packed.bins) * request.sequence_len, packed.efficiency
     else:  # padded to the longest sample of each micro-batch, in the seeded order training uses (epoch 1)
         from factory.train import epoch_order
 
-        lengths = [len(train[i].input_ids) for i in epoch_order(len(train), 1, None, request.seed)]
-        rows = len(train)
+        lengths = [lengths[i] for i in epoch_order(len(lengths), 1, None, request.seed)]
+        rows = len(lengths)
         slots = sum(max(lengths[i:i + request.micro_batch_size]) * len(lengths[i:i + request.micro_batch_size])
                     for i in range(0, len(lengths), request.micro_batch_size))
         efficiency = real / slots if slots else 0.0
@@ -34,8 +36,8 @@ def packing_report(request: Request, run, data_summary: dict, data_seconds: floa
     return {
         "rows_read": data_summary["rows"], "malformed": data_summary["malformed"],
         "duplicates": data_summary["duplicates"], "dropped_over_long": data_summary["dropped"],
-        "truncated": data_summary["truncated"], "train_samples": len(train), "eval_samples": len(evalset),
-        "real_tokens": real, "target_tokens": sum(e.trained for e in train),
+        "truncated": data_summary["truncated"], "train_samples": len(train_rows), "eval_samples": len(eval_rows),
+        "real_tokens": real, "target_tokens": int(entry.trained_counts(cut)[train_rows].sum()),
         "packing": request.sample_packing, "sequence_len": request.sequence_len,
         "rows": rows, "slots": slots, "efficiency": round(efficiency, 6),
         "steps_per_epoch": -(-rows // per_step), "seconds_data": round(data_seconds, 3),

@@ -200,7 +200,8 @@ def test_broken_dataset_file(tmp_path, capsys, home, tiny_base, name, file, cont
     (tmp_path / file).write_bytes(_truncated_parquet() if content is None else content)
     req = request_for(tmp_path, tiny_base, file, type_, **extra)
     assert_refused(*run_cli(["prepare", str(req)], capsys), words)
-    assert not list(home.glob("runs/*/data/encoded.npz")), "a refused dataset left a data cache behind"
+    assert not list(home.glob("runs/*/data/encoded")), "a refused dataset left a data cache behind"
+    assert not [p for p in home.glob("cache/encoded/*")], "a refused dataset left a cache entry behind"
 
 
 def test_dataset_that_is_a_directory(tmp_path, capsys, home, tiny_base):

@@ -132,6 +132,8 @@ def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_ba
     rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(300)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
+    run_ids, entry_ids = next(home.glob("runs/*/data/encoded/ids.i32")), next(home.glob("cache/encoded/*/ids.i32"))
+    assert run_ids.stat().st_ino == entry_ids.stat().st_ino  # the run's samples link the entry: no copy of the tokens
     again = _prepare(tmp_path, tiny_base, capsys, logging_steps=3)  # another request, same data and tokenizer
     assert "cache hit" in again
     assert "cache hit" in _prepare(tmp_path, tiny_base, capsys, sequence_len=64)  # applied after the cache
@@ -159,9 +161,6 @@ def test_compact_arrays_round_trip_select_and_cut():
     cut = arrays.take([2, 0], lengths=[2, 1, 2])  # rows 2 then 0, each cut to two tokens
     assert cut.to_list() == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
     assert list(arrays.trained_counts([2, 1, 2])) == [1, 0, 1]
-    head, rest = arrays.split(1)
-    assert head.to_list() == samples[:1] and rest.to_list() == samples[1:]
-    assert rest.ids.base is not None  # a view: the tokens are not copied
 
 
 @pytest.mark.parametrize("name,fast", [("qwen2.5", True), ("phi-3-mini", True), ("smollm3", True), ("qwen3", False)])

@@ -183,7 +183,7 @@ def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_ba
     report = json.loads((tmp_path / "out.json").read_text())
     from factory import encoded_store
 
-    _, train, _ = encoded_store.load(next(home.glob("runs/*/data/encoded.npz")))
+    _, train, _ = encoded_store.load(next(home.glob("runs/*/data/encoded")))
     lengths = [len(e.input_ids) for e in train]
 
     def slots(order):
