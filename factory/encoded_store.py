@@ -192,11 +192,10 @@ class CacheWriter:
     into place whole, so a reader never sees half an entry, and an interrupted run leaves none."""
 
     def __init__(self, final: Path):
-        import shutil
+        import secrets
 
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")  # two workers, one key
         self.tmp.mkdir(parents=True)
         self.ids, self.trained = open(self.tmp / "ids.i32", "wb"), open(self.tmp / "trained.u8", "wb")  # noqa: SIM115
         self.lengths: list = []
