@@ -336,8 +336,12 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
 
     loss_func = kept_logits_loss if request.sample_packing else None  # packed rows: logits only where a token is trained
     if cce:
-        loss_func = cce_loss(model)
-        reporter.emit(Event("train", "loss: Cut Cross Entropy (the trained positions' logits are never materialised)"))
+        try:
+            loss_func = cce_loss(model)
+            reporter.emit(Event("train", "loss: Cut Cross Entropy (the trained positions' logits are never materialised)"))
+        except ValueError as exc:  # an LM head it cannot read: the factory's own loss, and the logits again
+            collator.hidden_states = False
+            reporter.emit(Event("train", f"loss: Cut Cross Entropy not applied: {exc}"))
     if request.lr_quadratic_warmup:
         from factory.train_options import with_quadratic_warmup
 

@@ -113,3 +113,15 @@ def test_cut_cross_entropy_applies_only_where_it_can():
     assert "packed rows" in cce_unavailable(parse_request({**base, "cut_cross_entropy": True, "sample_packing": False}),
                                             cuda=True)
     assert cce_unavailable(parse_request(base), cuda=True) == "not asked for"
+
+
+def test_cut_cross_entropy_refuses_a_head_it_cannot_read():
+    from factory.loss import cce_loss
+    from factory.tiny import build_model
+
+    _cce_installed()
+    model = build_model(300, seed=1)
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(torch.nn.Linear(head.in_features, head.out_features, bias=True))
+    with pytest.raises(ValueError, match="plain LM head"):
+        cce_loss(model)
