@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 VERSION = 2  # bump when encoding changes what it produces
+STALE_S = 86_400  # a cache entry's temporary folder this old belongs to no live writer
 BLOCK = 1 << 16  # rows per step of the whole-data passes below: their scratch memory is one block's tokens
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
@@ -193,10 +194,15 @@ class CacheWriter:
 
     def __init__(self, final: Path):
         import secrets
+        import shutil
+        import time
 
         self.final = final
         self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")  # two workers, one key
         self.tmp.mkdir(parents=True)
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a writer killed outright a day ago
+            if stale != self.tmp and time.time() - stale.stat().st_mtime > STALE_S:
+                shutil.rmtree(stale, ignore_errors=True)
         self.ids, self.trained = open(self.tmp / "ids.i32", "wb"), open(self.tmp / "trained.u8", "wb")  # noqa: SIM115
         self.lengths: list = []
 

@@ -4,6 +4,8 @@ masks on real templates and real data; the tokenised data is cached by what deci
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import yaml
@@ -94,7 +96,13 @@ def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_e
             pulled += 1
             yield Sample(messages=(("user", f"what is {i} about"), ("assistant", f"{i} is about rain")))
 
+    stale, fresh = tmp_path / ".entry.tmp-1-dead", tmp_path / ".entry.tmp-2-live"  # a killed writer's, a live one's
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (time.time() - 2 * 86_400,) * 2)
     writer = CacheWriter(tmp_path / "entry")
+    assert not stale.exists() and fresh.exists()
+    fresh.rmdir()
     done = 0
 
     def sink(part):
