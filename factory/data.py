@@ -206,13 +206,18 @@ def _sliced(spec: DatasetSpec, samples: Iterator[Sample]) -> Iterator[Sample]:
     yield from rows[_bound(lo, len(rows)):_bound(hi, len(rows))]
 
 
-def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
-    """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200])."""
-    return _sliced(spec, _all_samples(spec, hub, report))
+def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport,
+                 resolved: tuple[list[Path], str | None] | None = None) -> Iterator[Sample]:
+    """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200]).
+
+    `resolved`: the dataset's files and revision from dataset_files, when the caller already has them
+    (every pass over the data then reads the same Hub revision)."""
+    return _sliced(spec, _all_samples(spec, hub, report, resolved))
 
 
-def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator[Sample]:
-    files, report.revision = dataset_files(spec, hub)
+def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport,
+                 resolved: tuple[list[Path], str | None] | None) -> Iterator[Sample]:
+    files, report.revision = resolved or dataset_files(spec, hub)
     for path in files:
         notes: list[str] = []
         for n, row in enumerate(read_rows(path, notes), 1):
@@ -228,15 +233,17 @@ def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport) -> Iterator
         report.encodings += [f"{path.name}: {note}" for note in notes]
 
 
-def stream(request: Request, hub: Hub, reports: list[DatasetReport]) -> Iterator[Sample]:
+def stream(request: Request, hub: Hub, reports: list[DatasetReport],
+           resolved: list[tuple[list[Path], str | None]] | None = None) -> Iterator[Sample]:
     """Every dataset's usable samples in load order, de-duplicated, in bounded memory: only a 16-byte
     digest of each sample is kept. Each dataset's report is appended to `reports` as it starts, and its
-    rows are judged (none usable, too many malformed) when it ends."""
+    rows are judged (none usable, too many malformed) when it ends. `resolved`: each dataset's files
+    and revision, when the caller has them."""
     seen: set[bytes] = set()
-    for spec in request.datasets:
+    for i, spec in enumerate(request.datasets):
         report = DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
         reports.append(report)
-        for sample in load_samples(spec, hub, report):
+        for sample in load_samples(spec, hub, report, resolved[i] if resolved else None):
             key = blake2b(sample.key().encode("utf-8", "surrogatepass"), digest_size=16).digest()
             if key in seen:
                 report.duplicates += 1

@@ -10,8 +10,6 @@ saving is measured in bench/real_model.py.
 
 from __future__ import annotations
 
-import os
-
 from factory.chat import IGNORE
 
 
@@ -36,8 +34,9 @@ def kept_logits_loss(outputs, labels, num_items_in_batch=None):
 
 # ---- Cut Cross Entropy: the same loss without the logits ------------------------------------------
 
-def cce_unavailable(request, cuda: bool) -> str | None:
-    """Why Cut Cross Entropy cannot replace the loss for this request on this machine (None: it will)."""
+def cce_unavailable(request, cuda: bool, processes: int = 1) -> str | None:
+    """Why Cut Cross Entropy cannot replace the loss for this request on this machine, in a job of
+    `processes` processes (None: it will)."""
     import importlib.util
 
     if not request.cut_cross_entropy:
@@ -49,7 +48,7 @@ def cce_unavailable(request, cuda: bool) -> str | None:
     if not request.sample_packing:
         return "it scores packed rows only (sample_packing: true)"
     d = request.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (d.strategy == "fsdp" or d.zero_stage == 3):
+    if processes > 1 and (d.strategy == "fsdp" or d.zero_stage == 3):
         return "FSDP and ZeRO-3 shard the LM head's weight, which the loss reads outside the forward pass"
     return None
 

@@ -91,22 +91,27 @@ def stage_data(run: Run, resolved: dict) -> dict:
     """Tokenise every sample once (or find them in the cache), then choose this run's rows: the seeded
     split, any contamination drop, and the sequence_len and min_sample_len policies."""
     from factory.chat import resolve_template
-    from factory.data import split_rows, stream
+    from factory.data import dataset_files, split_rows, stream
     from factory.decontaminate import apply_policy
+    from factory.textfiles import open_binary
 
     req = run.request
     tokenizer = load_tokenizer(req, resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
+    files = [dataset_files(spec, run.hub) for spec in req.datasets]  # once: every pass reads the same revision
+    for p in (p for paths, _ in files for p in paths):  # hashed for the cache key: an unreadable file is named now
+        open_binary(p, "data file").close()
     reports: list = []
 
     def samples():  # a fresh pass over the data, in load order; each pass writes the reports again
         reports.clear()
-        return stream(req, run.hub, reports)
+        return stream(req, run.hub, reports, files)
 
     drop, contamination = apply_policy(req, samples, run.reporter, reports)  # before any tokenising
     if contamination is not None:
         atomic.write_json(run.dir / "contamination.json", contamination)
-    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, samples, reports)
+    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, [paths for paths, _ in files],
+                                    samples, reports)
     train_rows, eval_rows = split_rows(len(encoded), req)
     if drop:
         train_rows, eval_rows = [i for i in train_rows if i not in drop], [i for i in eval_rows if i not in drop]
@@ -176,19 +181,15 @@ def load_encoded(run: Run):
     return encoded_store.load(run.dir / "data" / "encoded")
 
 
-def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, samples, reports: list):
+def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files: list[list[Path]], samples,
+                   reports: list):
     """Every sample tokenised with its label mask, in load order: from the cache when the same data files,
     dataset options, tokenizer, template and masking were tokenised before, else streamed from the files
     on every core into a new cache entry (a progress bar with rows/s). Fills `reports` either way."""
-    from factory.data import check_report, dataset_files, estimated_rows
+    from factory.data import check_report, estimated_rows
     from factory.encode import encode_stream
 
     req = run.request
-    from factory.textfiles import open_binary
-
-    files = [dataset_files(spec, run.hub)[0] for spec in req.datasets]
-    for p in (p for paths in files for p in paths):  # hashed for the key below: an unreadable file is named now
-        open_binary(p, "data file").close()
     key = encoded_store.cache_key([(spec.model_dump(mode="json"), paths) for spec, paths in zip(req.datasets, files)],
                                   Path(tokenizer_dir), template, req.train_on_inputs, cache_part(req))
     path = encoded_store.cache_path(key, req.dataset_prepared_path)

@@ -248,7 +248,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         eval_bins = [[eval_set[i] for i in b] for b in pack(eval_set, request.sequence_len, request.seed).bins] if eval_set else []
         from factory.loss import cce_unavailable
 
-        cce = cce_unavailable(request, torch.cuda.is_available()) is None
+        cce = cce_unavailable(request, torch.cuda.is_available(), world_size()) is None
         collator, efficiency = FlattenCollator(hidden_states=cce), packed.efficiency
         reporter.emit(Event("train", f"packed {len(train_set)} samples into {len(train_bins)} rows of "
                                      f"{request.sequence_len} tokens, efficiency {efficiency:.1%}"))

@@ -158,6 +158,20 @@ def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_ba
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
 
 
+def test_the_data_stage_resolves_each_dataset_once(tmp_path, home, tiny_base, capsys, monkeypatch):
+    """The cache key and every pass over the rows read the same files (a Hub dataset: the same revision)."""
+    from factory import data
+
+    rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(50)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+    real = data.dataset_files
+    monkeypatch.setattr(data, "dataset_files", lambda spec, hub: calls.append(spec.path) or real(spec, hub))
+    assert "cache miss" in _prepare(tmp_path, tiny_base, capsys, contamination={  # two passes over the rows
+        "benchmarks": [f"songs={tmp_path / 'd.jsonl'}"], "policy": "warn"})
+    assert len(calls) == 1, calls
+
+
 def test_compact_arrays_round_trip_select_and_cut():
     from factory.chat import IGNORE, Encoded
     from factory.encoded_store import EncodedArrays

@@ -26,25 +26,28 @@ def test_trained_positions_are_those_whose_next_token_is_trained():
     assert trained_positions(labels).tolist() == [0, 3, 4]
 
 
-@pytest.mark.parametrize("num_items", [None, 100])
-def test_same_loss_and_gradients_as_the_models_own_loss(num_items):
+def _loss_and_grads(loss_of) -> tuple[float, dict]:
+    """A fresh tiny model's loss, as loss_of(model, inputs, batch) computes it on batch 0, and every parameter's gradient."""
     from factory.tiny import build_model
 
     batch = _batch(0)
-    grads = []
-    for kept in (False, True):
-        model = build_model(300, seed=7)
-        model.config.use_cache = False
-        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
-        if kept:
-            out = model(**inputs, logits_to_keep=batch["logits_to_keep"])
-            loss = kept_logits_loss(out, batch["labels"], num_items_in_batch=num_items)
-        else:
-            kw = {"num_items_in_batch": num_items} if num_items is not None else {}
-            loss = model(**inputs, labels=batch["labels"], **kw).loss
-        loss.backward()
-        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (whole, g_whole), (part, g_part) = grads
+    model = build_model(300, seed=7)
+    model.config.use_cache = False
+    loss = loss_of(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, batch)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _models_own_loss(num_items):
+    kw = {"num_items_in_batch": num_items} if num_items is not None else {}
+    return lambda model, inputs, batch: model(**inputs, labels=batch["labels"], **kw).loss
+
+
+@pytest.mark.parametrize("num_items", [None, 100])
+def test_same_loss_and_gradients_as_the_models_own_loss(num_items):
+    whole, g_whole = _loss_and_grads(_models_own_loss(num_items))
+    part, g_part = _loss_and_grads(lambda model, inputs, batch: kept_logits_loss(
+        model(**inputs, logits_to_keep=batch["logits_to_keep"]), batch["labels"], num_items_in_batch=num_items))
     assert part == pytest.approx(whole, rel=1e-6)
     assert g_whole.keys() == g_part.keys()
     for name in g_whole:
@@ -76,26 +79,18 @@ def test_cut_cross_entropy_gives_the_same_loss_and_gradients_from_hidden_states(
     """The CCE path (no logits: the collator asks for hidden states) against the model's own loss. On CUDA
     the loss runs CCE's Triton kernel; here its torch reference implementation, through the same code."""
     from factory.loss import cce_loss
-    from factory.tiny import build_model
 
     _cce_installed()
-    plain = _batch(0)
     asked = FlattenCollator(hidden_states=True)([[Encoded([1, 2, 3], [IGNORE, 2, 3])]])
     assert asked["logits_to_keep"].numel() == 0 and asked["output_hidden_states"] is True
-    grads = []
-    for use_cce in (False, True):
-        model = build_model(300, seed=7)
-        model.config.use_cache = False
-        inputs = {"input_ids": plain["input_ids"], "position_ids": plain["position_ids"]}
-        if use_cce:
-            out = model(**inputs, logits_to_keep=asked["logits_to_keep"], output_hidden_states=True)
-            assert out.logits.shape[1] == 0  # no logits were computed
-            loss = cce_loss(model, impl="torch_compile")(out, plain["labels"], num_items_in_batch=100)
-        else:
-            loss = model(**inputs, labels=plain["labels"], num_items_in_batch=100).loss
-        loss.backward()
-        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (whole, g_whole), (cce, g_cce) = grads
+
+    def through_cce(model, inputs, batch):
+        out = model(**inputs, logits_to_keep=asked["logits_to_keep"], output_hidden_states=True)
+        assert out.logits.shape[1] == 0  # no logits were computed
+        return cce_loss(model, impl="torch_compile")(out, batch["labels"], num_items_in_batch=100)
+
+    whole, g_whole = _loss_and_grads(_models_own_loss(100))
+    cce, g_cce = _loss_and_grads(through_cce)
     assert cce == pytest.approx(whole, rel=1e-5)
     for name in g_whole:
         torch.testing.assert_close(g_cce[name], g_whole[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -113,6 +108,9 @@ def test_cut_cross_entropy_applies_only_where_it_can():
     assert "packed rows" in cce_unavailable(parse_request({**base, "cut_cross_entropy": True, "sample_packing": False}),
                                             cuda=True)
     assert cce_unavailable(parse_request(base), cuda=True) == "not asked for"
+    fsdp = parse_request({**base, "cut_cross_entropy": True, "distributed": {"strategy": "fsdp"}})
+    assert cce_unavailable(fsdp, cuda=True, processes=1) is None  # one process shards nothing
+    assert "FSDP" in cce_unavailable(fsdp, cuda=True, processes=2)
 
 
 def test_cut_cross_entropy_refuses_a_head_it_cannot_read():
