@@ -191,33 +191,38 @@ def split_parts(split: str) -> tuple[str, str | None, str | None]:
     return (m.group(1), m.group(2), m.group(3)) if m and m.group(2) is not None else (split, None, None)
 
 
-def _bound(text: str | None, n: int) -> int | None:
+def _bound(text: str | None, n: int | None) -> int | None:
     if not text:
         return None
     return round(n * int(text[:-1]) / 100) if text.endswith("%") else int(text)
 
 
-def _sliced(spec: DatasetSpec, samples: Iterator[Sample]) -> Iterator[Sample]:
-    _, lo, hi = split_parts(spec.split)
-    if lo is None:
-        yield from samples
-        return
-    rows = list(samples)  # a percentage needs the count
-    yield from rows[_bound(lo, len(rows)):_bound(hi, len(rows))]
-
-
 def load_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport,
                  resolved: tuple[list[Path], str | None] | None = None) -> Iterator[Sample]:
-    """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200]).
+    """The dataset's usable samples, in file order, within the split's slice (train[:20%], train[100:200],
+    train[-500:]). A bound that needs the number of samples (a percentage, a negative index) costs a
+    first pass that counts them and keeps none: memory stays bounded either way.
 
     `resolved`: the dataset's files and revision from dataset_files, when the caller already has them
     (every pass over the data then reads the same Hub revision)."""
-    return _sliced(spec, _all_samples(spec, hub, report, resolved))
+    resolved = resolved or dataset_files(spec, hub)
+    _, lo, hi = split_parts(spec.split)
+    if lo is None:
+        yield from _all_samples(spec, report, resolved)
+        return
+    n = None
+    if any(b and (b.endswith("%") or b.startswith("-")) for b in (lo, hi)):
+        n = sum(1 for _ in _all_samples(spec, DatasetReport(report.source), resolved))
+        start, stop, _ = slice(_bound(lo, n), _bound(hi, n)).indices(n)
+    else:
+        start, stop = _bound(lo, n) or 0, _bound(hi, n)
+    for i, sample in enumerate(_all_samples(spec, report, resolved)):  # every row read: the report counts them all
+        if start <= i and (stop is None or i < stop):
+            yield sample
 
 
-def _all_samples(spec: DatasetSpec, hub: Hub, report: DatasetReport,
-                 resolved: tuple[list[Path], str | None] | None) -> Iterator[Sample]:
-    files, report.revision = resolved or dataset_files(spec, hub)
+def _all_samples(spec: DatasetSpec, report: DatasetReport, resolved: tuple[list[Path], str | None]) -> Iterator[Sample]:
+    files, report.revision = resolved
     for path in files:
         notes: list[str] = []
         for n, row in enumerate(read_rows(path, notes), 1):

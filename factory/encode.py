@@ -3,9 +3,10 @@
 The masks are chat.encode's (prefix rendering, the reference) but cost linear time in the number of
 turns: each conversation is rendered once more with its assistant replies swapped for markers, which
 locates every reply in the real render; the text a template adds around a reply (its end-of-turn) is
-learned once per template by comparing with the prefix method on probe conversations. A row whose
-render the markers cannot explain, and every row of a template whose turn shape is not the same on
-all probes, is encoded the prefix way (and counted).
+learned once per template by comparing with the prefix method on probe conversations. A template that
+only writes content out (template_writes) is rendered once, with the markers: putting the replies back
+gives its render. A row whose render the markers cannot explain, and every row of a template whose turn
+shape is not the same on all probes, is encoded the prefix way (and counted).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from factory.chat import assistant_spans
 from factory.encoded_store import EncodedArrays
 from factory.errors import UserError
 from factory.formats import Sample
+from factory.template_writes import content_only_written
 
 MARK = "\ue000{}\ue001"  # private-use characters: no template writes them
 _START, _END = itemgetter(0), itemgetter(1)
@@ -73,27 +75,50 @@ def renderer(tokenizer, template: str) -> Callable[[list[list[dict]]], list[str]
     return render
 
 
-def _marked(messages: list[dict]) -> list[dict]:
-    return [dict(m, content=MARK.format(i)) if m["role"] == "assistant" else m for i, m in enumerate(messages)]
+_MARKS = [MARK.format(i) for i in range(512)]
 
 
-def _locate(full: str, marked: str, messages: list[dict]) -> list[tuple[int, int, int]] | None:
-    """(message index, start, end) of each assistant reply in full, or None when the marked render,
-    with the replies put back, is not exactly full (the template transforms or tests the content)."""
+def _mark(i: int) -> str:
+    return _MARKS[i] if i < len(_MARKS) else MARK.format(i)
+
+
+def _marked(turns: tuple[tuple[str, str], ...]) -> list[dict]:
+    """The conversation as the template's messages, each assistant reply replaced by its marker."""
+    return [{"role": r, "content": _mark(i) if r == "assistant" else c} for i, (r, c) in enumerate(turns)]
+
+
+def _put_back(marked: str, turns: tuple[tuple[str, str], ...]) -> tuple[str, list[tuple[int, int, int]]] | None:
+    """The marked render with each reply put back in its marker's place, and (message index, start, end)
+    of each reply in it; None when a marker is missing or out of order."""
     pieces, found, pos, shift = [], [], 0, 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+    for i, (role, content) in enumerate(turns):
+        if role != "assistant":
             continue
-        tag = MARK.format(i)
+        tag = _mark(i)
         at = marked.find(tag, pos)
         if at < 0:
             return None
-        pieces += [marked[pos:at], m["content"]]
-        found.append((i, at + shift, at + shift + len(m["content"])))
-        shift += len(m["content"]) - len(tag)
+        pieces += [marked[pos:at], content]
+        found.append((i, at + shift, at + shift + len(content)))
+        shift += len(content) - len(tag)
         pos = at + len(tag)
     pieces.append(marked[pos:])
-    return found if "".join(pieces) == full else None
+    return "".join(pieces), found
+
+
+def _locate(full: str, marked: str, turns: tuple[tuple[str, str], ...]) -> list[tuple[int, int, int]] | None:
+    """Where each assistant reply is in full, or None when the marked render, with the replies put back,
+    is not exactly full (the template transforms or tests the content)."""
+    out = _put_back(marked, turns)
+    return out[1] if out is not None and out[0] == full else None
+
+
+def _written_back(marked: str, turns: tuple[tuple[str, str], ...]) -> tuple[str, list[tuple[int, int, int]]] | None:
+    """The render itself, for a template that only writes content out (template_writes): the marked render
+    with the replies put back, when every marker was written exactly once and no text holds the markers'
+    characters (then none is left over)."""
+    out = _put_back(marked, turns)
+    return out if out is not None and MARK[0] not in out[0] else None
 
 
 def learn_shape(tokenizer, template: str) -> Shape | None:
@@ -103,12 +128,13 @@ def learn_shape(tokenizer, template: str) -> Shape | None:
     for conv in PROBES:
         try:
             full, reference = assistant_spans(tokenizer, template, conv)
-            again, marked = render([conv, _marked(conv)])
+            turns = tuple((m["role"], m["content"]) for m in conv)
+            again, marked = render([conv, _marked(turns)])
         except UserError:
             return None  # the template rewrites history: only the prefix method can refuse it properly
         except Exception:  # noqa: BLE001 - a template may refuse a probe (a system turn, say)
             continue
-        located = _locate(again, marked, conv)
+        located = _locate(again, marked, turns)
         if again != full or located is None:
             return None
         for (i, s, e), (a, b) in zip(located, reference):
@@ -121,13 +147,15 @@ def learn_shape(tokenizer, template: str) -> Shape | None:
     return Shape(leads.pop(), mids.pop(), lasts.pop())
 
 
-def _fast_spans(full: str, marked: str, messages: list[dict], shape: Shape) -> list[tuple[int, int]] | None:
-    located = _locate(full, marked, messages)
+def _fast_spans(full: str, located: list[tuple[int, int, int]] | None, n_turns: int,
+                shape: Shape) -> list[tuple[int, int]] | None:
+    """Each reply's span with what the template adds around it (the shape), or None when the text there is
+    not the shape's."""
     if located is None:
         return None
     spans = []
     for i, s, e in located:
-        trail = shape.last if i == len(messages) - 1 else shape.mid
+        trail = shape.last if i == n_turns - 1 else shape.mid
         a, b = s - len(shape.lead), e + len(trail)
         if a < 0 or full[a:s] != shape.lead or full[e:b] != trail:
             return None
@@ -135,17 +163,36 @@ def _fast_spans(full: str, marked: str, messages: list[dict], shape: Shape) -> l
     return spans
 
 
-def _mark_trained(trained, base: int, offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> None:
-    """A token is trained when its characters overlap a span (and it has any): per span, a bisection finds
-    its tokens (offsets only grow), so the cost is the spans, not the tokens."""
-    for a, b in spans:  # tokens ending after a and starting before b
+def _mark_trained(trained, base: int, offsets, spans: list[tuple[int, int]]) -> None:
+    """A token is trained when its characters overlap a span and it has any. `offsets` is the row's list of
+    (start, end), or its Encoding: then each token's offsets are read only where a bisection looks (a few
+    per span, instead of a Python tuple for every token of the row).
+
+    Zero-width tokens: the tokenizers library gives a token no characters only when a normalizer inserts
+    characters before the first one (offsets (0, 0)), and such a token ends before any span starts; a list
+    of offsets is checked for them anyway (the reference method, and tokenizers without an Encoding)."""
+    if not isinstance(offsets, list):
+        n, at, token_of = len(offsets), offsets.token_to_chars, offsets.char_to_token
+        try:
+            for a, b in spans:  # tokens ending after a and starting before b (offsets only grow)
+                i = token_of(a)  # the first token holding character a is the first ending after a
+                if i is None or (i and at(i - 1)[1] > a):  # a in a gap the tokens skip: bisect
+                    i = bisect_right(range(n), a, key=lambda k: at(k)[1])
+                j = n if at(n - 1)[1] <= b else token_of(b)  # the first token starting at b, when one does
+                if j is None or (j < n and at(j)[0] != b) or (0 < j < n and at(j - 1)[0] >= b):
+                    j = bisect_left(range(n), b, lo=i, key=lambda k: at(k)[0])
+                trained[base + i:base + j] = True
+            return
+        except TypeError:  # a token with no characters in the text (None): the whole list, below
+            offsets = offsets.offsets
+    for a, b in spans:
         i = bisect_right(offsets, a, key=_END)
         j = bisect_left(offsets, b, lo=i, key=_START)
         if i >= j:
             continue
         trained[base + i:base + j] = True
         starts, ends = zip(*offsets[i:j])
-        if any(map(eq, starts, ends)):  # a zero-width token inside the span (rare): not trained
+        if any(map(eq, starts, ends)):  # a zero-width token inside the span: not trained
             for k in range(i, j):
                 if offsets[k][0] == offsets[k][1]:
                     trained[base + k] = False
@@ -160,29 +207,37 @@ def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_input
     texts: list[str] = [s.text if s.text is not None else "" for s in samples]
     spans: list[list[tuple[int, int]] | None] = [None] * len(samples)
     chats = [i for i, s in enumerate(samples) if s.text is None]
-    convs = [samples[i].as_dicts() for i in chats]
+    one_render = shape is not None and content_only_written(template)  # the marked render is enough
     slow = 0
-    if convs:
+    if chats:
         try:
             if train_on_inputs:
-                rendered = render(convs)
+                rendered = render([samples[i].as_dicts() for i in chats])
+            elif one_render:
+                rendered = render([_marked(samples[i].messages) for i in chats])
             elif shape is not None:
-                rendered = render([c for conv in convs for c in (conv, _marked(conv))])
+                rendered = render([c for i in chats for c in (samples[i].as_dicts(), _marked(samples[i].messages))])
             else:
                 rendered = None
         except Exception:  # noqa: BLE001 - a row the template refuses: find it below, row by row
             rendered = None
         for k, i in enumerate(chats):
-            conv = convs[k]
+            turns = samples[i].messages
             if train_on_inputs:
-                texts[i] = rendered[k] if rendered is not None else _render_one(render, conv)
+                texts[i] = rendered[k] if rendered is not None else _render_one(render, samples[i].as_dicts())
                 continue
-            found = _fast_spans(rendered[2 * k], rendered[2 * k + 1], conv, shape) if rendered is not None else None
+            found = None
+            if rendered is not None and one_render:
+                out = _written_back(rendered[k], turns)
+                if out is not None:
+                    texts[i] = out[0]
+                    found = _fast_spans(out[0], out[1], len(turns), shape)
+            elif rendered is not None:
+                texts[i] = rendered[2 * k]
+                found = _fast_spans(texts[i], _locate(texts[i], rendered[2 * k + 1], turns), len(turns), shape)
             if found is None:
                 slow += 1
-                texts[i], found = _prefix(tokenizer, template, conv)
-            else:
-                texts[i] = rendered[2 * k]
+                texts[i], found = _prefix(tokenizer, template, samples[i].as_dicts())
             spans[i] = found
     all_ids, all_offsets = _tokenize(tokenizer, texts, with_offsets=not train_on_inputs and bool(chats))
     eos = tokenizer.eos_token_id
@@ -200,15 +255,19 @@ def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_input
     return EncodedArrays(ids, trained, bounds), slow
 
 
-def _tokenize(tokenizer, texts: list[str], with_offsets: bool) -> tuple[list[list[int]], list[list[tuple[int, int]]] | None]:
-    """Ids and (when asked) character offsets, straight from the Rust tokenizer when there is one (the
-    transformers wrapper adds a third to the time for the same result, which test_encode checks)."""
+def _tokenize(tokenizer, texts: list[str], with_offsets: bool) -> tuple[list[list[int]], list | None]:
+    """Ids and (when asked) each row's character offsets: a list of (start, end), or its Encoding, straight
+    from the Rust tokenizer when there is one (the transformers wrapper adds a third to the time for the
+    same result, which test_encode checks)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=with_offsets)
         return enc["input_ids"], enc["offset_mapping"] if with_offsets else None
+    if not with_offsets:  # no offsets tracked at all: a third less tokenizer time
+        fast = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in fast(texts, add_special_tokens=False)], None
     encodings = backend.encode_batch(texts, add_special_tokens=False)
-    return [e.ids for e in encodings], [e.offsets for e in encodings] if with_offsets else None
+    return [e.ids for e in encodings], encodings  # offsets read per span from each Encoding (_mark_trained)
 
 
 def _refused(exc: Exception, conv: list[dict]) -> UserError:
@@ -239,6 +298,12 @@ _JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape), inhe
 def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
     tokenizer, template, train_on_inputs, shape = _JOB
     return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)  # compact: cheap to send back, small to keep
+
+
+def _work_sent(rows: list[tuple]) -> tuple[EncodedArrays, int]:
+    """_work in a worker process, on samples sent as plain tuples (a third of a Sample's pickling cost,
+    most of it in the parent, which reads and normalises every row on the same cores)."""
+    return _work([Sample(messages, text) for messages, text in rows])
 
 
 def _worker_signals() -> None:
@@ -313,7 +378,7 @@ def _encode_chunks(chunks: Iterator[list[Sample]], processes: int, job: tuple, c
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals) as pool:
             pending: deque = deque()
             for chunk in chunks:  # Pool.imap would read the whole input ahead: submit as results come back
-                pending.append(pool.apply_async(_work, (chunk,)))
+                pending.append(pool.apply_async(_work_sent, ([(x.messages, x.text) for x in chunk],)))
                 if len(pending) >= 2 * processes:
                     collect(pending.popleft().get())
             while pending:

@@ -9,7 +9,8 @@ the masking option and any added tokens. The seeded split, a contamination drop,
 min_sample_len are applied after the cache, so changing them reuses the tokenisation.
 
 A run's own samples are that entry's files linked into its folder with the rows it trains and
-evaluates on, each cut to sequence_len: no copy of the tokens.
+evaluates on, each cut to sequence_len: no copy of the tokens. Training reads them through `Samples`,
+a sample at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,22 +90,6 @@ class EncodedArrays:
             out[b:b + BLOCK] = cum[ends[b:b + BLOCK] - lo] - cum[starts[b:b + BLOCK] - lo]
         return out
 
-    def take(self, rows: "np.ndarray", lengths: "np.ndarray | None" = None) -> "EncodedArrays":
-        """These rows, in this order, each cut to its entry of `lengths` (default: whole)."""
-        import numpy as np
-
-        rows = np.asarray(rows, dtype=np.int64)
-        keep = (self.lengths if lengths is None else np.asarray(lengths, dtype=np.int64))[rows] if len(rows) else \
-            np.zeros(0, np.int64)
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(keep, out=offsets[1:])
-        ids, trained = np.empty(int(offsets[-1]), np.int32), np.empty(int(offsets[-1]), np.bool_)
-        for b in range(0, len(rows), BLOCK):  # the gather index is 8 bytes a token: a block at a time
-            r, k, o = rows[b:b + BLOCK], keep[b:b + BLOCK], offsets[b:b + BLOCK + 1]
-            where = np.repeat(self.offsets[:-1][r] - o[:-1] + o[0], k) + np.arange(int(o[-1] - o[0]))
-            ids[o[0]:o[-1]], trained[o[0]:o[-1]] = self.ids[where], self.trained[where]
-        return EncodedArrays(ids, trained, offsets)
-
     def to_list(self) -> list[Encoded]:
         import numpy as np
 
@@ -155,15 +141,45 @@ def load_selection(folder: Path) -> tuple[str, EncodedArrays, "np.ndarray", "np.
         return str(sel["template"]), entry, sel["cut"], sel["train_rows"], sel["eval_rows"]
 
 
-def load_arrays(folder: Path) -> tuple[str, EncodedArrays, EncodedArrays]:
-    """A run's template and its train and eval samples, gathered from the linked entry into memory."""
+class Samples(Sequence[Encoded]):
+    """Some rows of a memory-mapped entry, each cut to its length: a sample is read from disk when it is
+    asked for, so training holds the bins it is batching, not the data (a file larger than RAM trains)."""
+
+    def __init__(self, entry: EncodedArrays, rows: "np.ndarray", cut: "np.ndarray | None" = None):
+        import numpy as np
+
+        self.entry = entry
+        rows = np.asarray(rows, dtype=np.int64)
+        self.starts = entry.offsets[:-1][rows]
+        self.lengths = (entry.lengths if cut is None else np.asarray(cut, dtype=np.int64))[rows]  # tokens each
+
+    @staticmethod
+    def of(samples: list[Encoded]) -> "Samples":
+        import numpy as np
+
+        return Samples(EncodedArrays.of(samples), np.arange(len(samples)))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i):  # an int: slices would copy what this class exists not to copy
+        import numpy as np
+
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        a = int(self.starts[i])
+        ids = np.asarray(self.entry.ids[a:a + int(self.lengths[i])])
+        return Encoded(ids.tolist(), np.where(self.entry.trained[a:a + len(ids)], ids, IGNORE).tolist())
+
+    @property
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def load(folder: Path) -> tuple[str, Samples, Samples]:
+    """A run's template and its train and eval samples, read lazily from the linked entry."""
     template, entry, cut, train_rows, eval_rows = load_selection(folder)
-    return template, entry.take(train_rows, cut), entry.take(eval_rows, cut)
-
-
-def load(folder: Path) -> tuple[str, list[Encoded], list[Encoded]]:
-    template, train, evalset = load_arrays(folder)
-    return template, train.to_list(), evalset.to_list()
+    return template, Samples(entry, train_rows, cut), Samples(entry, eval_rows, cut)
 
 
 def cache_key(datasets: list[tuple[dict, list[Path]]], tokenizer_dir: Path, template: str, train_on_inputs: bool,

@@ -52,6 +52,11 @@ def kind(value: object) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
+def _blank(text: str) -> bool:
+    """Empty or only whitespace: text.strip() == "" without copying the text (a long reply, every row)."""
+    return not text or text.isspace()
+
+
 def _string(row: dict, column: str, *, required: bool) -> str:
     if column not in row or (row[column] is None and not required):
         if required:
@@ -68,12 +73,12 @@ def _alpaca(row: dict, spec: DatasetSpec) -> Sample:
     extra = _string(row, spec.field_input, required=False)
     output = _string(row, spec.field_output, required=True)
     system = _string(row, spec.field_system, required=False)
-    if not instruction.strip():
+    if _blank(instruction):
         raise Malformed(f"empty '{spec.field_instruction}'")
-    if not output.strip():
+    if _blank(output):
         raise Malformed(f"empty '{spec.field_output}'")
-    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    turns = ((("system", system),) if system.strip() else ()) + (("user", prompt), ("assistant", output))
+    prompt = f"{instruction}\n\n{extra}" if not _blank(extra) else instruction
+    turns = ((("system", system),) if not _blank(system) else ()) + (("user", prompt), ("assistant", output))
     return Sample(messages=turns)
 
 
@@ -117,13 +122,13 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
             raise Malformed(f"turn {i} has unknown role '{role}' (known: {', '.join(sorted(roles))}; map more with `roles:`)")
         if not isinstance(content, str):
             raise Malformed(f"turn {i} '{content_key}' is {kind(content)}, not text")
-        if not content.strip():
+        if _blank(content):
             raise Malformed(f"turn {i} ({role}) is empty")
         out.append((roles[role], content))
     if not any(r == "assistant" for r, _ in out):
         raise Malformed("no assistant turn (nothing to train on)")
     system = _string(row, spec.field_system, required=False)  # e.g. LLaMA-Factory's `system` or `tools` column
-    if system.strip() and out[0][0] != "system":
+    if not _blank(system) and out[0][0] != "system":
         out.insert(0, ("system", system))
     if spec.drop_system_message:
         out = [t for t in out if t[0] != "system"]
@@ -143,6 +148,6 @@ def normalise(row: object, spec: DatasetSpec) -> Sample:
     if spec.type == "jeopardy":
         return _jeopardy(row)
     text = _string(row, spec.field or "text", required=True)
-    if not text.strip():
+    if _blank(text):
         raise Malformed(f"empty '{spec.field or 'text'}'")
     return Sample(text=text)

@@ -248,7 +248,8 @@ def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
     from factory.merge import merge
 
     dest = run.dir / "merged"
-    probe = [e.input_ids for e in load_encoded(run)[1][:4]]  # a few training sequences
+    train = load_encoded(run)[1]
+    probe = [train[i].input_ids for i in range(min(4, len(train)))]  # a few training sequences
     check = merge(run.request, Path(resolved["base_dir"]), Path(trained["output"]), dest, probe)
     detail = (f"; max |logit diff| vs the {check['against']}: {check['max_abs_logit_diff']:.2e} "
               f"over {check['probe_tokens']} tokens") if check else ""

@@ -11,13 +11,15 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from factory.chat import Encoded
 from factory.config import Request
+from factory.encoded_store import Samples
 from factory.errors import Stopped
-from factory.packing import FlattenCollator, PadCollator, pack
+from factory.packing import FlattenCollator, PadCollator, pack_lengths
 from factory.progress import Event, MainOnly, Reporter
 from factory.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_args, tracker_env
 
@@ -235,17 +237,36 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
-def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded], eval_set: list[Encoded],
+def lengths_of(samples: Sequence[Encoded]) -> list[int]:
+    return samples.lengths.tolist() if isinstance(samples, Samples) else [len(s.input_ids) for s in samples]
+
+
+class Rows:
+    """The Trainer's dataset: row k is bin order[k], its samples read when the row is batched (a Samples
+    reads them from disk then), so a run holds the bins' indices in memory, not the data."""
+
+    def __init__(self, samples: Sequence[Encoded], bins: list[list[int]], order: Sequence[int]):
+        self.samples, self.bins, self.order = samples, bins, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, k: int) -> list[Encoded]:
+        return [self.samples[i] for i in self.bins[self.order[k]]]
+
+
+def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Encoded], eval_set: Sequence[Encoded],
           run_dir: Path, reporter: Reporter) -> TrainResult:
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     reporter = MainOnly(reporter)
 
+    train_lengths = lengths_of(train_set)
     if request.sample_packing:
-        packed = pack(train_set, request.sequence_len, request.seed, request.sample_packing_sequentially)
-        train_bins = [[train_set[i] for i in b] for b in packed.bins]
-        eval_bins = [[eval_set[i] for i in b] for b in pack(eval_set, request.sequence_len, request.seed).bins] if eval_set else []
+        packed = pack_lengths(train_lengths, request.sequence_len, request.seed, request.sample_packing_sequentially)
+        train_bins = packed.bins
+        eval_bins = pack_lengths(lengths_of(eval_set), request.sequence_len, request.seed).bins if len(eval_set) else []
         from factory.loss import cce_unavailable
 
         cce = cce_unavailable(request, torch.cuda.is_available(), world_size()) is None
@@ -253,7 +274,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         reporter.emit(Event("train", f"packed {len(train_set)} samples into {len(train_bins)} rows of "
                                      f"{request.sequence_len} tokens, efficiency {efficiency:.1%}"))
     else:
-        train_bins, eval_bins = [[s] for s in train_set], [[s] for s in eval_set]
+        train_bins, eval_bins = [[i] for i in range(len(train_set))], [[i] for i in range(len(eval_set))]
         collator, efficiency, cce = PadCollator(tokenizer.pad_token_id or 0), None, False
 
     from transformers import set_seed
@@ -291,7 +312,7 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     steps_per_epoch = max(1, -(-len(train_bins) // per_step))
     order = epoch_order(len(train_bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
                         request.seed, shuffle=not request.curriculum_sampling)
-    rows = [train_bins[i] for i in order]
+    rows = Rows(train_set, train_bins, order)
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=request.micro_batch_size,
@@ -346,7 +367,8 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
         from factory.train_options import with_quadratic_warmup
 
         Trainer = with_quadratic_warmup(Trainer)  # noqa: N806 - the Trainer, with Axolotl's warmup
-    trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_bins or None,
+    trainer = Trainer(model=model, args=args, train_dataset=rows,
+                      eval_dataset=Rows(eval_set, eval_bins, range(len(eval_bins))) if eval_bins else None,
                       data_collator=collator,
                       compute_loss_func=loss_func,
                       callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", efficiency,
@@ -377,4 +399,4 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: list[Encoded]
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(final)
     return TrainResult(final, out.global_step, seconds, float(out.training_loss), eval_loss,
-                       sum(len(s.input_ids) for s in train_set), efficiency, seen)
+                       sum(train_lengths), efficiency, seen)

@@ -164,7 +164,7 @@ def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home
     dropped = int(out.err.split("shorter than min_sample_len: ")[1].split(" dropped")[0])
     report = json.loads((_run_dir(home) / "data" / "report.json").read_text())
     assert report["too_short"] == dropped and 0 < dropped < 48
-    _, train, evalset = encoded_store.load_arrays(_run_dir(home) / "data" / "encoded")
+    _, train, evalset = encoded_store.load(_run_dir(home) / "data" / "encoded")
     assert len(train) == 48 - dropped and np.all(train.lengths >= 40)
 
 

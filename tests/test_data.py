@@ -112,6 +112,24 @@ def _write_mixed(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"text": f"doc {i}"} for i in range(30)]), tmp_path / "c.parquet")
 
 
+@pytest.mark.parametrize("bounds", ["[:20%]", "[10:15]", "[-5:]", "[90%:]", "[-10:-5]", "[95:]", "[:0]"])
+def test_a_split_slice_keeps_its_rows_in_file_order_and_counts_every_row(tmp_path, bounds):
+    """datasets' slice syntax over the usable samples, without holding them: the report still counts
+    every row of the file (two are malformed here)."""
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(100)] + [{"instruction": "q"}, {"output": "a"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    whole, _ = samples(path, "alpaca")
+    part, report = samples(path, "alpaca", split="train" + bounds)
+    lo, hi = bounds[1:-1].split(":")
+
+    def bound(text):
+        return None if not text else round(100 * int(text[:-1]) / 100) if text.endswith("%") else int(text)
+
+    assert part == whole[bound(lo):bound(hi)]
+    assert (report.rows, report.malformed) == (102, 2)
+
+
 def test_mix_dedupe_and_split(tmp_path):
     _write_mixed(tmp_path)
     req = parse_request({"base_model": "o/b", "val_set_size": 0.1, "max_malformed_fraction": 0.1, "datasets": [

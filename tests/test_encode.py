@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from factory.chat import BUILTIN_TEMPLATES, encode
+from factory.chat import BUILTIN_TEMPLATES, Encoded, encode
 from factory.config import DatasetSpec
 from factory.data import DatasetReport, load_samples
 from factory.encode import encode_all, learn_shape
@@ -78,15 +78,15 @@ def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
                             progress=lambda done, total, rate: seen.append((done, total)))
     assert stats["processes"] == 2 and two.to_list() == one.to_list()
     assert seen[-1] == (5000, 5000) and all(d <= t for d, t in seen)
-    on_inputs, _ = encode_all(samples[:10], tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], True, processes=1)
-    assert all(e.labels == e.input_ids for e in on_inputs.to_list())
+    on_inputs, _ = encode_all(samples[4495:4505], tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], True, processes=1)
+    assert on_inputs.to_list() == [encode(s, tiny_tokenizer, BUILTIN_TEMPLATES["chatml"], True) for s in samples[4495:4505]]
 
 
 def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_entry(tiny_tokenizer, tmp_path):
     import numpy as np
 
     from factory.encode import CHUNK, encode_stream
-    from factory.encoded_store import CacheWriter, open_entry
+    from factory.encoded_store import CacheWriter, EncodedArrays, Samples, open_entry
 
     pulled, ahead = 0, []
 
@@ -120,7 +120,7 @@ def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_e
     assert np.array_equal(again.trained_counts(), encoded.trained_counts()) and again.trained_counts().min() > 0
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # the temporary folder became the entry
     broken = CacheWriter(tmp_path / "other")
-    broken.add(again.take([0, 1]))
+    broken.add(EncodedArrays.of(list(Samples(again, [0, 1]))))
     broken.abort()  # an interrupted run leaves nothing behind
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
 
@@ -158,6 +158,28 @@ def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_ba
     assert "cache miss" in _prepare(tmp_path, tiny_base, capsys)
 
 
+def test_a_runs_samples_are_read_from_the_memory_mapped_entry_cut_as_chosen(tmp_path, home, tiny_base, capsys):
+    """Training reads each sample from disk when it batches it (bounded memory); what it reads is the
+    entry's row, cut to sequence_len, in the chosen train and eval rows."""
+    import numpy as np
+
+    from factory import encoded_store
+
+    rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about" + " rain" * (i % 40)}
+            for i in range(200)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _prepare(tmp_path, tiny_base, capsys, sequence_len=48, excess_length_strategy="truncate", val_set_size=0.1)
+    folder = next(home.glob("runs/*/data/encoded"))
+    _, train, evalset = encoded_store.load(folder)
+    _, entry, cut, train_rows, eval_rows = encoded_store.load_selection(folder)
+    assert isinstance(train.entry.ids, np.memmap) and (len(train), len(evalset)) == (180, 20)
+    whole = entry.to_list()
+    for samples, chosen in ((train, train_rows), (evalset, eval_rows)):
+        want = [Encoded(whole[r].input_ids[:cut[r]], whole[r].labels[:cut[r]]) for r in chosen]
+        assert list(samples) == want and list(samples.lengths) == [len(e.input_ids) for e in want]
+    assert max(train.lengths) == 48 and any(len(e.input_ids) > 48 for e in whole)  # some were cut
+
+
 def test_the_data_stage_resolves_each_dataset_once(tmp_path, home, tiny_base, capsys, monkeypatch):
     """The cache key and every pass over the rows read the same files (a Hub dataset: the same revision)."""
     from factory import data
@@ -173,15 +195,18 @@ def test_the_data_stage_resolves_each_dataset_once(tmp_path, home, tiny_base, ca
 
 
 def test_compact_arrays_round_trip_select_and_cut():
-    from factory.chat import IGNORE, Encoded
-    from factory.encoded_store import EncodedArrays
+    from factory.chat import IGNORE
+    from factory.encoded_store import EncodedArrays, Samples
 
     samples = [Encoded([1, 2, 3], [IGNORE, 2, 3]), Encoded([4], [IGNORE]), Encoded([5, 6, 7, 8], [5, IGNORE, 7, 8])]
     arrays = EncodedArrays.concat([EncodedArrays.of(samples[:2]), EncodedArrays.of(samples[2:])])
     assert arrays.to_list() == samples and list(arrays.lengths) == [3, 1, 4]
     assert list(arrays.trained_counts()) == [2, 0, 3]
-    cut = arrays.take([2, 0], lengths=[2, 1, 2])  # rows 2 then 0, each cut to two tokens
-    assert cut.to_list() == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
+    cut = Samples(arrays, [2, 0], [2, 1, 2])  # rows 2 then 0, each cut to two tokens
+    assert list(cut) == [Encoded([5, 6], [5, IGNORE]), Encoded([1, 2], [IGNORE, 2])]
+    assert list(cut.lengths) == [2, 2] and cut.tokens == 4 and cut[-1] == cut[1]
+    with pytest.raises(IndexError):
+        cut[2]
     assert list(arrays.trained_counts([2, 1, 2])) == [1, 0, 1]
 
 
@@ -193,3 +218,37 @@ def test_which_real_templates_take_the_fast_path(shared, phi3, name, fast):
     template = ((folder / "chat_template.jinja").read_text() if (folder / "chat_template.jinja").is_file()
                 else json.loads((folder / "tokenizer_config.json").read_text())["chat_template"])
     assert (learn_shape(phi3, template) is not None) == fast
+
+
+@pytest.mark.parametrize("template,only_written", [
+    (BUILTIN_TEMPLATES["chatml"], True), (BUILTIN_TEMPLATES["zephyr"], True), (BUILTIN_TEMPLATES["phi3"], True),
+    (BUILTIN_TEMPLATES["llama3"], False),  # `| trim` on the content
+    (BUILTIN_TEMPLATES["chatml"].replace("m['content']", "(m['content'] | upper)"), False),
+    ("{% for m in messages %}{% if m['content'] %}{{ m['content'] }}{% endif %}{% endfor %}", False),  # tested
+    ("{% for m in messages %}{{ m.get('content') }}{% endfor %}", False),
+    ("{% for m in messages %}{{ m | tojson }}{% endfor %}", False),  # the whole message to a filter
+    ("{% for m in messages %}{% set c = m['content'] %}{{ c }}{% endfor %}", False),
+    ("{% for m in messages %}{% filter upper %}{{ m['content'] }}{% endfilter %}{% endfor %}", False),
+    ("{% for m in messages %}{{ loop.previtem }}{{ m.content }}{% endfor %}", False),
+    ("{{ messages | map(attribute='content') | join }}", False),
+    ("{% for m in messages[1:] %}{{ m.role ~ ': ' ~ m.content }}{% endfor %}{{ messages[0]['content'] }}", True),
+])
+def test_which_templates_only_write_the_content(template, only_written):
+    from factory.template_writes import content_only_written
+
+    assert content_only_written(template) is only_written
+
+
+def test_one_render_gives_the_prefix_methods_masks_even_with_marker_characters_in_the_text(tiny_tokenizer):
+    """A template that only writes content is rendered once, with markers; a row whose own text holds the
+    markers' characters (or their exact form) is encoded the reference way, and every row equals it."""
+    from factory.encode import MARK
+
+    template = BUILTIN_TEMPLATES["chatml"]
+    samples = [Sample(messages=(("user", f"question {i}"), ("assistant", f" answer {i}\n"), ("user", "more"),
+                                ("assistant", "music"))) for i in range(20)]
+    samples += [Sample(messages=(("user", "say " + MARK.format(1)), ("assistant", MARK.format(1)))),
+                Sample(messages=(("user", "odd \ue000 text"), ("assistant", "fine")))]
+    got, stats = encode_all(samples, tiny_tokenizer, template, train_on_inputs=False, processes=1)
+    assert stats["template_fast_path"] and stats["prefix_rows"] == 2, stats
+    assert got.to_list() == [encode(s, tiny_tokenizer, template, train_on_inputs=False) for s in samples]

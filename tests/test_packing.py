@@ -103,12 +103,14 @@ def test_packed_loss_is_the_token_weighted_mean_of_sample_losses():
     assert abs(packed - sum(losses) / len(losses)) > 1e-3  # and not the plain mean of per-sample means
 
 
-def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_path):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_path, lazy):
     """One SGD step over two micro-batches (5 and 50 trained tokens) moves the weights by exactly
-    -lr * grad(sum of token losses / all 55 tokens)."""
+    -lr * grad(sum of token losses / all 55 tokens); the same from a list and from Samples read lazily."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from factory.config import parse_request
+    from factory.encoded_store import Samples
     from factory.progress import Silent
     from factory.train import train
 
@@ -122,7 +124,7 @@ def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_pa
                          "optimizer": "sgd", "learning_rate": lr, "lr_scheduler": "constant",
                          "max_grad_norm": 1e9, "bf16": False, "save_steps": 100})
     tok = AutoTokenizer.from_pretrained(tiny_base)
-    result = train(req, tiny_base, tok, samples, [], tmp_path / "run", Silent())
+    result = train(req, tiny_base, tok, Samples.of(samples) if lazy else samples, [], tmp_path / "run", Silent())
     assert result.tokens_seen == 100  # both samples, every real token, no padding
     trained = AutoModelForCausalLM.from_pretrained(result.output)
 
