@@ -17,17 +17,22 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import chain, islice
 from operator import eq, itemgetter
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from factory.chat import assistant_spans
+from factory.config import Request
 from factory.encoded_store import EncodedArrays
 from factory.errors import UserError
 from factory.formats import Sample
+from factory.row_chunks import CHUNK, Chunk, Tally, judge
+from factory.row_chunks import chunks as chunks_of
 from factory.template_writes import content_only_written
+
+if TYPE_CHECKING:
+    from factory.hub import Hub
 
 MARK = "\ue000{}\ue001"  # private-use characters: no template writes them
 _START, _END = itemgetter(0), itemgetter(1)
-CHUNK = 1000  # rows per batched render + tokenizer call, and per task sent to a worker process
 PROBES = [
     [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}],
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"},
@@ -292,18 +297,15 @@ def _prefix(tokenizer, template: str, conv: list[dict]):
 
 # ---- every core --------------------------------------------------------------------------------
 
-_JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape), inherited by forked workers
+_JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape, dataset specs), inherited by forked workers
 
 
-def _work(chunk: list[Sample]) -> tuple[EncodedArrays, int]:
-    tokenizer, template, train_on_inputs, shape = _JOB
-    return encode_batch(chunk, tokenizer, template, train_on_inputs, shape)  # compact: cheap to send back, small to keep
-
-
-def _work_sent(rows: list[tuple]) -> tuple[EncodedArrays, int]:
-    """_work in a worker process, on samples sent as plain tuples (a third of a Sample's pickling cost,
-    most of it in the parent, which reads and normalises every row on the same cores)."""
-    return _work([Sample(messages, text) for messages, text in rows])
+def _work(chunk: Chunk) -> tuple[list | None, EncodedArrays, int]:
+    """A chunk's rows judged (row_chunks.judge) and its usable ones encoded: compact, cheap to send back."""
+    tokenizer, template, train_on_inputs, shape, specs = _JOB
+    outcomes, samples = judge(chunk, specs[chunk.dataset] if specs else None)
+    encoded, slow = encode_batch(samples, tokenizer, template, train_on_inputs, shape)
+    return outcomes, encoded, slow
 
 
 def _worker_signals() -> None:
@@ -325,63 +327,88 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
                ) -> tuple[EncodedArrays, dict]:
     """Every sample of a list encoded, in order, held in memory (encode_stream does the work)."""
     parts: list[EncodedArrays] = []
-    stats = encode_stream(iter(samples), tokenizer, template, train_on_inputs, parts.append, processes, progress,
-                          total=len(samples))
+    chunks = (Chunk("samples", [(s.messages, s.text) for s in samples[i:i + CHUNK]])
+              for i in range(0, len(samples), CHUNK))
+    stats = encode_stream(chunks, tokenizer, template, train_on_inputs, lambda _c, _o, encoded: parts.append(encoded),
+                          None, processes, progress, total=len(samples))
     return EncodedArrays.concat(parts), stats
 
 
-def encode_stream(samples: Iterator[Sample], tokenizer, template: str, train_on_inputs: bool,
-                  sink: Callable[[EncodedArrays], None], processes: int | None = None,
-                  progress: Callable[[int, int, float], None] | None = None, total: int | None = None) -> dict:
-    """Every sample encoded, in order, over `processes` worker processes (default: every core), each chunk
-    handed to sink as it is done. Memory stays bounded: at most two chunks per process are in flight.
+def encode_datasets(request: Request, hub: Hub | None, reports: list, tokenizer, template: str,
+                    sink: Callable[[EncodedArrays], None], resolved: list | None = None,
+                    progress: Callable[[int, int, float], None] | None = None, total: int | None = None) -> dict:
+    """Every dataset of the request read, judged, de-duplicated and encoded on request.dataset_processes
+    processes, each chunk's kept samples handed to sink in load order: what data.stream into
+    encode_stream gives, with the parsing and normalising on every core (row_chunks). Fills `reports`."""
+    tally = Tally(request, reports)
+    return encode_stream(chunks_of(request, hub, reports, resolved), tokenizer, template, request.train_on_inputs,
+                         lambda chunk, outcomes, encoded: sink(tally.take(chunk, outcomes, encoded)),
+                         request.datasets, request.dataset_processes, progress, total)
 
-    progress(done, total, rows_per_s) is called about once a second; total is the caller's estimate (it
-    grows to what was done when the estimate was short). Returns stats: processes used, whether the
-    template's fast path applied, rows encoded the prefix way, seconds."""
+
+def encode_stream(chunks: Iterator[Chunk], tokenizer, template: str, train_on_inputs: bool,
+                  sink: Callable[[Chunk, list | None, EncodedArrays], None], specs: list | None = None,
+                  processes: int | None = None, progress: Callable[[int, int, float], None] | None = None,
+                  total: int | None = None) -> dict:
+    """Every chunk judged and encoded, in order, over `processes` worker processes (default: every core),
+    each handed to sink(chunk, outcomes, encoded) as it is done (`specs`: the datasets' specs, to
+    normalise rows with). Memory stays bounded: at most two chunks per process are in flight.
+
+    progress(done, total, rows_per_s) is called about once a second; total is the caller's estimate of
+    the rows (it grows to what was done when the estimate was short). Returns stats: processes used,
+    whether the template's fast path applied, rows encoded the prefix way, seconds."""
     shape = None if train_on_inputs else learn_shape(tokenizer, template)
     processes = max(1, min(processes or default_processes(), default_processes()))  # never more than the cores
-    chunks = iter(lambda: list(islice(samples, CHUNK)), [])
     head = list(islice(chunks, 5))
-    if sum(map(len, head)) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
+    if sum(len(c.items) for c in head) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
         processes = 1
     slow, done, t0, shown = 0, 0, time.monotonic(), 0.0
 
-    def collect(result):
+    def collect(chunk: Chunk, result) -> None:
         nonlocal slow, done, shown
-        encoded, n_slow = result
-        sink(encoded)
-        slow, done = slow + n_slow, done + len(encoded)
+        outcomes, encoded, n_slow = result
+        sink(chunk, outcomes, encoded)
+        slow, done = slow + n_slow, done + len(chunk.items)
         now = time.monotonic()
         if progress is not None and now - shown >= 1.0:
             shown = now
             progress(done, max(total or 0, done), done / max(now - t0, 1e-9))
 
-    _encode_chunks(chain(head, chunks), processes, (tokenizer, template, train_on_inputs, shape), collect)
+    _encode_chunks(chain(head, chunks), processes, (tokenizer, template, train_on_inputs, shape, specs), collect)
     if progress is not None:
         progress(done, done, done / max(time.monotonic() - t0, 1e-9))
     return {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
             "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
 
 
-def _encode_chunks(chunks: Iterator[list[Sample]], processes: int, job: tuple, collect) -> None:
+def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect) -> None:
+    import gc
     import multiprocessing
     from collections import deque
 
     global _JOB
     _JOB = job
+    # The rows' many small objects trigger collections that would scan every object alive now (the
+    # tokenizer, the libraries) each time: frozen, they are skipped (a tenth of the time on 100k rows,
+    # bench/data_prep.py), and forked workers leave their pages shared.
+    thaw = gc.get_freeze_count() == 0
+    gc.freeze()
     try:
         if processes == 1:
             for chunk in chunks:
-                collect(_work(chunk))
+                collect(chunk, _work(chunk))
             return
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals) as pool:
             pending: deque = deque()
             for chunk in chunks:  # Pool.imap would read the whole input ahead: submit as results come back
-                pending.append(pool.apply_async(_work_sent, ([(x.messages, x.text) for x in chunk],)))
+                pending.append((chunk, pool.apply_async(_work, (chunk,))))
                 if len(pending) >= 2 * processes:
-                    collect(pending.popleft().get())
+                    chunk_, result = pending.popleft()
+                    collect(chunk_, result.get())
             while pending:
-                collect(pending.popleft().get())
+                chunk_, result = pending.popleft()
+                collect(chunk_, result.get())
     finally:
         _JOB = None
+        if thaw:
+            gc.unfreeze()

@@ -76,6 +76,17 @@ class EncodedArrays:
 
         return np.diff(self.offsets)
 
+    def select(self, rows: list[int]) -> "EncodedArrays":
+        """These samples only, in this order, compact."""
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        at = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])  # each kept token's old index
+        return EncodedArrays(self.ids[at], self.trained[at], offsets)
+
     def trained_counts(self, lengths: "np.ndarray | None" = None) -> "np.ndarray":
         """Trained tokens per sample, over its first `lengths` tokens (default: all of them)."""
         import numpy as np

@@ -110,8 +110,8 @@ def stage_data(run: Run, resolved: dict) -> dict:
     drop, contamination = apply_policy(req, samples, run.reporter, reports)  # before any tokenising
     if contamination is not None:
         atomic.write_json(run.dir / "contamination.json", contamination)
-    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, [paths for paths, _ in files],
-                                    samples, reports)
+    reports.clear()
+    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, files, reports)
     train_rows, eval_rows = split_rows(len(encoded), req)
     if drop:
         train_rows, eval_rows = [i for i in train_rows if i not in drop], [i for i in eval_rows if i not in drop]
@@ -181,16 +181,16 @@ def load_encoded(run: Run):
     return encoded_store.load(run.dir / "data" / "encoded")
 
 
-def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files: list[list[Path]], samples,
+def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files: list[tuple[list[Path], str | None]],
                    reports: list):
     """Every sample tokenised with its label mask, in load order: from the cache when the same data files,
     dataset options, tokenizer, template and masking were tokenised before, else streamed from the files
     on every core into a new cache entry (a progress bar with rows/s). Fills `reports` either way."""
     from factory.data import check_report, estimated_rows
-    from factory.encode import encode_stream
+    from factory.encode import encode_datasets
 
     req = run.request
-    key = encoded_store.cache_key([(spec.model_dump(mode="json"), paths) for spec, paths in zip(req.datasets, files)],
+    key = encoded_store.cache_key([(spec.model_dump(mode="json"), paths) for spec, (paths, _) in zip(req.datasets, files)],
                                   Path(tokenizer_dir), template, req.train_on_inputs, cache_part(req))
     path = encoded_store.cache_path(key, req.dataset_prepared_path)
     if path.is_dir():
@@ -214,9 +214,8 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files
 
     writer = encoded_store.CacheWriter(path)
     try:
-        stats = encode_stream(samples(), tokenizer, template, req.train_on_inputs, writer.add,
-                              processes=req.dataset_processes, progress=progress,
-                              total=sum(estimated_rows(p) for paths in files for p in paths))
+        stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress,
+                                total=sum(estimated_rows(p) for paths, _ in files for p in paths))
         encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
     except BaseException:
         writer.abort()

@@ -85,16 +85,18 @@ def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
 def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_entry(tiny_tokenizer, tmp_path):
     import numpy as np
 
-    from factory.encode import CHUNK, encode_stream
+    from factory.encode import encode_stream
     from factory.encoded_store import CacheWriter, EncodedArrays, Samples, open_entry
+    from factory.row_chunks import CHUNK, Chunk
 
     pulled, ahead = 0, []
 
     def rows():
         nonlocal pulled
-        for i in range(30 * CHUNK):
-            pulled += 1
-            yield Sample(messages=(("user", f"what is {i} about"), ("assistant", f"{i} is about rain")))
+        for c in range(30):
+            pulled += CHUNK
+            yield Chunk("samples", [((("user", f"what is {i} about"), ("assistant", f"{i} is about rain")), None)
+                                    for i in range(c * CHUNK, (c + 1) * CHUNK)])
 
     stale, fresh = tmp_path / ".entry.tmp-1-dead", tmp_path / ".entry.tmp-2-live"  # a killed writer's, a live one's
     stale.mkdir()
@@ -105,7 +107,7 @@ def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_e
     fresh.rmdir()
     done = 0
 
-    def sink(part):
+    def sink(_chunk, _outcomes, part):
         nonlocal done
         writer.add(part)
         done += len(part)
