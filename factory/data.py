@@ -343,6 +343,18 @@ def estimated_rows(path: Path) -> int:
     return 0
 
 
+def check_held_out(request: Request, files: list[Path]) -> None:
+    """Refuse, before any tokenising, a val_set_size of more rows than the files can hold: each file holds
+    no more rows than its lines (and one unterminated last line), or its Parquet row count. Files whose
+    rows cannot be counted cheaply (a .json array) leave it to split_rows, after tokenising."""
+    if request.val_set_size < 1:
+        return
+    most = [estimated_rows(p) for p in files]
+    if files and all(most) and int(request.val_set_size) >= sum(most) + len(files):
+        raise UserError(f"val_set_size={int(request.val_set_size)} leaves no training rows: the data files hold at most "
+                        f"{sum(most) + len(files):,} rows; hold out fewer, or a fraction (val_set_size: 0.05 holds out 5%)")
+
+
 def split_rows(n: int, request: Request) -> tuple[list[int], list[int]]:
     """The seeded train/eval split of n rows in load order: (train rows, eval rows), each in training order.
 
@@ -351,7 +363,7 @@ def split_rows(n: int, request: Request) -> tuple[list[int], list[int]]:
     rng = random.Random(request.seed)
     n_eval = int(request.val_set_size) if request.val_set_size >= 1 else int(round(request.val_set_size * n))
     if n_eval >= n:
-        raise UserError(f"val_set_size={request.val_set_size} leaves no training rows (only {n} rows)")
+        raise UserError(f"val_set_size={request.val_set_size:g} leaves no training rows (only {n} rows)")
     if not request.shuffle_merged_datasets:  # curriculum: the datasets' order is the training order
         held = set(rng.sample(range(n), n_eval))
         return [i for i in range(n) if i not in held], sorted(held)

@@ -91,7 +91,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
     """Tokenise every sample once (or find them in the cache), then choose this run's rows: the seeded
     split, any contamination drop, and the sequence_len and min_sample_len policies."""
     from factory.chat import resolve_template
-    from factory.data import dataset_files, split_rows, stream
+    from factory.data import check_held_out, dataset_files, split_rows, stream
     from factory.decontaminate import apply_policy
     from factory.textfiles import open_binary
 
@@ -101,6 +101,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
     files = [dataset_files(spec, run.hub) for spec in req.datasets]  # once: every pass reads the same revision
     for p in (p for paths, _ in files for p in paths):  # hashed for the cache key: an unreadable file is named now
         open_binary(p, "data file").close()
+    check_held_out(req, [p for paths, _ in files for p in paths])
     reports: list = []
 
     def samples():  # a fresh pass over the data, in load order; each pass writes the reports again

@@ -138,6 +138,24 @@ def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
     return capsys.readouterr().out
 
 
+def test_a_val_set_size_beyond_the_data_is_refused_before_tokenising(tmp_path, home, tiny_base, capsys):
+    from factory.cli import main
+
+    rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"base_model": str(tiny_base), "datasets": [{"path": "d.jsonl"}], "val_set_size": 31, "sequence_len": 128,
+                                    "chat_template": "chatml"}))
+    assert main(["prepare", str(path)]) == 2
+    out = capsys.readouterr()
+    assert "val_set_size=31 leaves no training rows: the data files hold at most 31 rows" in out.out + out.err
+    assert not list(home.glob("cache/encoded/*"))  # refused before anything was tokenised
+    path.write_text(path.read_text().replace("val_set_size: 31", "val_set_size: 30"))  # 30 rows, all held out:
+    assert main(["prepare", str(path)]) == 2  # known only once they are counted, as before
+    out = capsys.readouterr()
+    assert "val_set_size=30 leaves no training rows (only 30 rows)" in out.out + out.err
+
+
 def test_the_tokenised_data_is_cached_by_what_decides_it(tmp_path, home, tiny_base, capsys):
     rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(300)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
