@@ -43,6 +43,11 @@ class DatasetReport:
         return {k: getattr(self, k) for k in ("source", "rows", "used", "malformed", "duplicates", "examples", "revision",
                                               "encodings")}
 
+    @staticmethod
+    def of(spec: DatasetSpec) -> "DatasetReport":
+        """An empty report for a dataset: a local file is named by its file name only."""
+        return DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
+
     def malformed_row(self, where: str, reason: object) -> None:
         """Count a malformed row; the first ten are kept as examples ("data.jsonl row 12: ...")."""
         self.malformed += 1
@@ -296,7 +301,7 @@ def stream(request: Request, hub: Hub, reports: list[DatasetReport],
     and revision, when the caller has them."""
     seen: set[bytes] = set()
     for i, spec in enumerate(request.datasets):
-        report = DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
+        report = DatasetReport.of(spec)
         reports.append(report)
         for sample in load_samples(spec, hub, report, resolved[i] if resolved else None):
             key = digest(sample)
@@ -343,16 +348,15 @@ def estimated_rows(path: Path) -> int:
     return 0
 
 
-def check_held_out(request: Request, files: list[Path]) -> None:
-    """Refuse, before any tokenising, a val_set_size of more rows than the files can hold: each file holds
-    no more rows than its lines (and one unterminated last line), or its Parquet row count. Files whose
-    rows cannot be counted cheaply (a .json array) leave it to split_rows, after tokenising."""
-    if request.val_set_size < 1:
-        return
-    most = [estimated_rows(p) for p in files]
-    if files and all(most) and int(request.val_set_size) >= sum(most) + len(files):
+def check_held_out(request: Request, estimates: list[int]) -> None:
+    """Refuse, before any tokenising, a val_set_size of more rows than the files can hold. `estimates`: each
+    file's estimated_rows, its lines (a file holds no more rows, but for one unterminated last line) or
+    its Parquet row count. A file whose rows cannot be counted cheaply (0: a .json array) leaves it to
+    split_rows, after tokenising."""
+    most = sum(estimates) + len(estimates)
+    if request.val_set_size >= 1 and estimates and all(estimates) and int(request.val_set_size) >= most:
         raise UserError(f"val_set_size={int(request.val_set_size)} leaves no training rows: the data files hold at most "
-                        f"{sum(most) + len(files):,} rows; hold out fewer, or a fraction (val_set_size: 0.05 holds out 5%)")
+                        f"{most:,} rows; hold out fewer, or a fraction (val_set_size: 0.05 holds out 5%)")
 
 
 def split_rows(n: int, request: Request) -> tuple[list[int], list[int]]:

@@ -91,7 +91,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
     """Tokenise every sample once (or find them in the cache), then choose this run's rows: the seeded
     split, any contamination drop, and the sequence_len and min_sample_len policies."""
     from factory.chat import resolve_template
-    from factory.data import check_held_out, dataset_files, split_rows, stream
+    from factory.data import check_held_out, dataset_files, estimated_rows, split_rows, stream
     from factory.decontaminate import apply_policy
     from factory.textfiles import open_binary
 
@@ -101,7 +101,8 @@ def stage_data(run: Run, resolved: dict) -> dict:
     files = [dataset_files(spec, run.hub) for spec in req.datasets]  # once: every pass reads the same revision
     for p in (p for paths, _ in files for p in paths):  # hashed for the cache key: an unreadable file is named now
         open_binary(p, "data file").close()
-    check_held_out(req, [p for paths, _ in files for p in paths])
+    estimates = [estimated_rows(p) for paths, _ in files for p in paths]  # the split's bound, the progress bar's total
+    check_held_out(req, estimates)
     reports: list = []
 
     def samples():  # a fresh pass over the data, in load order; each pass writes the reports again
@@ -112,7 +113,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
     if contamination is not None:
         atomic.write_json(run.dir / "contamination.json", contamination)
     reports.clear()
-    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, files, reports)
+    encoded, cache = _encode_cached(run, tokenizer, resolved["base_dir"], template, files, reports, sum(estimates))
     train_rows, eval_rows = split_rows(len(encoded), req)
     if drop:
         train_rows, eval_rows = [i for i in train_rows if i not in drop], [i for i in eval_rows if i not in drop]
@@ -183,11 +184,12 @@ def load_encoded(run: Run):
 
 
 def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files: list[tuple[list[Path], str | None]],
-                   reports: list):
+                   reports: list, estimated: int):
     """Every sample tokenised with its label mask, in load order: from the cache when the same data files,
     dataset options, tokenizer, template and masking were tokenised before, else streamed from the files
-    on every core into a new cache entry (a progress bar with rows/s). Fills `reports` either way."""
-    from factory.data import check_report, estimated_rows
+    on every core into a new cache entry (a progress bar with rows/s, out of about `estimated` rows).
+    Fills `reports` either way."""
+    from factory.data import check_report
     from factory.encode import encode_datasets
 
     req = run.request
@@ -215,8 +217,7 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files
 
     writer = encoded_store.CacheWriter(path)
     try:
-        stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress,
-                                total=sum(estimated_rows(p) for paths, _ in files for p in paths))
+        stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress, estimated)
         encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
     except BaseException:
         writer.abort()

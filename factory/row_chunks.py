@@ -93,7 +93,7 @@ def chunks(request: Request, hub: Hub | None, reports: list[DatasetReport],
     """Every dataset's rows in load order, in chunks of `size` that never span two files. Each dataset's
     report is appended to `reports` as its reading starts; its last chunk (empty) marks its end."""
     for i, spec in enumerate(request.datasets):
-        report = DatasetReport(source=spec.path if not spec.is_local else Path(spec.path).name)
+        report = DatasetReport.of(spec)
         reports.append(report)
         files = resolved[i] if resolved else dataset_files(spec, hub)
         if split_parts(spec.split)[1] is not None:  # a slice: which rows are in it is known once they are judged
