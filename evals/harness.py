@@ -12,6 +12,7 @@ import random
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 TASK_DIR = Path(__file__).parent / "tasks"
 
@@ -85,19 +86,40 @@ def lm_eval_command(model_dir: Path, tasks: list[str], task_dir: Path, samples_f
     return cmd
 
 
+def _checked_lm(check: Callable[[], None] | None):
+    """lm-eval's HF model, calling check() before each batch it scores or generates (it may raise to stop)."""
+    from lm_eval.models.huggingface import HFLM
+
+    if check is None:
+        return HFLM
+
+    class Checked(HFLM):
+        def _model_call(self, *args, **kwargs):
+            check()
+            return super()._model_call(*args, **kwargs)
+
+        def _model_generate(self, *args, **kwargs):
+            check()
+            return super()._model_generate(*args, **kwargs)
+
+    return Checked
+
+
 def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, seed: int = 1234,
              substitutions: dict[str, str] | None = None, batch_size: int = 16,
-             apply_chat_template: bool = True, max_new_tokens: int = 256) -> dict[str, Score]:
-    """Score model on tasks; returns the first metric of each task with its stderr and item count."""
+             apply_chat_template: bool = True, max_new_tokens: int = 256,
+             check: Callable[[], None] | None = None) -> dict[str, Score]:
+    """Score model on tasks; returns the first metric of each task with its stderr and item count.
+
+    check() runs before every batch and may raise to stop (the caller's Ctrl-C or cancel)."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
         samples = write_tasks(tasks, Path(tmp), limit=limit, seed=seed, substitutions=substitutions,
                               max_new_tokens=max_new_tokens)
         manager = TaskManager(include_path=tmp, include_defaults=False)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+        lm = _checked_lm(check)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
         out = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, task_manager=manager, samples=samples,
             apply_chat_template=apply_chat_template, random_seed=seed, numpy_random_seed=seed,

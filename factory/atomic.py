@@ -12,9 +12,11 @@ from typing import Any, BinaryIO, Callable
 def write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """path holds whatever write(f) puts in a binary file, whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    from factory import interrupt
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with interrupt.partial(Path(tmp)), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,7 +179,7 @@ def _execute_jsonl(request, run_name: str | None) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from factory import atomic
+    from factory import atomic, interrupt
     from factory.pipeline import execute
     from factory.prepare import packing_report, print_report
 
@@ -186,6 +188,7 @@ def cmd_prepare(args) -> int:
     t0 = time.time()
     results = execute(run, stop_after="data")
     report = packing_report(request, run, results["data"], time.time() - t0)
+    interrupt.commit()  # the report is what prepare makes: a Ctrl-C before this stops it, none after
     print_report(report, sys.stdout)
     if args.json:
         atomic.write_json(Path(args.json), report)
@@ -268,18 +271,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that do long work handle Ctrl-C themselves (factory/interrupt.py): the first stops the work at its
+# next safe point, a second at once. The worker handles it in its own way (the job goes back to the queue).
+LONG_WORK = ("run", "prepare", "demo", "eval", "contamination", "import")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from factory import interrupt
+
+    words = sys.argv[1:] if argv is None else argv
+    long_work = bool(words) and words[0] in LONG_WORK and threading.current_thread() is threading.main_thread()
     try:
-        args = build_parser().parse_args(argv)
-        return args.fn(args)
+        # Installed before anything else: no Ctrl-C lands where Python would raise KeyboardInterrupt.
+        with interrupt.handling(restore=argv is not None) if long_work else contextlib.nullcontext():
+            args = build_parser().parse_args(argv)
+            code = args.fn(args)
+            if long_work:
+                interrupt.commit()  # a Ctrl-C seen while the command ended: it reports interrupted, not done
+        return code
+    except interrupt.Interrupted:
+        print(interrupt.MESSAGE, file=sys.stderr)
+        return interrupt.Interrupted.exit_code
     except UserError as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except (DiskFull, TransientError) as exc:  # not the user's input: worth trying again later
         print(redact(f"error: {exc}"), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # a Ctrl-C in a command that does no long work, or before the handler was installed
+        print(interrupt.MESSAGE, file=sys.stderr)
         return 130
 
 

@@ -26,7 +26,7 @@ def cmd_eval(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evals.harness import available_tasks, evaluate
-    from factory import atomic
+    from factory import atomic, interrupt
     from factory.card import plus_minus
     from factory.errors import UserError
     from factory.home import placeholders
@@ -44,7 +44,7 @@ def cmd_eval(args) -> int:
         for task, s in evaluate(model, tokenizer, args.task, limit=args.limit, seed=args.seed,
                                 substitutions=placeholders(),
                                 apply_chat_template=not args.no_chat_template,
-                                max_new_tokens=args.max_new_tokens).items():
+                                max_new_tokens=args.max_new_tokens, check=interrupt.safe_point).items():
             scores.setdefault(task, {})[which] = s.as_dict()
         del model
     print(f"{'task':24} {'metric':12} {'items':>5} " + " ".join(f"{w:>15}" for w in models) +
@@ -54,6 +54,7 @@ def cmd_eval(args) -> int:
         line = f"{task:24} {m['metric']:12} {m['n']:>5} " + " ".join(f"{plus_minus(pair[w]):>15}" for w in models)
         print(line + (f" {m['value'] - pair['base']['value']:>+7.3f}" if args.base else ""))
     if args.json:
+        interrupt.commit()  # a Ctrl-C that came while printing stops it here: no file for an interrupted run
         atomic.write_json(args.json, scores)
     return 0
 

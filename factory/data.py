@@ -18,6 +18,7 @@ from typing import Iterator
 
 import orjson
 
+from factory import interrupt
 from factory.config import DATA_SUFFIXES, DatasetSpec, Request
 from factory.errors import UserError
 from factory.formats import Malformed, Sample, kind, normalise
@@ -70,15 +71,19 @@ def read_rows(path: Path, notes: list | None = None) -> Iterator[object]:
     The encoding note (UTF-16 and the like) is appended to `notes` when given."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        yield from _json_lines(path, notes)
+        rows = _json_lines(path, notes)
     elif suffix == ".json":
-        yield from _json_document(path, notes)
+        rows = _json_document(path, notes)
     elif suffix == ".csv":
-        yield from _csv_rows(path, notes)
+        rows = _csv_rows(path, notes)
     elif suffix == ".parquet":
-        yield from _parquet_rows(path)
+        rows = _parquet_rows(path)
     else:
         raise UserError(f"{path}: unsupported data file type; use one of {', '.join(DATA_SUFFIXES)}")
+    for n, row in enumerate(rows):
+        if not n & 1023:  # a safe point every 1,024 rows: Ctrl-C and cancel reach a long read
+            interrupt.safe_point()
+        yield row
 
 
 def _json_lines(path: Path, notes: list | None) -> Iterator[object]:
@@ -90,6 +95,8 @@ def json_texts(path: Path, notes: list | None) -> Iterator[tuple[int, str | Malf
     """A JSON Lines file's rows as (line number, text), unparsed; a line over the length limit as a
     Malformed instead of its text. Blank lines are no rows."""
     for n, line in enumerate(iter_lines(path, "JSON Lines data file", notes), 1):
+        if not n & 1023:
+            interrupt.safe_point()
         if isinstance(line, LineTooLong):
             yield n, Malformed(line.message())
         elif not line.isspace():  # iter_lines yields no empty line: each ends with its newline or is the last

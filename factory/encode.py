@@ -19,6 +19,7 @@ from itertools import chain, islice
 from operator import eq, itemgetter
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from factory import interrupt
 from factory.chat import assistant_spans
 from factory.config import Request
 from factory.encoded_store import EncodedArrays
@@ -381,6 +382,14 @@ def encode_stream(chunks: Iterator[Chunk], tokenizer, template: str, train_on_in
             "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
 
 
+def _result(pending):
+    """A worker's answer, with a safe point every quarter second while it works (a stop ends the pool)."""
+    while not pending.ready():
+        pending.wait(0.25)
+        interrupt.safe_point()
+    return pending.get()
+
+
 def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect) -> None:
     import gc
     import multiprocessing
@@ -396,6 +405,7 @@ def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect)
     try:
         if processes == 1:
             for chunk in chunks:
+                interrupt.safe_point()
                 collect(chunk, _work(chunk))
             return
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals) as pool:
@@ -404,10 +414,10 @@ def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect)
                 pending.append((chunk, pool.apply_async(_work, (chunk,))))
                 if len(pending) >= 2 * processes:
                     chunk_, result = pending.popleft()
-                    collect(chunk_, result.get())
+                    collect(chunk_, _result(result))
             while pending:
                 chunk_, result = pending.popleft()
-                collect(chunk_, result.get())
+                collect(chunk_, _result(result))
     finally:
         _JOB = None
         if thaw:

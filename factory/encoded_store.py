@@ -122,18 +122,21 @@ def save_selection(folder: Path, entry: Path, template: str, cut: "np.ndarray", 
 
     import numpy as np
 
+    from factory import interrupt
+
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ENTRY_FILES:
-        try:
-            os.link(entry / name, tmp / name)
-        except OSError:  # another file system (a dataset_prepared_path elsewhere)
-            shutil.copyfile(entry / name, tmp / name)
-    np.savez(tmp / "selection.npz", template=np.array(template), cut=np.asarray(cut, np.int64),
-             train_rows=np.asarray(train_rows, np.int64), eval_rows=np.asarray(eval_rows, np.int64))
-    shutil.rmtree(folder, ignore_errors=True)  # the data stage ran again
-    os.rename(tmp, folder)
+    with interrupt.partial(tmp):
+        for name in ENTRY_FILES:
+            try:
+                os.link(entry / name, tmp / name)
+            except OSError:  # another file system (a dataset_prepared_path elsewhere)
+                shutil.copyfile(entry / name, tmp / name)
+        np.savez(tmp / "selection.npz", template=np.array(template), cut=np.asarray(cut, np.int64),
+                 train_rows=np.asarray(train_rows, np.int64), eval_rows=np.asarray(eval_rows, np.int64))
+        shutil.rmtree(folder, ignore_errors=True)  # the data stage ran again
+        os.rename(tmp, folder)
 
 
 def load_template(folder: Path) -> str:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from factory import interrupt
 from factory.errors import UserError
 from factory.filehash import sha256_of
 
@@ -110,8 +111,9 @@ def import_to_hub(path: Path, repo_id: str, hub) -> tuple[str, dict, bool]:
         known = json.loads(marker.read_text()) if marker.is_file() else {}
         if known.get("sha256") == digest:
             return rev, known, False
-    with tempfile.TemporaryDirectory(prefix="factory-gguf-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="factory-gguf-") as tmp, interrupt.partial(Path(tmp)):
         source = convert(path, Path(tmp), digest, repo_id)
+        interrupt.safe_point()
         published = hub.publish(repo_id, Path(tmp), f"factory import {path.name} (dequantised from {source['quantisation']})")
     return published.revision, source, published.created
 
@@ -126,8 +128,10 @@ def cached_folder(path: Path, cache_root: Path) -> Path:
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".incoming-"))
     try:
-        convert(path, tmp, digest)
-        tmp.rename(folder)
+        with interrupt.partial(tmp):
+            convert(path, tmp, digest)
+            interrupt.safe_point()
+            tmp.rename(folder)
     except OSError:
         if not (folder / SOURCE_FILE).is_file():  # another process may have won the rename
             raise

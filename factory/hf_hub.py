@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
+from factory import interrupt
 from factory.credentials import Token, allowed_namespace, normalise_endpoint
 from factory.errors import TransientError, UserError
 from factory.filehash import sha256_of
@@ -113,7 +115,8 @@ class HfHub:
         return Path(path), Path(path).name  # the cache's snapshot folder is named by the commit id
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False, into_existing: bool = False) -> Published:
+                private: bool = False, into_existing: bool = False,
+                before_commit: Callable[[], None] | None = None) -> Published:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         if problem := repo_id_problem(repo_id) or allowed_namespace(repo_id):
@@ -130,10 +133,18 @@ class HfHub:
             self._call(lambda: self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
                        repo_id, repo_type)
         elif not deletes and manifest == new_manifest and self._same(remote, local):
+            if before_commit is not None:
+                before_commit()  # the same files are published: as final as a new commit
             return Published(repo_id, info.sha, url, created=False)
-        ops = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(p)) for path, p in sorted(local.items())]
-        ops.append(CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=new_manifest))
+        adds = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(p)) for path, p in sorted(local.items())]
+        for op in adds:  # large files go up one by one, a safe point between two; the commit then only names them
+            interrupt.safe_point()
+            self._call(lambda op=op: self.api.preupload_lfs_files(repo_id, additions=[op], repo_type=repo_type),
+                       repo_id, repo_type)
+        ops = [*adds, CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=new_manifest)]
         ops += [CommitOperationDelete(path_in_repo=path) for path in deletes]
+        if before_commit is not None:
+            before_commit()
         done = self._call(lambda: self.api.create_commit(repo_id=repo_id, repo_type=repo_type, operations=ops,
                                                          commit_message=message), repo_id, repo_type)
         return Published(repo_id, done.oid, url, created=True)

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
-from factory import atomic
+from factory import atomic, interrupt
 from factory.errors import UserError
 from factory.ids import repo_id_problem, revision_problem
 from factory.paths import inside
@@ -50,10 +50,12 @@ class Hub(Protocol):
         ...
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False, into_existing: bool = False) -> Published:
+                private: bool = False, into_existing: bool = False,
+                before_commit: Callable[[], None] | None = None) -> Published:
         """One new revision with folder's files and a manifest of them. Deletes only files an earlier
         factory manifest lists; refuses a repo the factory did not make unless into_existing, and a
-        private publish into a repo that exists as public."""
+        private publish into a repo that exists as public. Uploads stop at safe points (Ctrl-C, cancel);
+        before_commit() is called just before the step that cannot be undone, and may raise to stop it."""
         ...
 
 
@@ -143,17 +145,19 @@ class LocalHub:
         return path, rev
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
-                private: bool = False, into_existing: bool = False) -> Published:
+                private: bool = False, into_existing: bool = False,
+                before_commit: Callable[[], None] | None = None) -> Published:
         import fcntl
 
         repo = self._repo(repo_id, repo_type)
         (repo / "revisions").mkdir(parents=True, exist_ok=True)
         with open(repo / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
-            return self._publish_locked(repo, repo_id, folder, message, repo_type, private, into_existing)
+            return self._publish_locked(repo, repo_id, folder, message, repo_type, private, into_existing,
+                                        before_commit)
 
     def _publish_locked(self, repo: Path, repo_id: str, folder: Path, message: str, repo_type: RepoType,
-                        private: bool, into_existing: bool) -> Published:
+                        private: bool, into_existing: bool, before_commit: Callable[[], None] | None) -> Published:
         parent = self.current(repo_id, repo_type)
         old = self._revision(repo_id, repo_type, parent) if parent else None
         existing = {p.relative_to(old).as_posix() for p in old.rglob("*") if p.is_file() and p.name != COMMIT_FILE} if old else None
@@ -165,29 +169,45 @@ class LocalHub:
         for stale in repo.glob(".incoming-*"):  # left by a crashed publish (a live one would hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=repo, prefix=".incoming-"))
-        try:
-            if old is not None:  # the new revision starts from the old one: files we did not write stay
-                shutil.copytree(old, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(COMMIT_FILE))
-                for rel in deletes:
-                    (tmp / rel).unlink(missing_ok=True)
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            (tmp / MANIFEST).write_bytes(manifest_bytes(new_files))
-            if old is not None and tree_digest(tmp, None) == tree_digest(old, None):
+        with interrupt.partial(tmp):
+            try:
+                if old is not None:  # the new revision starts from the old one: files we did not write stay
+                    shutil.copytree(old, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(COMMIT_FILE),
+                                    copy_function=_copy)
+                    for rel in deletes:
+                        (tmp / rel).unlink(missing_ok=True)
+                shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=_copy)
+                (tmp / MANIFEST).write_bytes(manifest_bytes(new_files))
+                if old is not None and tree_digest(tmp, None) == tree_digest(old, None):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    if before_commit is not None:
+                        before_commit()  # the same files are published: as final as a new revision
+                    return Published(repo_id, parent, self.url(repo_id, repo_type), created=False)
+                atomic.write_json(tmp / COMMIT_FILE, {"message": message, "parent": parent,
+                                                      "private": bool(was_private) if old else private})
+                atomic.fsync_tree(tmp)
+                rev = tree_digest(tmp, parent)
+                if before_commit is not None:
+                    before_commit()
+                dest = repo / "revisions" / rev
+                if dest.is_dir():  # written by a publish stopped before it moved refs/main: the same content
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    os.replace(tmp, dest)
+            except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
-                return Published(repo_id, parent, self.url(repo_id, repo_type), created=False)
-            atomic.write_json(tmp / COMMIT_FILE, {"message": message, "parent": parent,
-                                                  "private": bool(was_private) if old else private})
-            atomic.fsync_tree(tmp)
-            rev = tree_digest(tmp, parent)
-            os.replace(tmp, repo / "revisions" / rev)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                raise
         atomic.write_text(repo / "refs" / "main", rev + "\n")
         return Published(repo_id, rev, self.url(repo_id, repo_type), created=True)
 
     def url(self, repo_id: str, repo_type: RepoType = "model") -> str:
         return (self.root / f"{repo_type}s" / repo_id).as_uri()
+
+
+def _copy(src, dst):
+    """shutil.copy2 with a safe point before each file: a long copy stops when asked."""
+    interrupt.safe_point()
+    return shutil.copy2(src, dst)
 
 
 def model_folder(ref: str, hub: Hub, revision: str | None = None, files: list[str] | None = None) -> tuple[Path, str | None]:

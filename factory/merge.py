@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from factory import interrupt
 from factory.config import Request
 
 
@@ -75,8 +76,9 @@ def merge(request: Request, base_dir: Path, trained: Path, dest: Path, probe: li
                      "adapter on the 8-bit base it was trained on" if request.load_in_8bit else "adapter on the base"}
         del reference, trained_against
     model.config.use_cache = True  # inference default for the published model
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with interrupt.partial(tmp):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
     return check

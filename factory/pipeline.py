@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from factory import atomic, encoded_store
+from factory import atomic, encoded_store, interrupt
 from factory.config import Request
 from factory.errors import UserError
 from factory.home import placeholders
@@ -217,8 +217,9 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files
 
     writer = encoded_store.CacheWriter(path)
     try:
-        stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress, estimated)
-        encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
+        with interrupt.partial(writer.tmp):
+            stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress, estimated)
+            encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
     except BaseException:
         writer.abort()
         raise
@@ -274,7 +275,8 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.chat_template = template  # same prompt format for both models
         for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
-                                    substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens).items():
+                                    substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens,
+                                    check=interrupt.safe_point).items():
             scores.setdefault(task, {})[which] = score.as_dict()
         del model
     atomic.write_json(run.dir / "eval.json", scores)
@@ -316,10 +318,12 @@ def jobs_compute() -> dict | None:
 def stage_publish(run: Run, carded: dict) -> dict:
     req = run.request
     if not req.publish.enabled:
+        interrupt.commit()  # the run is complete without a publish: its end is the point of no return
         return {"skipped": "publish.enabled is false"}
     repo_id = req.hub_model_id or f"local/{run.dir.name}"
     result = run.hub.publish(repo_id, Path(carded["folder"]), f"factory: publish run {run.dir.name}",
-                             private=req.publish.private, into_existing=req.publish.into_existing)
+                             private=req.publish.private, into_existing=req.publish.into_existing,
+                             before_commit=interrupt.commit)  # a Ctrl-C before this stops the run; after, none is seen
     info = {"repo_id": result.repo_id, "revision": result.revision, "url": result.url, "hub": run.hub.name}
     atomic.write_json(run.dir / "published.json", info)
     run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
@@ -353,11 +357,14 @@ def _run_stage(run: Run, name: str, fn, results: dict, write_stamp: bool) -> Non
         run.timings[name] = 0.0
         run.reporter.emit(Event(name, "already done (skipped)"))
         return
+    interrupt.safe_point()
     if run.gate is not None:
         run.gate(name)
     t0 = time.time()
     results[name] = run.done(name, fn()) if write_stamp else fn()
     run.timings[name] = time.time() - t0
+    if name != "publish":  # published is published: the run reports it, whatever came after the commit
+        interrupt.safe_point()
 
 
 def execute(run: Run, stop_after: str | None = None) -> dict:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory import interrupt
 from factory.chat import Encoded
 from factory.config import Request
 from factory.encoded_store import Samples
@@ -150,6 +151,11 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                 control.should_training_stop = True
             if not control.should_save:
                 _pause_here(state.global_step)
+            _safe_point_on_every_rank()
+
+        def on_prediction_step(self, args, state, control, **kw):  # the eval loss's batches
+            if world_size() == 1:
+                interrupt.safe_point()
 
         def on_save(self, args, state, control, **kw):
             _pause_here(state.global_step)
@@ -169,6 +175,23 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                     f.write(json.dumps(row) + "\n")
 
     return Progress()
+
+
+def _safe_point_on_every_rank() -> None:
+    """A safe point between two steps. Under several processes, a stop asked of any of them (Ctrl-C reaches
+    each at a slightly different moment) stops all of them after the same step: the others would wait
+    for it in their next collective for ever."""
+    if world_size() > 1:
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([1.0 if interrupt.requested() else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not interrupt.requested():
+                raise interrupt.Interrupted(interrupt.MESSAGE)
+    interrupt.safe_point()
 
 
 def world_size() -> int:
@@ -388,8 +411,8 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
     if last:
         reporter.emit(Event("train", f"resuming from {last if last == request.resume_from_checkpoint else Path(last).name}"))
     t0 = time.time()
-    with environ(tracker_env(request)):
-        out = trainer.train(resume_from_checkpoint=last)
+    with environ(tracker_env(request)), interrupt.cleaning(lambda: last_complete_checkpoint(ckpt_dir)):
+        out = trainer.train(resume_from_checkpoint=last)  # a hard stop removes a checkpoint it cut short
     seconds = time.time() - t0
     seen = trainer.state.num_input_tokens_seen  # kept in checkpoints, so it counts across a resume too
     eval_loss = trainer.evaluate()["eval_loss"] if eval_bins else None

@@ -20,6 +20,7 @@ from typing import Callable
 
 from sqlalchemy.exc import DBAPIError
 
+from factory import interrupt
 from factory.errors import Stopped, TransientError, UserError
 from factory.jobs import Job, Store
 from factory.progress import Event
@@ -56,11 +57,16 @@ class JobReporter:
         self._stage: str | None = None
         self._stage_start: tuple[float, int] | None = None  # (time, step) when the stage's counting began
 
-    def emit(self, event: Event) -> None:
+    def check(self, stage: str | None = None) -> None:
+        """A safe point of the job: raises Stopped once a stop is asked for. Preemption waits for training
+        to save its checkpoint; cancel and a lost lease stop any stage."""
         if self.stop_requested in ("cancel", "lease-lost"):
             raise Stopped(self.stop_requested)
-        if self.stop_requested == "preempt" and event.stage != "train":  # training saves a checkpoint first
+        if self.stop_requested == "preempt" and (stage or self._stage) != "train":
             raise Stopped("preempt")
+
+    def emit(self, event: Event) -> None:
+        self.check(event.stage)
         payload = {k: v for k, v in event.as_dict().items() if v not in (None, "", {})}
         counted = event.total and event.step is not None
         if event.stage != self._stage:
@@ -124,7 +130,8 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     request = admitted(job)
     run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
               dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
-    return summary(run, execute(run))
+    with interrupt.watching(reporter.check):  # cancel and preemption reach every safe point of every stage
+        return summary(run, execute(run))
 
 
 def admitted(job: Job):
@@ -190,6 +197,8 @@ class Worker:
         print(f"[worker {self.name}] {redact(msg)}", file=self.out, flush=True)
 
     def _on_signal(self, signum, _frame) -> None:
+        if self.exiting and signum == signal.SIGINT:  # a second Ctrl-C: stop at once; the lease expires and
+            interrupt.hard_stop()                    # the next worker resumes from the last checkpoint
         self.exiting = True
         if self.reporter is not None:
             self.reporter.stop_requested = self.reporter.stop_requested or "preempt"
