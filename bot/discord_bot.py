@@ -4,8 +4,9 @@ Everything it knows lives in the job store: jobs, their events, and a delivery c
 restarted bot posts exactly what it had not posted yet. Who may do what is checked here, not only by
 Discord's own command permissions (server admins can change those):
   FACTORY_DISCORD_GUILDS          servers (ids) where the bot answers at all
-  FACTORY_DISCORD_ROLES           roles (names or ids) allowed to /finetune (empty: everyone in those servers)
-  FACTORY_DISCORD_OPERATOR_ROLES  roles that may cancel anyone's job and list all jobs
+  FACTORY_DISCORD_ROLES           role ids allowed to /finetune (empty: everyone in those servers)
+  FACTORY_DISCORD_OPERATOR_ROLES  role ids that may cancel anyone's job and list all jobs (ids, never names:
+                                  a member who may create roles could name one like an operator role)
   FACTORY_DISCORD_NAMESPACE       the Hub namespace Discord users' models are published into
 The token comes from DISCORD_TOKEN or the secrets file (mode 600) and is never printed.
 """
@@ -23,6 +24,7 @@ import yaml
 from discord import app_commands
 
 from bot import render
+from factory.admission import reader_hub
 from factory.compute import cost_note
 from factory.config import loads_request
 from factory.errors import UserError
@@ -63,8 +65,9 @@ def guild_allowed(guild_id: int | None) -> bool:
 
 
 def _has_role(member, wanted: set[str]) -> bool:
+    """By role id only: any member who may create roles can name one like an operator role."""
     roles = getattr(member, "roles", None) or []
-    return any(str(r.id) in wanted or r.name in wanted for r in roles)
+    return any(str(r.id) in wanted for r in roles)
 
 
 def may_finetune(member) -> bool:
@@ -235,7 +238,7 @@ class FactoryBot:
                 for part in render.refusal(str(exc)):
                     await interaction.followup.send(part, ephemeral=True)
                 return None
-            cost = await asyncio.to_thread(cost_note, request)
+            cost = await asyncio.to_thread(cost_note, request, reader_hub(submitter(interaction.user)))
             await self._private(interaction, "The request is valid. " + (cost or "This factory runs jobs on its own "
                                 "machines: there is no Hugging Face Jobs cost to estimate.") + " Run the command again "
                                 "without estimate_only to queue it.")
@@ -247,7 +250,7 @@ class FactoryBot:
                 await interaction.followup.send(part, ephemeral=True)
             return None
         job = self.store.get(job_id)
-        cost = await asyncio.to_thread(cost_note, loads_request(job.request))
+        cost = await asyncio.to_thread(cost_note, loads_request(job.request), reader_hub(job.submitter))
         message = await interaction.channel.send(
             f"{interaction.user.mention} queued **job {job_id}**: `{job.hub_model_id}`. Progress in the thread."
             + (f"\n{cost}" if cost else ""), view=self.cancel_view(job_id))
@@ -295,29 +298,31 @@ class FactoryBot:
 
     async def chat(self, interaction, model: str | None, prompt: str, compare: bool) -> None:
         """No model: the default pair (the real-model demo's finetune, or the tiny demo's) against its base."""
-        from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
+        from factory.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
 
         await interaction.response.defer(thinking=True)
         if why := denial(interaction):
             return await self._private(interaction, why)
-        self.engine = self.engine or ChatEngine()
+        self.engine = self.engine or ChatEngine(paths=False)  # a Hub repo id, read as the user, never a folder
+        who = submitter(interaction.user)
         if model is None:
             model, compare = default_models(self.engine.hub)[0], True
         pairs = [("finetuned", model)]
         try:
             if compare:
-                base = base_of(model_path(model, self.engine.hub))
+                base = base_of(self.engine.locate(model, chat_hub(self.store, who, model)))
                 if base:
                     pairs.append(("base", base))
             for label, ref in pairs:
-                await self._stream_reply(interaction, label, ref, prompt, Settings(temperature=0.7, max_new_tokens=512))
+                await self._stream_reply(interaction, label, ref, prompt, Settings(temperature=0.7, max_new_tokens=512),
+                                         chat_hub(self.store, who, ref))
         except UserError as exc:
             await self._private(interaction, str(exc))
 
-    async def _stream_reply(self, interaction, label: str, ref: str, prompt: str, settings) -> str:
+    async def _stream_reply(self, interaction, label: str, ref: str, prompt: str, settings, hub=None) -> str:
         """Edit the reply in as it streams (at most every EDIT_EVERY_S), then split it when it is long."""
         head = f"**{label}** (`{ref}`):\n"
-        gen = self.engine.stream(ref, [{"role": "user", "content": prompt}], settings)
+        gen = self.engine.stream(ref, [{"role": "user", "content": prompt}], settings, hub)
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -409,8 +414,18 @@ class FactoryBot:
         self.client.run(token, log_handler=None)
 
 
+def check_settings() -> None:
+    """Servers and roles are named by id: a name is refused at start, not silently never matched."""
+    for name in ("FACTORY_DISCORD_GUILDS", "FACTORY_DISCORD_ROLES", "FACTORY_DISCORD_OPERATOR_ROLES"):
+        names = sorted(x for x in _ids(name) if not x.isdigit())
+        if names:
+            raise UserError(f"{name}: {', '.join(names)} is not an id; give ids (Discord: Developer Mode, then right-click "
+                            "the server or role, Copy ID): names can be copied by anyone who may create roles")
+
+
 def main() -> int:
     token = discord_token()  # before anything else: a missing token is one clear line
+    check_settings()
     if not _ids("FACTORY_DISCORD_GUILDS"):
         print("warning: FACTORY_DISCORD_GUILDS is empty: the bot answers in every server it is in", file=sys.stderr)
     FactoryBot().run(token)

@@ -86,21 +86,33 @@ def lm_eval_command(model_dir: Path, tasks: list[str], task_dir: Path, samples_f
     return cmd
 
 
-def _checked_lm(check: Callable[[], None] | None):
-    """lm-eval's HF model, calling check() before each batch it scores or generates (it may raise to stop)."""
+def _checked_lm(check: Callable[[], None] | None, render: Callable[..., str] | None):
+    """lm-eval's HF model, calling check() before each batch it scores or generates (it may raise to stop),
+    and rendering chat prompts with render(messages, **apply_chat_template's arguments) when one is given."""
     from lm_eval.models.huggingface import HFLM
 
-    if check is None:
+    if check is None and render is None:
         return HFLM
 
     class Checked(HFLM):
         def _model_call(self, *args, **kwargs):
-            check()
+            if check is not None:
+                check()
             return super()._model_call(*args, **kwargs)
 
         def _model_generate(self, *args, **kwargs):
-            check()
+            if check is not None:
+                check()
             return super()._model_generate(*args, **kwargs)
+
+        def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+            if render is None:
+                return super().apply_chat_template(chat_history, add_generation_prompt)
+            kwargs = {"add_generation_prompt": add_generation_prompt, "continue_final_message": not add_generation_prompt}
+            try:
+                return render(chat_history, **kwargs)
+            except Exception:  # noqa: BLE001 - lm-eval's own fallback: the template may refuse a system turn
+                return render([m for m in chat_history if m["role"] != "system"], **kwargs)
 
     return Checked
 
@@ -108,10 +120,11 @@ def _checked_lm(check: Callable[[], None] | None):
 def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, seed: int = 1234,
              substitutions: dict[str, str] | None = None, batch_size: int = 16,
              apply_chat_template: bool = True, max_new_tokens: int = 256,
-             check: Callable[[], None] | None = None) -> dict[str, Score]:
+             check: Callable[[], None] | None = None, render: Callable[..., str] | None = None) -> dict[str, Score]:
     """Score model on tasks; returns the first metric of each task with its stderr and item count.
 
-    check() runs before every batch and may raise to stop (the caller's Ctrl-C or cancel)."""
+    check() runs before every batch and may raise to stop (the caller's Ctrl-C or cancel); render, when given,
+    renders the chat prompts instead of the tokenizer (a stranger's template, within the caller's bounds)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -119,7 +132,7 @@ def evaluate(model, tokenizer, tasks: list[str], *, limit: int | None = None, se
         samples = write_tasks(tasks, Path(tmp), limit=limit, seed=seed, substitutions=substitutions,
                               max_new_tokens=max_new_tokens)
         manager = TaskManager(include_path=tmp, include_defaults=False)
-        lm = _checked_lm(check)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+        lm = _checked_lm(check, render)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
         out = lm_eval.simple_evaluate(
             model=lm, tasks=tasks, task_manager=manager, samples=samples,
             apply_chat_template=apply_chat_template, random_seed=seed, numpy_random_seed=seed,

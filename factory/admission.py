@@ -12,6 +12,7 @@ import re
 
 from factory.config import Request, loads_request, parse_request
 from factory.errors import UserError
+from factory.redact import scrub_paths
 
 FRONT_DOORS = ("cli", "discord", "space")
 SUBMITTER_FORMS = {"space": re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"),
@@ -28,28 +29,70 @@ def check_submitter(submitter: str, front_door: str) -> None:
         raise UserError(f"submitter: '{submitter}' is not {want}, the identity {front_door} requests carry")
 
 
-def admit(request: Request | str, submitter: str, front_door: str) -> Request:
-    """The validated request as it will be queued, or a UserError naming the rule it breaks."""
-    from factory.checks import check_request
-    from factory.grants import check_queued
+def check_identity(identity: str, source: str) -> None:
+    """A front door's identity (hf:<user>, discord:<id>), or a UserError."""
+    if not any(form.match(identity or "") for form in SUBMITTER_FORMS.values()):
+        raise UserError(f"{source}: '{identity}' is not a front door's identity (hf:<username> or discord:<user id>)")
 
+
+def admit(request: Request | str, submitter: str, front_door: str, hub_token: str | None = None) -> Request:
+    """The validated request as it will be queued, or a UserError naming the rule it breaks.
+
+    A stranger's request is checked with the stranger's own eyes: every read it takes (the base model's
+    config, the datasets' sizes) goes through their sign-in token (hub_token), or sees public repos only."""
     if front_door not in FRONT_DOORS:
         raise UserError(f"front_door must be one of {', '.join(FRONT_DOORS)}, not {front_door!r}")
     check_submitter(submitter, front_door)
     source = f"{front_door} request"
+    hub = None
     if front_door != "cli":
-        request = _stranger(request, submitter, source)
-    elif isinstance(request, str):
+        try:
+            hub = reader_hub(submitter, hub_token)
+            request = _stranger(request, submitter, source, hub)
+            return _queued(request, source, hub)
+        except UserError as exc:  # a stranger reads what is wrong, never where the factory keeps its files
+            raise UserError(scrub_paths(str(exc))) from None
+    if isinstance(request, str):
         request = loads_request(request, source)
+    return _queued(request, source, hub)
+
+
+def _queued(request: Request, source: str, hub) -> Request:
+    """What every queued request passes, whoever sent it."""
+    from factory.checks import check_request
+    from factory.grants import check_queued
+
     if request.output_dir:
         raise UserError("output_dir cannot be set on a queued job: the worker keeps its run folder in "
-                        "$FACTORY_HOME/runs/job-<id>; remove the key")
+                        "$FACTORY_HOME/runs/job-<id>-<token>; remove the key")
     check_queued(request, source)  # before anything reads a local file it names
-    check_request(request, source)
+    check_request(request, source, hub)
     return request
 
 
-def _stranger(request: Request | str, submitter: str, source: str) -> Request:
+def readmit(request_yaml: str, submitter: str, front_door: str, source: str, hub=None) -> Request:
+    """A queued request checked again where it runs (the row may predate a policy change): the grants for
+    local files, and for a stranger's request the front-door policy, reading through `hub` (theirs)."""
+    from factory import remote_policy
+    from factory.grants import check_queued
+
+    request = loads_request(request_yaml, source)
+    check_queued(request, source)
+    if front_door != "cli":
+        remote_policy.check_request(request, submitter, source, hub=hub)
+    return request
+
+
+def reader_hub(submitter: str, hub_token: str | None = None):
+    """The hub as this stranger sees it: their sign-in token, or public repos only (never the operator's)."""
+    from factory.credentials import Token, operator_endpoint
+    from factory.hub import hub_for
+
+    token = Token(hub_token, "your sign-in", operator_endpoint()) if hub_token else None
+    return hub_for(submitter, token)
+
+
+def _stranger(request: Request | str, submitter: str, source: str, hub) -> Request:
     from factory import remote_policy
     from factory.yaml_guard import load_untrusted
 
@@ -64,5 +107,5 @@ def _stranger(request: Request | str, submitter: str, source: str) -> Request:
         tag = f"-d{submitter.partition(':')[2]}"
         if not request.hub_model_id.endswith(tag):
             request = request.model_copy(update={"hub_model_id": request.hub_model_id[:96 - len(tag)] + tag})
-    remote_policy.check_request(request, submitter, source)
+    remote_policy.check_request(request, submitter, source, hub=hub)
     return request

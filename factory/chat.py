@@ -78,21 +78,25 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE)
 
 
-def _render(tokenizer, template: str, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=generation_prompt
-    )
+def in_process(tokenizer, template: str):
+    """render(messages, add_generation_prompt) in this process: the operator's own templates. A stranger's are
+    rendered by a render_bounds.BoundedRenderer instead, which takes the same call."""
+    def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    return render
 
 
-def assistant_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer, template: str, messages: list[dict], render=None) -> tuple[str, list[tuple[int, int]]]:
     """The full rendered text and the character spans of each assistant reply with its end-of-turn."""
-    full = _render(tokenizer, template, messages, False)
+    render = render or in_process(tokenizer, template)
+    full = render(messages, add_generation_prompt=False)
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = _render(tokenizer, template, messages[:i], True) if i else ""
-        upto = _render(tokenizer, template, messages[: i + 1], False)
+        prompt = render(messages[:i], add_generation_prompt=True) if i else ""
+        upto = render(messages[: i + 1], add_generation_prompt=False)
         if not full.startswith(prompt) or not upto.startswith(prompt):
             raise UserError(
                 "the chat template renders earlier turns differently once later turns exist, so assistant "
@@ -106,15 +110,15 @@ def assistant_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str
     return full, spans
 
 
-def encode(sample: Sample, tokenizer, template: str, train_on_inputs: bool) -> Encoded:
-    """Token ids and labels (IGNORE where not trained) for one sample."""
+def encode(sample: Sample, tokenizer, template: str, train_on_inputs: bool, render=None) -> Encoded:
+    """Token ids and labels (IGNORE where not trained) for one sample (render: see in_process)."""
     if sample.text is not None:
         ids = tokenizer(sample.text, add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             ids = ids + [tokenizer.eos_token_id]
         return Encoded(ids, list(ids))
     messages = sample.as_dicts()
-    full, spans = assistant_spans(tokenizer, template, messages)
+    full, spans = assistant_spans(tokenizer, template, messages, render)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
     if train_on_inputs:

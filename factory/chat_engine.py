@@ -33,6 +33,8 @@ class Settings:
             raise UserError(f"top_p must be in (0, 1], not {self.top_p}")
         if not 1 <= self.max_new_tokens <= token_limit:
             raise UserError(f"max_new_tokens must be between 1 and {token_limit}, not {self.max_new_tokens}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise UserError(f"seed must be a whole number from 0 to {2**32 - 1}, not {self.seed}")
         return self
 
 
@@ -43,6 +45,7 @@ class Loaded:
     model: object
     tokenizer: object
     template: str
+    render: object = None  # a render_bounds.BoundedRenderer for front doors (the model's template is a stranger's)
 
 
 @dataclass
@@ -90,6 +93,19 @@ def default_models(hub=None) -> list[str]:
     return [m for m in (FINETUNED_ID,) if hub.exists(m)] + ["factory/tiny-llama-demo-instruct"]
 
 
+def chat_hub(store, user: str, ref: str, hub_token: str | None = None):
+    """The hub a front door reads a chat model through, for `user`: the operator's when ref is a model one of
+    the user's own jobs published (it went where the operator publishes their models), else the user's own
+    identity (their sign-in token, or public repos only)."""
+    from factory.admission import reader_hub
+
+    if ref in {j.hub_model_id for j in store.list(status="succeeded", submitter=user, limit=500)}:
+        from factory.hub import default_hub
+
+        return default_hub()
+    return reader_hub(user, hub_token)
+
+
 def base_of(path: Path) -> str | None:
     """The base model a factory-made model was trained from (its factory_request.yaml), if known."""
     import yaml
@@ -104,9 +120,13 @@ def base_of(path: Path) -> str | None:
 
 
 class ChatEngine:
+    """paths=False (the Space, the bot, the API): a model is a Hub repo id, read through the hub each call
+    passes (the user's own identity), never a folder on the server; `factory chat` may name folders."""
+
     def __init__(self, hub=None, max_models: int | None = None, time_limit_s: float = 120.0, token_limit: int = 1024,
-                 device: str | None = None):
+                 device: str | None = None, paths: bool = True):
         self.hub = hub
+        self.paths = paths
         self.max_models = max_models or int(os.environ.get("FACTORY_CHAT_MAX_MODELS", "2"))
         self.time_limit_s, self.token_limit = time_limit_s, token_limit
         self.device = device or _default_device()
@@ -118,38 +138,68 @@ class ChatEngine:
 
     def loaded(self) -> list[str]:
         with self._cache_lock:
-            return list(self._models)
+            return [m.ref for m in self._models.values()]
 
-    def load(self, ref: str) -> Loaded:
+    def locate(self, ref: str, hub=None) -> Path:
+        """The model's folder, read through hub (default: the engine's): every call checks access again, so
+        a model one user may read is never handed to another from the cache."""
+        if self.paths:
+            return model_path(ref, hub or self.hub)
+        from factory.hub import default_hub
+        from factory.ids import repo_id_problem
+
+        if problem := repo_id_problem(ref):
+            raise UserError(f"a chat model is a Hub repo id (org/name): {problem}")
+        hub = hub or self.hub or default_hub()
+        if not hub.exists(ref):
+            raise UserError(f"model '{ref}' was not found, or you may not read it")
+        return hub.snapshot(ref, "model")[0]
+
+    def load(self, ref: str, hub=None) -> Loaded:
+        path = self.locate(ref, hub)
+        key = str(path)
         with self._cache_lock:
-            if ref in self._models:
-                self._models.move_to_end(ref)
-                return self._models[ref]
-            loaded = self._load(ref)
-            self._models[ref] = loaded
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            loaded = self._load(ref, path)
+            self._models[key] = loaded
             while len(self._models) > self.max_models:
                 self._models.popitem(last=False)  # the least recently used
             return loaded
 
-    def _load(self, ref: str) -> Loaded:
+    def _load(self, ref: str, path: Path) -> Loaded:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from factory.chat import BUILTIN_TEMPLATES
 
-        path = model_path(ref, self.hub)
         tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        return Loaded(ref, path, model, tokenizer, tokenizer.chat_template or BUILTIN_TEMPLATES["chatml"])
+        template = tokenizer.chat_template or BUILTIN_TEMPLATES["chatml"]
+        render = None
+        if not self.paths:  # a front door's model: its template is a stranger's code, rendered within bounds
+            from factory.render_bounds import BoundedRenderer
+
+            render = BoundedRenderer(tokenizer, template)
+        return Loaded(ref, path, model, tokenizer, template, render)
 
     # ---- generation ------------------------------------------------------------------------------
 
     def _prompt(self, loaded: Loaded, messages: list[dict]):
         if not messages or messages[-1].get("role") != "user":
             raise UserError("a chat turn ends with the user's message")
-        text = loaded.tokenizer.apply_chat_template(messages, chat_template=loaded.template, tokenize=False,
-                                                    add_generation_prompt=True)
+        if loaded.render is not None:
+            from factory.render_bounds import RenderError
+
+            try:
+                text = loaded.render(messages, add_generation_prompt=True)
+            except RenderError as exc:
+                raise UserError(f"the model's chat template refused this conversation ({exc})") from None
+        else:
+            text = loaded.tokenizer.apply_chat_template(messages, chat_template=loaded.template, tokenize=False,
+                                                        add_generation_prompt=True)
         return loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
 
     def _kwargs(self, loaded: Loaded, settings: Settings) -> dict:
@@ -161,12 +211,12 @@ class ChatEngine:
             kw.update(do_sample=False, temperature=None, top_p=None)
         return kw
 
-    def generate(self, ref: str, messages: list[dict], settings: Settings = Settings()) -> str:
+    def generate(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None) -> str:
         """The whole reply at once (no streamer); the same text that stream() yields for the same seed."""
         import torch
 
         settings = settings.checked(self.token_limit)
-        loaded = self.load(ref)
+        loaded = self.load(ref, hub)
         inputs = self._prompt(loaded, messages)
         with self._generate_lock, torch.no_grad():
             if settings.seed is not None:
@@ -174,10 +224,10 @@ class ChatEngine:
             out = loaded.model.generate(**inputs, **self._kwargs(loaded, settings))
         return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def stream(self, ref: str, messages: list[dict], settings: Settings = Settings()) -> Generation:
+    def stream(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None) -> Generation:
         """A reply streamed as text chunks, stopped by cancel(), the time limit or the token limit."""
         settings = settings.checked(self.token_limit)
-        loaded = self.load(ref)
+        loaded = self.load(ref, hub)
         inputs = self._prompt(loaded, messages)
         cancel, counter = threading.Event(), {}
         return Generation(self._chunks(loaded, inputs, settings, cancel, counter), cancel, counter)

@@ -104,8 +104,9 @@ def _summary(run, results: dict, out=None) -> None:
           + f" (total {sum(run.timings.values()):.1f}s)", file=out)
 
 
-def _console_run(request, hub=None):
-    """The run of a request in its run folder, with a console reporter and the request's hub."""
+def _console_run(request, hub=None, identity: str | None = None):
+    """The run of a request in its run folder, with a console reporter and the request's hub (a stranger's
+    job, `identity`: reads as that stranger, with FACTORY_USER_TOKEN when it is set, else public repos only)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-file load/save bars; the stages report progress themselves
@@ -113,14 +114,23 @@ def _console_run(request, hub=None):
     from factory.pipeline import Run, run_dir_for
     from factory.progress import Console
 
+    if identity is not None and hub is None:
+        import os
+
+        from factory.credentials import Token, operator_endpoint
+        from factory.hub import stranger_job_hub
+
+        value = os.environ.get("FACTORY_USER_TOKEN")
+        token = Token(value, "FACTORY_USER_TOKEN", operator_endpoint()) if value else None
+        hub = stranger_job_hub(identity, token, request.hub_endpoint)
     return Run(request=request, hub=hub or default_hub(request.hub_endpoint), reporter=Console(),
-               dir=run_dir_for(request))
+               dir=run_dir_for(request), identity=identity)
 
 
-def _execute(request, hub=None):
+def _execute(request, hub=None, identity: str | None = None):
     from factory.pipeline import execute
 
-    run = _console_run(request, hub)
+    run = _console_run(request, hub, identity)
     results = execute(run)
     if "publish" in results:  # under `accelerate launch`, only the main process gets this far
         _summary(run, results)
@@ -141,12 +151,16 @@ def cmd_run(args) -> int:
         if not text:
             raise UserError(f"--request-env {args.request_env}: that environment variable is empty or unset")
         request = loads_request(text, f"${args.request_env}")
+    if args.identity is not None:
+        from factory.admission import check_identity
+
+        check_identity(args.identity, "--identity")
     if args.events == "console":
-        return _execute(request)
-    return _execute_jsonl(request, args.run_name)
+        return _execute(request, identity=args.identity)
+    return _execute_jsonl(request, args.run_name, args.identity)
 
 
-def _execute_jsonl(request, run_name: str | None) -> int:
+def _execute_jsonl(request, run_name: str | None, identity: str | None = None) -> int:
     """The run with its events as JSON lines on stdout (factory/event_lines.py), for a worker to follow."""
     import json
     import os
@@ -159,7 +173,7 @@ def _execute_jsonl(request, run_name: str | None) -> int:
     if os.environ.get("FACTORY_JOBS_COMPUTE"):  # the cost on the card counts from this process's start
         os.environ["FACTORY_JOBS_COMPUTE"] = json.dumps({**json.loads(os.environ["FACTORY_JOBS_COMPUTE"]),
                                                          "started": time.time()})
-    run = _console_run(request)
+    run = _console_run(request, identity=identity)
     if run_name is not None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", run_name):
             raise UserError(f"--run-name '{run_name}': lower-case letters, digits and dashes only")
@@ -249,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--request-env", metavar="VAR", help="read the request YAML from this environment variable "
                    "instead of a file (how the Jobs backend passes it)")
     r.add_argument("--run-name", help="the run folder's name under $FACTORY_HOME/runs (default: from the request)")
+    r.add_argument("--identity", metavar="ID", help="run a front door's job as its submitter (hf:<user>, discord:<id>, "
+                   "api:<name>), as the Jobs backend does: reads use FACTORY_USER_TOKEN or public repos only, and the "
+                   "publish checks that the repo is theirs")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("prepare", help="tokenise and pack without training: rows, tokens, packing efficiency, steps")
     pr.add_argument("request", help="the request YAML")

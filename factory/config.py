@@ -18,6 +18,7 @@ from factory.errors import UserError
 from factory.ids import looks_like_repo_id, repo_id_problem, revision_problem
 
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+MAX_PROBLEMS = 20  # schema errors listed at most (a document of aliases can hold millions)
 MAX_REQUEST_BYTES = 1 << 20  # a request is a page of YAML; front doors accept far less (yaml_guard)
 
 # Axolotl options the factory does not implement yet, named in the error (see factory/axolotl.py for the
@@ -27,6 +28,14 @@ AXOLOTL_UNSUPPORTED = {
     "xformers_attention": "xformers attention (attn_implementation: sdpa is its equivalent)",
     "unsloth_lora_mlp": "Unsloth kernels", "local_rank": "local_rank (accelerate sets it)",
 }
+
+# from_pretrained's own arguments: they choose files, devices and code, not the model's settings.
+LOADER_ARGUMENTS = {"subfolder", "gguf_file", "device_map", "offload_folder", "offload_state_dict", "cache_dir",
+                    "revision", "local_files_only", "token", "use_auth_token", "trust_remote_code", "code_revision",
+                    "force_download", "proxies", "max_memory", "quantization_config", "dtype", "torch_dtype",
+                    "from_tf", "from_flax", "use_safetensors", "weights_only", "key_mapping", "tp_plan", "tp_size",
+                    "device_mesh", "adapter_name", "adapter_kwargs", "variant", "low_cpu_mem_usage",
+                    "attn_implementation", "output_loading_info", "state_dict", "pretrained_model_name_or_path"}
 
 Role = Literal["system", "user", "assistant"]
 # The transformers Trainer's optimizer names; some need their own package (bitsandbytes for the 8-bit, paged and
@@ -92,7 +101,7 @@ class DatasetSpec(Strict):
 class EvalSpec(Strict):
     tasks: list[str] = Field(default_factory=list, description="lm-eval task names (or registry names)")
     limit: int | None = Field(None, ge=1, description="a seeded random subset of this many items per task")
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, lt=2**32)
     max_new_tokens: int = Field(256, ge=1, description="generation budget for generative tasks (gsm8k)")
 
 
@@ -136,6 +145,9 @@ class PublishSpec(Strict):
     adapter: bool = Field(False, description="publish the LoRA adapter alone (a PEFT repo) instead of the merged model")
     into_existing: bool = Field(False, description="publish into a repo that exists but was not made by the factory "
                                 "(its own files are kept; only files the factory wrote are ever replaced or deleted)")
+    writers: list[str] = Field(default_factory=list, description="identities besides yours (hf:<user>, "
+                               "discord:<id>, api:<name>) that may publish new revisions of this repo; recorded "
+                               "in its manifest")
 
 
 class ComputeSpec(Strict):
@@ -253,7 +265,7 @@ class Request(Strict):
     tf32: bool = Field(False, description="TF32 matmuls on Ampere+ GPUs (ignored elsewhere)")
     gradient_checkpointing: bool | Literal["offload"] = False
     gradient_checkpointing_kwargs: dict[str, Any] | None = Field(None, description="passed to the Trainer (use_reentrant: false ...)")
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32, description="0 to 2**32-1 (numpy's and torch's seeds)")
     logging_steps: int = Field(10, ge=1)
     save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (default: once per epoch)")
     saves_per_epoch: int | None = Field(None, ge=1, description="checkpoints per epoch (instead of save_steps)")
@@ -310,6 +322,15 @@ class Request(Strict):
         if not (Path(v).expanduser() / "config.json").is_file():
             problem = repo_id_problem(v)
             raise ValueError(f"{problem}, nor a local model folder with a config.json, nor a .gguf file")
+        return v
+
+    @field_validator("base_config_overrides")
+    @classmethod
+    def _overrides(cls, v: dict | None) -> dict | None:
+        loader = sorted(set(v or {}) & LOADER_ARGUMENTS)
+        if loader:
+            raise ValueError(f"{', '.join(loader)}: an argument of the model loader, not a setting of the model's config; "
+                             "base_config_overrides only changes config settings (output_router_logits, rope_theta ...)")
         return v
 
     @field_validator("chat_template")
@@ -397,10 +418,17 @@ class Request(Strict):
 # ---- loading with useful errors ----------------------------------------------------------------
 
 def _line_index(text: str) -> dict[tuple, int]:
-    """Map each key path (tuple of keys/indices) in the YAML document to its 1-based line."""
+    """Map each key path (tuple of keys/indices) in the YAML document to its 1-based line.
+
+    Each node is visited once: an alias points back at a node already seen, so a "billion laughs" document
+    (nine aliases of nine aliases ...) costs its size here, not its expansion."""
     lines: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, path: tuple) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = (*path, k.value)
@@ -442,6 +470,15 @@ def _format_loc(loc: tuple) -> str:
     return out
 
 
+def _short(value) -> str:
+    """A value as the user wrote it, cut short: nested aliases can make one value billions of items long."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 80, 80
+    return short.repr(value)
+
+
 def _explain(err: dict, lines: dict[tuple, int], source: str) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = loc[-1] if loc else ""
@@ -459,7 +496,7 @@ def _explain(err: dict, lines: dict[tuple, int], source: str) -> str:
     if err["type"] == "missing":
         return f"{where}: `{path}` is required"
     msg = err["msg"].removeprefix("Value error, ")
-    shown = "" if err["type"].startswith("value_error") else f" (got {err.get('input')!r})"
+    shown = "" if err["type"].startswith("value_error") else f" (got {_short(err.get('input'))})"
     return f"{where}: `{path}`: {msg}{shown}"
 
 
@@ -480,7 +517,10 @@ def parse_request(data: Any, source: str = "<request>", text: str | None = None)
         request = Request.model_validate(data)
     except ValidationError as exc:
         lines = _line_index(text) if text else {}
-        problems = [_explain(e, lines, source) for e in exc.errors()]
+        errors = exc.errors()
+        problems = [_explain(e, lines, source) for e in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            problems.append(f"... and {len(errors) - MAX_PROBLEMS:,} more")
         raise UserError("invalid request:\n  " + "\n  ".join(problems)) from None
     request._compat = compat
     return request

@@ -27,11 +27,13 @@ from factory.errors import UserError
 from factory.formats import Sample
 from factory.row_chunks import CHUNK, Chunk, Tally, judge
 from factory.row_chunks import chunks as chunks_of
+from factory.render_bounds import MEMORY, chunk_seconds, limit_memory
 from factory.template_writes import content_only_written
 
 if TYPE_CHECKING:
     from factory.hub import Hub
 
+CHUNK_MEMORY = 2 * MEMORY  # a bounded worker's memory above its size at start: a chunk of rows, rendered and tokenised
 MARK = "\ue000{}\ue001"  # private-use characters: no template writes them
 _START, _END = itemgetter(0), itemgetter(1)
 PROBES = [
@@ -299,24 +301,37 @@ def _prefix(tokenizer, template: str, conv: list[dict]):
 # ---- every core --------------------------------------------------------------------------------
 
 _JOB: tuple | None = None  # (tokenizer, template, train_on_inputs, shape, dataset specs), inherited by forked workers
+LEARN = "learn"  # the shape, when a bounded worker learns it itself (a stranger's template never renders in the parent)
 
 
-def _work(chunk: Chunk) -> tuple[list | None, EncodedArrays, int]:
-    """A chunk's rows judged (row_chunks.judge) and its usable ones encoded: compact, cheap to send back."""
+def _work(chunk: Chunk) -> tuple[list | None, EncodedArrays, int, bool]:
+    """A chunk's rows judged (row_chunks.judge) and its usable ones encoded: compact, cheap to send back. Also
+    how many rows took the prefix way, and whether the template's fast path applies."""
+    global _JOB
     tokenizer, template, train_on_inputs, shape, specs = _JOB
-    outcomes, samples = judge(chunk, specs[chunk.dataset] if specs else None)
-    encoded, slow = encode_batch(samples, tokenizer, template, train_on_inputs, shape)
-    return outcomes, encoded, slow
+    if shape == LEARN:
+        shape = None if train_on_inputs else learn_shape(tokenizer, template)
+        _JOB = (tokenizer, template, train_on_inputs, shape, specs)
+    try:
+        outcomes, samples = judge(chunk, specs[chunk.dataset] if specs else None)
+        encoded, slow = encode_batch(samples, tokenizer, template, train_on_inputs, shape)
+    except MemoryError:
+        raise UserError(f"chat-template-sandbox: encoding {len(chunk.items):,} rows used more memory than allowed "
+                        f"({CHUNK_MEMORY >> 20} MB; the chat template may build huge text); it was stopped") from None
+    return outcomes, encoded, slow, shape is not None or train_on_inputs
 
 
-def _worker_signals() -> None:
+def _worker_signals(bounded: bool = False) -> None:
     """Ctrl-C reaches the whole process group: the parent stops the pool, workers print no traceback. A
     SIGTERM handler inherited from the parent (a queue worker's graceful stop) would keep a worker alive
-    when the pool terminates it: workers die on SIGTERM."""
+    when the pool terminates it: workers die on SIGTERM. A bounded worker (a stranger's template) also has
+    its memory limited."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if bounded:
+        limit_memory(CHUNK_MEMORY)
 
 
 def default_processes() -> int:
@@ -337,60 +352,72 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
 
 def encode_datasets(request: Request, hub: Hub | None, reports: list, tokenizer, template: str,
                     sink: Callable[[EncodedArrays], None], resolved: list | None = None,
-                    progress: Callable[[int, int, float], None] | None = None, total: int | None = None) -> dict:
+                    progress: Callable[[int, int, float], None] | None = None, total: int | None = None,
+                    bounded: bool = False) -> dict:
     """Every dataset of the request read, judged, de-duplicated and encoded on request.dataset_processes
     processes, each chunk's kept samples handed to sink in load order: what data.stream into
-    encode_stream gives, with the parsing and normalising on every core (row_chunks). Fills `reports`."""
+    encode_stream gives, with the parsing and normalising on every core (row_chunks). Fills `reports`.
+    bounded: a stranger's job (see encode_stream)."""
     tally = Tally(request, reports)
     return encode_stream(chunks_of(request, hub, reports, resolved), tokenizer, template, request.train_on_inputs,
                          lambda chunk, outcomes, encoded: sink(tally.take(chunk, outcomes, encoded)),
-                         request.datasets, request.dataset_processes, progress, total)
+                         request.datasets, request.dataset_processes, progress, total, bounded)
 
 
 def encode_stream(chunks: Iterator[Chunk], tokenizer, template: str, train_on_inputs: bool,
                   sink: Callable[[Chunk, list | None, EncodedArrays], None], specs: list | None = None,
                   processes: int | None = None, progress: Callable[[int, int, float], None] | None = None,
-                  total: int | None = None) -> dict:
+                  total: int | None = None, bounded: bool = False) -> dict:
     """Every chunk judged and encoded, in order, over `processes` worker processes (default: every core),
     each handed to sink(chunk, outcomes, encoded) as it is done (`specs`: the datasets' specs, to
     normalise rows with). Memory stays bounded: at most two chunks per process are in flight.
 
+    bounded (a stranger's template, which is code): nothing renders in this process; worker processes do it
+    all, even for small data, each chunk within render_bounds.chunk_seconds and CHUNK_MEMORY, and a chunk
+    that runs over stops the stage with a UserError.
+
     progress(done, total, rows_per_s) is called about once a second; total is the caller's estimate of
     the rows (it grows to what was done when the estimate was short). Returns stats: processes used,
     whether the template's fast path applied, rows encoded the prefix way, seconds."""
-    shape = None if train_on_inputs else learn_shape(tokenizer, template)
+    shape = LEARN if bounded else None if train_on_inputs else learn_shape(tokenizer, template)
     processes = max(1, min(processes or default_processes(), default_processes()))  # never more than the cores
     head = list(islice(chunks, 5))
     if sum(len(c.items) for c in head) < 4 * CHUNK:  # a worker pool costs more than it saves on small data
         processes = 1
-    slow, done, t0, shown = 0, 0, time.monotonic(), 0.0
+    slow, done, t0, shown, fast = 0, 0, time.monotonic(), 0.0, True
 
     def collect(chunk: Chunk, result) -> None:
-        nonlocal slow, done, shown
-        outcomes, encoded, n_slow = result
+        nonlocal slow, done, shown, fast
+        outcomes, encoded, n_slow, fast_here = result
         sink(chunk, outcomes, encoded)
-        slow, done = slow + n_slow, done + len(chunk.items)
+        slow, done, fast = slow + n_slow, done + len(chunk.items), fast and fast_here
         now = time.monotonic()
         if progress is not None and now - shown >= 1.0:
             shown = now
             progress(done, max(total or 0, done), done / max(now - t0, 1e-9))
 
-    _encode_chunks(chain(head, chunks), processes, (tokenizer, template, train_on_inputs, shape, specs), collect)
+    _encode_chunks(chain(head, chunks), processes, (tokenizer, template, train_on_inputs, shape, specs), collect,
+                   bounded)
     if progress is not None:
         progress(done, done, done / max(time.monotonic() - t0, 1e-9))
-    return {"processes": processes, "template_fast_path": shape is not None or train_on_inputs,
-            "prefix_rows": slow, "seconds": round(time.monotonic() - t0, 3)}
+    return {"processes": processes, "template_fast_path": fast, "prefix_rows": slow,
+            "seconds": round(time.monotonic() - t0, 3)}
 
 
-def _result(pending):
-    """A worker's answer, with a safe point every quarter second while it works (a stop ends the pool)."""
+def _result(pending, rows: int, bounded: bool):
+    """A worker's answer, with a safe point every quarter second while it works (a stop ends the pool);
+    bounded, within chunk_seconds(rows) of when the wait began (the chunks before it are done by then)."""
+    deadline = time.monotonic() + chunk_seconds(rows) if bounded else None
     while not pending.ready():
         pending.wait(0.25)
         interrupt.safe_point()
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError(f"chat-template-sandbox: rendering and tokenising {rows:,} rows took more than "
+                            f"{chunk_seconds(rows):g} s (the chat template may loop); the data stage was stopped")
     return pending.get()
 
 
-def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect) -> None:
+def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect, bounded: bool = False) -> None:
     import gc
     import multiprocessing
     from collections import deque
@@ -403,21 +430,22 @@ def _encode_chunks(chunks: Iterator[Chunk], processes: int, job: tuple, collect)
     thaw = gc.get_freeze_count() == 0
     gc.freeze()
     try:
-        if processes == 1:
+        if processes == 1 and not bounded:
             for chunk in chunks:
                 interrupt.safe_point()
                 collect(chunk, _work(chunk))
             return
-        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals) as pool:
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_signals,
+                                                      initargs=(bounded,)) as pool:
             pending: deque = deque()
             for chunk in chunks:  # Pool.imap would read the whole input ahead: submit as results come back
                 pending.append((chunk, pool.apply_async(_work, (chunk,))))
                 if len(pending) >= 2 * processes:
                     chunk_, result = pending.popleft()
-                    collect(chunk_, _result(result))
+                    collect(chunk_, _result(result, len(chunk_.items), bounded))
             while pending:
                 chunk_, result = pending.popleft()
-                collect(chunk_, _result(result))
+                collect(chunk_, _result(result, len(chunk_.items), bounded))
     finally:
         _JOB = None
         if thaw:

@@ -21,7 +21,7 @@ from factory import interrupt
 from factory.credentials import Token, allowed_namespace, normalise_endpoint
 from factory.errors import TransientError, UserError
 from factory.filehash import sha256_of
-from factory.hub import MANIFEST, Published, RepoType, manifest_bytes, plan_publish
+from factory.hub import MANIFEST, Published, RepoType, plan_publish
 from factory.ids import repo_id_problem, revision_problem
 
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.jinja", "*.txt", "README.md"]
@@ -38,18 +38,27 @@ def _git_blob_sha(path: Path) -> str:
 
 
 class HfHub:
-    def __init__(self, token: Token, endpoint: str = "https://huggingface.co", retry_base_s: float = 1.0):
+    """token None: anonymous (public repos only; huggingface_hub is told to send no token at all, not even
+    a saved login). reader: the stranger the reads are made for (None: the operator)."""
+
+    def __init__(self, token: Token | None, endpoint: str = "https://huggingface.co", retry_base_s: float = 1.0,
+                 reader: str | None = None):
         from huggingface_hub import HfApi
 
-        self.token, self.endpoint = token, normalise_endpoint(endpoint)
-        if token.endpoint != self.endpoint:  # a token is only ever sent where the operator configured it
+        self.token, self.endpoint, self.reader = token, normalise_endpoint(endpoint), reader
+        if token is not None and token.endpoint != self.endpoint:  # sent only where the operator configured it
             raise UserError(f"the token from {token.source} belongs to {token.endpoint}, not {self.endpoint}; "
                             "it is not sent there")
-        self.api = HfApi(endpoint=self.endpoint, token=token.value)
-        self.name = f"{urlparse(self.endpoint).netloc} (token from {token.source})"
+        self.secret = token.value if token is not None else False  # False: no token, whatever is saved locally
+        self.source = token.source if token is not None else "no token (public repos only)"
+        self.api = HfApi(endpoint=self.endpoint, token=self.secret)
+        self.name = f"{urlparse(self.endpoint).netloc} ({'token from ' + token.source if token else 'anonymous'})"
         self.retry_base_s = retry_base_s
 
     # ---- errors and retries ----------------------------------------------------------------------
+
+    def _whose(self) -> str:
+        return f"the token from {self.token.source}" if self.token is not None else "an anonymous reader"
 
     def _explain(self, exc: Exception, repo_id: str, repo_type: RepoType, revision: str | None = None) -> Exception:
         from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
@@ -58,18 +67,18 @@ class HfHub:
         where = f"{repo_type} '{repo_id}' on {self.endpoint}"
         if isinstance(exc, GatedRepoError):
             return UserError(f"{where} is gated: accept its terms at {self.endpoint}/{repo_id} with the account of "
-                             f"the token from {self.token.source}, then retry")
+                             f"{self._whose()}, then retry")
         if isinstance(exc, RevisionNotFoundError):
             return UserError(f"{where} has no revision '{revision}'; check revision_of_model")
         if isinstance(exc, RepositoryNotFoundError):
-            return UserError(f"{where} was not found, or it is private and the token from {self.token.source} cannot "
+            return UserError(f"{where} was not found, or it is private and {self._whose()} cannot "
                              "read it: check the id and the token's access")
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
-            return UserError(f"the token from {self.token.source} was refused by {self.endpoint} (401): it is invalid "
+            return UserError(f"{self._whose()} was refused by {self.endpoint} (401): it is invalid "
                              "or expired; make a new one at https://huggingface.co/settings/tokens")
         if status == 403:
-            return UserError(f"the token from {self.token.source} may not do this on {where} (403): use a token with "
+            return UserError(f"{self._whose()} may not do this on {where} (403): use a token with "
                              "write access to that namespace")
         if status is not None and status >= 500 or self._is_connection_error(exc):
             return TransientError(f"{where}: the Hub did not answer ({status or type(exc).__name__}); try again later")
@@ -110,13 +119,14 @@ class HfHub:
             raise UserError(problem)
         patterns = files or (MODEL_FILES if repo_type == "model" else DATASET_FILES)
         path = self._call(lambda: snapshot_download(
-            repo_id, repo_type=repo_type, revision=revision, allow_patterns=patterns, token=self.token.value,
+            repo_id, repo_type=repo_type, revision=revision, allow_patterns=patterns, token=self.secret,
             endpoint=self.endpoint), repo_id, repo_type, revision)
         return Path(path), Path(path).name  # the cache's snapshot folder is named by the commit id
 
     def publish(self, repo_id: str, folder: Path, message: str, repo_type: RepoType = "model",
                 private: bool = False, into_existing: bool = False,
-                before_commit: Callable[[], None] | None = None) -> Published:
+                before_commit: Callable[[], None] | None = None, identity: str | None = None,
+                writers: list[str] | tuple[str, ...] = ()) -> Published:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         if problem := repo_id_problem(repo_id) or allowed_namespace(repo_id):
@@ -126,9 +136,9 @@ class HfHub:
         remote = self._files(repo_id, repo_type, info.sha) if info is not None and info.sha else {}
         manifest = self._download(repo_id, repo_type, info.sha, MANIFEST) if MANIFEST in remote else None
         local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-        new_manifest = manifest_bytes(list(local))
-        deletes = plan_publish(repo_id, set(remote) if info is not None else None, manifest,
-                               getattr(info, "private", None), list(local), private, into_existing)
+        plan = plan_publish(repo_id, set(remote) if info is not None else None, manifest,
+                            getattr(info, "private", None), list(local), private, into_existing, identity, writers)
+        deletes, new_manifest = plan.deletes, plan.manifest
         if info is None:
             self._call(lambda: self.api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
                        repo_id, repo_type)
@@ -179,7 +189,7 @@ class HfHub:
         from huggingface_hub import hf_hub_download
 
         path = self._call(lambda: hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision,
-                                                  token=self.token.value, endpoint=self.endpoint), repo_id, repo_type)
+                                                  token=self.secret, endpoint=self.endpoint), repo_id, repo_type)
         return Path(path).read_bytes()
 
     @staticmethod

@@ -54,8 +54,11 @@ def image() -> str:
     return name
 
 
-def command(gpus: int, job_id: int) -> list[str]:
-    run = ["run", "--request-env", "FACTORY_REQUEST", "--events", "jsonl", "--run-name", f"job-{int(job_id)}"]
+def command(gpus: int, run_name: str, identity: str | None = None) -> list[str]:
+    """The remote command. identity: a stranger's job reads as the stranger there too (their token, or none)."""
+    run = ["run", "--request-env", "FACTORY_REQUEST", "--events", "jsonl", "--run-name", run_name]
+    if identity is not None:
+        run += ["--identity", identity]
     if gpus > 1:
         return ["accelerate", "launch", "--multi_gpu", "--num_processes", str(gpus), "--num_machines", "1",
                 "-m", "factory", *run]
@@ -78,6 +81,7 @@ class Remote:
         self.job, self.reporter, self.request = job, reporter, request
         self.store, self.worker = reporter.store, reporter.worker
         token = self.store.job_token(job.id)  # the submitter's own sign-in bills the submitter
+        self.user_token = token  # reads on a stranger's behalf use it, or none (public repos only)
         if token is None:
             token = hf_token(check_endpoint(request.hub_endpoint))
         if token is None:
@@ -124,8 +128,13 @@ class Remote:
 
         if self.token.endpoint != DEFAULT_ENDPOINT:
             env["HF_ENDPOINT"] = self.token.endpoint
-        info = self.api.run_job(image=image(), command=command(flavor.gpus, self.job.id), env=env,
-                                secrets={"HF_TOKEN": self.token.value}, flavor=flavor.name, timeout=timeout_s,
+        stranger = self.job.front_door != "cli"
+        secrets = {"HF_TOKEN": self.token.value}
+        if stranger and self.user_token is not None:
+            secrets["FACTORY_USER_TOKEN"] = self.user_token.value
+        info = self.api.run_job(image=image(), command=command(flavor.gpus, self.job.run_name,
+                                                               self.job.submitter if stranger else None),
+                                env=env, secrets=secrets, flavor=flavor.name, timeout=timeout_s,
                                 labels=self.labels, namespace=self.namespace)
         if not self._keep(info.id):  # the lease went while launching: the new owner adopts this one by its labels,
             if self.store.get(self.job.id).remote_job not in (None, info.id):  # unless it launched its own already
@@ -265,8 +274,10 @@ def publish_gate(lines):
 
 def run_on_hf_jobs(job, reporter) -> dict:
     """The worker's runner for FACTORY_BACKEND=hf-jobs (the same checks as a local run, then the Hub job)."""
-    from factory.worker import admitted
+    from factory.admission import readmit
+    from factory.hub import hub_for
 
-    request = admitted(job)
+    reads = hub_for(job.submitter, reporter.store.job_token(job.id)) if job.front_door != "cli" else None
+    request = readmit(job.request, job.submitter, job.front_door, f"job {job.id}", reads)
     remote = Remote(job, reporter, request)
     return remote.follow(remote.start())

@@ -61,6 +61,7 @@ jobs = Table(
     Column("error", Text),
     Column("remote_job", String(200)),  # the Hugging Face Jobs id running it (FACTORY_BACKEND=hf-jobs)
     Column("remote_seen", Integer),  # the last event line of that job recorded here (event_lines seq)
+    Column("run_token", String(32)),  # the run folder is job-<id>-<run_token>: one job's for ever, whatever the database
 )
 events = Table(
     "events", metadata,
@@ -108,13 +109,27 @@ def _v3(conn) -> None:
             conn.execute(text(f"ALTER TABLE jobs ADD COLUMN {name} {kind}"))
 
 
+def _v4(conn) -> None:
+    from sqlalchemy import inspect
+
+    if "run_token" not in {c["name"] for c in inspect(conn).get_columns("jobs")}:
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN run_token VARCHAR(32)"))
+
+
 # Append-only: (version, description, step). A step takes a connection inside the migration transaction.
 MIGRATIONS = [(1, "jobs and events tables", _v1), (2, "sealed per-user tokens and delivery cursors", _v2),
-              (3, "the Hugging Face Jobs id of a job and how far its logs were read", _v3)]
+              (3, "the Hugging Face Jobs id of a job and how far its logs were read", _v3),
+              (4, "a unique token naming each job's run folder", _v4)]
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_token() -> str:
+    import secrets
+
+    return secrets.token_hex(8)
 
 
 def default_url() -> str:
@@ -161,6 +176,12 @@ class Job:
     error: str | None
     remote_job: str | None = None
     remote_seen: int | None = None
+    run_token: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        """The job's run folder under $FACTORY_HOME/runs: its id and a token no other job, in any database, has."""
+        return f"job-{int(self.id)}-{self.run_token}"
 
     @classmethod
     def from_row(cls, row) -> "Job":
@@ -240,7 +261,7 @@ class Store:
         (factory/remote_policy.py). hub_token, a per-user Hub token, is kept sealed for this job only."""
         from factory.admission import admit
 
-        request = admit(request, submitter, front_door)
+        request = admit(request, submitter, front_door, hub_token)
         stranger = front_door != "cli"
         sealed, note = self._seal(hub_token)
         t = self.now()
@@ -250,7 +271,7 @@ class Store:
                 job_id = conn.execute(insert(jobs).values(
                     request=request.sanitized_yaml(), hub_model_id=request.hub_model_id, submitter=submitter,
                     front_door=front_door, status="queued", progress=0.0, attempt=0, cancel_requested=False,
-                    created=t).returning(jobs.c.id)).scalar_one()
+                    created=t, run_token=new_run_token()).returning(jobs.c.id)).scalar_one()
                 if stranger and not request.hub_model_id:  # named after the job, which has an id only now
                     from factory.remote_policy import default_repo_name
 
@@ -444,7 +465,8 @@ class Store:
                 return None
             conn.execute(update(jobs).where(jobs.c.id == row.id).values(
                 status="running", lease_owner=worker, lease_expires=t + timedelta(seconds=lease_s),
-                attempt=jobs.c.attempt + 1, started=func.coalesce(jobs.c.started, t), not_before=None))
+                attempt=jobs.c.attempt + 1, started=func.coalesce(jobs.c.started, t), not_before=None,
+                run_token=func.coalesce(jobs.c.run_token, new_run_token())))  # rows from before v4 get theirs now
             payload = {"status": "running", "worker": worker}
             if row.status == "running":
                 payload["resumed_after_lost_worker"] = row.lease_owner

@@ -7,6 +7,7 @@ its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -34,18 +35,48 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     substitutions: dict[str, str] = field(default_factory=placeholders)  # for eval task files
     gate: Callable[[str], None] | None = None  # called before a stage runs; raises to stop (jobs: cancel, publish)
+    identity: str | None = None  # a front door's submitter (hf:<user>, ...): publishes only where it may; None: operator
 
     def stamp(self, stage: str) -> dict | None:
+        """A stage's result when it was done for this very request (a stamp of another request is stale)."""
         p = self.dir / "stages" / f"{stage}.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        stamp = json.loads(p.read_text()) if p.is_file() else None
+        if not isinstance(stamp, dict) or stamp.pop(STAMP_KEY, None) != request_hash(self.request):
+            return None
+        return stamp
 
     def done(self, stage: str, result: dict) -> dict:
-        atomic.write_json(self.dir / "stages" / f"{stage}.json", result)
+        atomic.write_json(self.dir / "stages" / f"{stage}.json", {**result, STAMP_KEY: request_hash(self.request)})
         return result
 
 
+STAMP_KEY = "_request_sha256"  # in every stage stamp: the request it was done for
+OWNER_FILE = "run.json"  # in every run folder: the request it belongs to
+
+
+def request_hash(request: Request) -> str:
+    return hashlib.sha256(request.sanitized_yaml().encode()).hexdigest()
+
+
+def claim_folder(run: Run) -> None:
+    """A run folder belongs to one request for ever: a folder holding another request's run is refused, never
+    resumed (its checkpoints and stamps would stand in for this request's)."""
+    marker = run.dir / OWNER_FILE
+    mine = request_hash(run.request)
+    if marker.is_file():
+        try:
+            theirs = json.loads(marker.read_text()).get("request_sha256")
+        except (ValueError, AttributeError):
+            theirs = None
+        if theirs != mine:
+            raise UserError(f"the run folder {run.dir} holds the run of another request; choose another output_dir "
+                            "(or delete that folder to start over)")
+        return
+    atomic.write_json(marker, {"request_sha256": mine})
+
+
 def run_id(request: Request) -> str:
-    digest = hashlib.sha256(request.sanitized_yaml().encode()).hexdigest()[:10]
+    digest = request_hash(request)[:10]
     slug = re.sub(r"[^a-z0-9]+", "-", (request.hub_model_id or "run").split("/")[-1].lower()).strip("-")
     return f"{slug}-{digest}"
 
@@ -218,7 +249,8 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files
     writer = encoded_store.CacheWriter(path)
     try:
         with interrupt.partial(writer.tmp):
-            stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress, estimated)
+            stats = encode_datasets(req, run.hub, reports, tokenizer, template, writer.add, files, progress, estimated,
+                                    bounded=run.identity is not None)  # a stranger's template renders within bounds
             encoded = writer.done({"template": template, "reports": [r.as_dict() for r in reports]})
     except BaseException:
         writer.abort()
@@ -266,6 +298,7 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evals.harness import evaluate
+    from factory.render_bounds import BoundedRenderer
 
     scores = {}
     template = encoded_store.load_template(run.dir / "data" / "encoded")
@@ -274,10 +307,12 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.chat_template = template  # same prompt format for both models
-        for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
-                                    substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens,
-                                    check=interrupt.safe_point).items():
-            scores.setdefault(task, {})[which] = score.as_dict()
+        render = BoundedRenderer(tokenizer, template) if run.identity is not None else None  # a stranger's template
+        with render or contextlib.nullcontext():
+            for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
+                                        substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens,
+                                        check=interrupt.safe_point, render=render).items():
+                scores.setdefault(task, {})[which] = score.as_dict()
         del model
     atomic.write_json(run.dir / "eval.json", scores)
     return {"scores": scores}
@@ -323,7 +358,8 @@ def stage_publish(run: Run, carded: dict) -> dict:
     repo_id = req.hub_model_id or f"local/{run.dir.name}"
     result = run.hub.publish(repo_id, Path(carded["folder"]), f"factory: publish run {run.dir.name}",
                              private=req.publish.private, into_existing=req.publish.into_existing,
-                             before_commit=interrupt.commit)  # a Ctrl-C before this stops the run; after, none is seen
+                             before_commit=interrupt.commit,  # a Ctrl-C before this stops the run; after, none is seen
+                             identity=run.identity, writers=req.publish.writers)
     info = {"repo_id": result.repo_id, "revision": result.revision, "url": result.url, "hub": run.hub.name}
     atomic.write_json(run.dir / "published.json", info)
     run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
@@ -370,6 +406,8 @@ def _run_stage(run: Run, name: str, fn, results: dict, write_stamp: bool) -> Non
 def execute(run: Run, stop_after: str | None = None) -> dict:
     """Run every stage in order (up to stop_after), skipping those already stamped done."""
     run.dir.mkdir(parents=True, exist_ok=True)
+    if Ranks().main:
+        claim_folder(run)
     results: dict[str, dict] = {}
     plan = [
         ("resolve", lambda: stage_resolve(run)),

@@ -57,6 +57,15 @@ def _secrets_file_values() -> list[str]:
     return _file_cache[key]
 
 
+_PATH = re.compile(r"(?<![\w:/.~-])(?:/[\w.@+-]+){2,}/?")  # an absolute path of two parts or more (not a URL's)
+
+
+def scrub_paths(text: str) -> str:
+    """Absolute paths cut to their last part (`…/train.jsonl`): what strangers see of an error or an event
+    says which file, never where the worker keeps it. The worker's own log keeps the whole text."""
+    return _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def redact(text: str) -> str:
     values = {os.environ.get(name) for name in SECRET_ENV} | set(_secrets_file_values())
     with _lock:

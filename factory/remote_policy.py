@@ -21,23 +21,13 @@ from pathlib import Path
 
 from factory.config import Request
 from factory.errors import UserError
-from factory.ids import looks_like_repo_id
+from factory.ids import looks_like_repo_id, repo_id_problem
 
-# Keys that name a path on the worker or run code there (Axolotl's names included, for when they exist).
-WORKER_KEYS = {
-    "output_dir": "names a folder on the worker", "trust_remote_code": "runs code from the model repo on the worker",
-    "dataset_prepared_path": "names a folder on the worker", "lora_model_dir": "names a folder on the worker",
-    "resume_from_checkpoint": "names a folder on the worker", "deepspeed": "names a JSON file on the worker",
-    "chat_template_jinja": "names a template file on the worker", "tokenizer_config": "names a file on the worker",
-    "pretraining_dataset": "streams data from a path or URL",
-    "mlflow_tracking_uri": "sends the run's metrics to a server the request names",
-    **{k: "reports to the operator's tracking account" for k in (
-        "wandb_project", "wandb_entity", "wandb_name", "wandb_run_id", "wandb_mode", "wandb_watch", "wandb_log_model",
-        "use_trackio", "trackio_project_name", "trackio_run_name", "trackio_space_id", "mlflow_experiment_name",
-        "mlflow_run_name", "use_tensorboard")},
-}
-NESTED_WORKER_KEYS = {("contamination", "embedding_model"): "names a model folder on the worker",
-                      ("datasets", "data_files"): "names files on the worker"}
+# Axolotl keys that are no request field but name a file on the worker: refused before anything reads them.
+AXOLOTL_WORKER_FILES = {"deepspeed": "names a DeepSpeed JSON file on the worker",
+                        "chat_template_jinja": "names a template file on the worker",
+                        "tokenizer_config": "names a file on the worker",
+                        "pretraining_dataset": "streams data from a path or URL"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +42,15 @@ class RemoteLimits:
     max_eval_items: int = 500
     flavors: tuple[str, ...] = ("cpu-*", "t4-*", "l4x1", "a10g-small", "a10g-large")  # Hugging Face Jobs: one GPU
     max_timeout: str = "6h"
+    max_micro_batch_size: int = 64
+    max_batch_tokens: int = 1_048_576  # micro_batch_size x gradient_accumulation_steps x sequence_len, per step
+    max_new_tokens: int = 1024  # evals.max_new_tokens: generation budget per eval item
+    max_eval_tasks: int = 8
+    max_checkpoints: int = 20  # saves over the whole run (each is a copy of the trainable weights and optimizer)
+    max_evaluations: int = 50  # eval-loss passes over the whole run
+    max_datasets: int = 8
+    max_added_tokens: int = 64
+    max_token_chars: int = 64
 
     @classmethod
     def load(cls) -> "RemoteLimits":
@@ -72,25 +71,46 @@ class RemoteLimits:
 
 
 def check_raw(data: object, source: str) -> None:
-    """Rules on the request as written (before the schema): keys that reach the worker's disk or Python."""
+    """Rules on the request as written, before the schema reads anything: operator-only keys by name (the
+    allow-list's, Axolotl's spellings included), Axolotl keys naming files on the worker, and base model and
+    dataset paths that are not Hub repo ids (refused before a file system is asked whether they exist)."""
     if not isinstance(data, dict):
         return
-    from factory.axolotl import asks_for_nothing
+    from factory.allow_list import OPERATOR
+    from factory.axolotl import RENAMED, asks_for_nothing
 
-    for key, why in WORKER_KEYS.items():
-        if key in data and not asks_for_nothing(data[key]):  # Axolotl configs carry many of these empty
-            raise UserError(f"{source}: worker-path-key: `{key}` {why}; requests from front doors may not set it")
-    for (outer, inner), why in NESTED_WORKER_KEYS.items():
-        value = data.get(outer)
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(v, dict) and inner in v for v in items):
-            where = f"{outer}[].{inner}" if isinstance(value, list) else f"{outer}.{inner}"
-            raise UserError(f"{source}: worker-path-key: `{where}` {why}; requests from front doors may not set it")
+    def refuse(key: str, why: str):
+        raise UserError(f"{source}: operator-only: `{key}` {why}; requests from front doors may not set it")
+
+    for raw_key, value in data.items():
+        if asks_for_nothing(value):  # Axolotl configs carry many of these empty
+            continue
+        key = RENAMED.get(raw_key, raw_key)
+        if key in AXOLOTL_WORKER_FILES:
+            refuse(key, AXOLOTL_WORKER_FILES[key])
+        if key in OPERATOR:
+            refuse(key if key == raw_key else f"{raw_key}` (`{key}", OPERATOR[key])
+        entries = value if isinstance(value, list) else [value]
+        for entry in entries:
+            if isinstance(entry, dict):
+                for inner, v in entry.items():
+                    path = f"{key}[].{inner}" if isinstance(value, list) else f"{key}.{inner}"
+                    if path in OPERATOR and not asks_for_nothing(v):
+                        refuse(path, OPERATOR[path])
+    base = data.get("base_model")
+    if isinstance(base, str) and not looks_like_repo_id(base):
+        raise UserError(f"{source}: hub-ids-only: base_model: {repo_id_problem(base)}; requests from front doors "
+                        "name Hub repos, never files or folders")
+    for i, d in enumerate(data.get("datasets") or [] if isinstance(data.get("datasets"), list) else []):
+        path = d.get("path") if isinstance(d, dict) else None
+        if isinstance(path, str) and not looks_like_repo_id(path):
+            raise UserError(f"{source}: hub-ids-only: `datasets[{i}].path`: {repo_id_problem(path)}; requests from "
+                            "front doors name Hub repos, never files")
     cont = data.get("contamination")
     benchmarks = cont.get("benchmarks") if isinstance(cont, dict) else None
     if isinstance(benchmarks, list) and any(isinstance(b, str) and "=" in b and not _factory_task_file(b)
                                             for b in benchmarks):
-        raise UserError(f"{source}: worker-path-key: `contamination.benchmarks` NAME=PATH names a file on the worker; "
+        raise UserError(f"{source}: operator-only: `contamination.benchmarks` NAME=PATH names a file on the worker; "
                         "use the built-in benchmark names")
 
 
@@ -128,14 +148,19 @@ def default_repo_name(request: Request, submitter: str, job_id: int) -> str:
 
 def check_request(request: Request, submitter: str, source: str, limits: RemoteLimits | None = None,
                   hub=None) -> None:
-    """The typed request against the front-door rules and the operator's bounds."""
+    """The typed request against the front-door rules and the operator's bounds. Every read goes through
+    `hub`, the stranger's own view (default: public repos only)."""
+    from factory.allow_list import check_keys
     from factory.credentials import allowed_namespace
     from factory.grants import local_paths
     from factory.home import factory_home
+    from factory.hub import hub_for
     from factory.paths import within
 
+    hub = hub or hub_for(submitter)
     lim = limits or RemoteLimits.load()
     own = namespace_for(submitter)  # refuses an identity with nowhere to publish, before anything else
+    check_keys(request, source)  # the allow-list: any other key is the operator's, refused by name
     for key, value in local_paths(request):
         if key.startswith("contamination.benchmarks") and within(Path(value), factory_home() / "evals"):
             continue  # the factory's own held-out task file (check_raw allowed only that form)
@@ -158,10 +183,22 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
     if adapter not in lim.adapters:
         raise UserError(f"{source}: limit adapters: a {adapter} finetune is not offered here (allowed: "
                         f"{', '.join(lim.adapters)})")
+    per_step = request.micro_batch_size * request.gradient_accumulation_steps * request.sequence_len
     bounds = [("max_sequence_len", request.sequence_len, lim.max_sequence_len, "sequence_len"),
               ("max_epochs", request.num_epochs, lim.max_epochs, "num_epochs"),
               ("max_steps", request.max_steps or 0, lim.max_steps, "max_steps"),
-              ("max_lora_r", request.lora_r if request.adapter else 0, lim.max_lora_r, "lora_r")]
+              ("max_steps", request.warmup_steps or 0, lim.max_steps, "warmup_steps"),
+              ("max_lora_r", request.lora_r if request.adapter else 0, lim.max_lora_r, "lora_r"),
+              ("max_lora_r", request.lora_alpha if request.adapter else 0, 4 * lim.max_lora_r, "lora_alpha"),
+              ("max_micro_batch_size", request.micro_batch_size, lim.max_micro_batch_size, "micro_batch_size"),
+              ("max_batch_tokens", per_step, lim.max_batch_tokens,
+               "micro_batch_size x gradient_accumulation_steps x sequence_len"),
+              ("max_new_tokens", request.evals.max_new_tokens, lim.max_new_tokens, "evals.max_new_tokens"),
+              ("max_eval_tasks", len(request.evals.tasks), lim.max_eval_tasks, "the number of evals.tasks"),
+              ("max_datasets", len(request.datasets), lim.max_datasets, "the number of datasets"),
+              ("max_added_tokens", len(request.tokens or []), lim.max_added_tokens, "the number of tokens"),
+              ("max_token_chars", max(map(len, [*(request.tokens or []), *(request.special_tokens or {}).values()]),
+                                      default=0), lim.max_token_chars, "the longest added token")]
     for name, value, bound, key in bounds:
         if value > bound:
             raise UserError(f"{source}: limit {name}: {key} is {_num(value)}; this factory allows at most {_num(bound)}")
@@ -169,6 +206,7 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
         if request.evals.limit is None or request.evals.limit > lim.max_eval_items:
             raise UserError(f"{source}: limit max_eval_items: set evals.limit to at most {lim.max_eval_items} "
                             f"items per task (now {request.evals.limit or 'every item'})")
+    _check_forms(request, own, source)
     if request.compute.flavor and not any(fnmatch.fnmatchcase(request.compute.flavor, p) for p in lim.flavors):
         raise UserError(f"{source}: limit flavors: compute.flavor '{request.compute.flavor}' is not offered here "
                         f"(allowed: {', '.join(lim.flavors)})")
@@ -178,6 +216,10 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
         if timeout_seconds(request.compute.timeout) > timeout_seconds(lim.max_timeout):
             raise UserError(f"{source}: limit max_timeout: compute.timeout is {request.compute.timeout}; this factory "
                             f"allows at most {lim.max_timeout}")
+    for spec in request.datasets:  # read as the stranger: a private dataset they may not read is refused here
+        if not hub.exists(spec.path, "dataset"):
+            raise UserError(f"{source}: dataset '{spec.path}' was not found, or you may not read it (a private or "
+                            "gated dataset needs your own sign-in); check the id")
     try:
         tokens = estimated_tokens(request, hub)
     except UserError as exc:
@@ -185,10 +227,56 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
     if tokens > lim.max_training_tokens:
         raise UserError(f"{source}: limit max_training_tokens: this request would train on about {tokens:,} tokens; "
                         f"at most {lim.max_training_tokens:,} are allowed (lower max_steps, num_epochs or sequence_len)")
+    _check_repeats(request, -(-tokens // per_step), lim, source)
     if request.chat_template and ("{%" in request.chat_template or "{{" in request.chat_template):
         from factory.template_sandbox import check_template
 
         check_template(request.chat_template, source)
+
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")  # a module or parameter name: matched as a name, never as a pattern
+IDENTITY = re.compile(r"^(hf:[A-Za-z0-9][A-Za-z0-9._-]{0,95}|discord:[0-9]{5,25}|api:[A-Za-z0-9._-]{1,64})$")
+
+
+def _check_forms(request: Request, own: str, source: str) -> None:
+    """Values that must have a plain form when a stranger sets them."""
+    targets = request.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        raise UserError(f"{source}: operator-only: `lora_target_modules` as one string is a regular expression, matched "
+                        "on the worker; give a list of module names (q_proj, v_proj, ...) or lora_target_linear: true")
+    for key in ("lora_target_modules", "lora_modules_to_save", "lora_target_parameters"):
+        value = getattr(request, key)
+        names = value if isinstance(value, list) else []
+        if len(names) > 64 or any(not NAME.match(n) for n in names):
+            raise UserError(f"{source}: `{key}`: give at most 64 plain module names (letters, digits, '_', '.', '-')")
+    if request.publish.into_existing and request.hub_model_id and request.hub_model_id.split("/")[0] != own:
+        raise UserError(f"{source}: own-namespace: publish.into_existing adds files to a repo the factory did not make; "
+                        f"it is only allowed in your own namespace '{own}'")
+    bad = [w for w in request.publish.writers if not IDENTITY.match(w)]
+    if bad or len(request.publish.writers) > 32:
+        raise UserError(f"{source}: publish.writers: at most 32 identities such as hf:<user> or discord:<id> "
+                        f"(not {', '.join(map(repr, bad[:3]))})")
+
+
+def _check_repeats(request: Request, steps: int, lim: RemoteLimits, source: str) -> None:
+    """Checkpoints and evaluations over the whole run, from its steps (max_steps, or estimated from the data)."""
+    import math
+
+    epochs = math.ceil(request.num_epochs)
+    if request.save_total_limit is None or request.save_total_limit > 3:
+        raise UserError(f"{source}: limit save_total_limit: keep at most 3 checkpoints (save_total_limit: 1 to 3); "
+                        f"now {request.save_total_limit or 'every one'}")
+    saves = (steps // request.save_steps if request.save_steps else
+             request.saves_per_epoch * epochs if request.saves_per_epoch else epochs)
+    if saves > lim.max_checkpoints:
+        raise UserError(f"{source}: limit max_checkpoints: this request would save about {saves:,} checkpoints over "
+                        f"about {steps:,} steps; at most {lim.max_checkpoints} are allowed (raise save_steps or lower "
+                        "saves_per_epoch)")
+    evaluations = (steps // request.eval_steps if request.eval_steps else
+                   request.evals_per_epoch * epochs if request.evals_per_epoch else 0)
+    if evaluations > lim.max_evaluations:
+        raise UserError(f"{source}: limit max_evaluations: this request would evaluate about {evaluations:,} times; at "
+                        f"most {lim.max_evaluations} are allowed (raise eval_steps or lower evals_per_epoch)")
 
 
 def _num(x: float) -> str:

@@ -2,7 +2,8 @@
 and output-size limit, inside Jinja's immutable sandbox (the environment transformers renders with).
 
 A template that loops forever, explodes its output or its memory, or fails on an ordinary conversation
-is refused before it is queued, never discovered on a worker.
+is refused before it is queued. One that behaves on this conversation and not on others passes here; the
+worker, the preview, chat and eval render it within the same limits (render_bounds), so it is stopped there.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import subprocess
 import sys
 
 from factory.errors import UserError
+from factory.render_bounds import LIMIT_S, MEMORY
 
-TIME_LIMIT_S = 3.0
-MEMORY_LIMIT = 512 * 1024 * 1024
+TIME_LIMIT_S = LIMIT_S  # the same limits as every render for a stranger (preview, chat, eval, the data stage)
+MEMORY_LIMIT = MEMORY
 MAX_OUTPUT = 64 * 1024
 SAMPLE = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hello?"},
           {"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "Name a colour."}]

@@ -66,14 +66,32 @@ def pick_attention(request: Request, cuda: bool, has_flash: bool) -> str:
     return request.attention
 
 
+def overridden_config(request: Request, model_dir: Path):
+    """The base's config with base_config_overrides set on it; a key the config does not have is refused (a
+    loader argument such as subfolder or gguf_file would read other files than the base's)."""
+    from transformers import AutoConfig
+
+    from factory.errors import UserError
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=request.trust_remote_code)
+    for key, value in (request.base_config_overrides or {}).items():
+        if not hasattr(config, key):
+            raise UserError(f"base_config_overrides: `{key}` is not a setting of this model's config "
+                            f"({type(config).__name__}); overrides change the config only")
+        setattr(config, key, value)
+    return config
+
+
 def load_base(request: Request, model_dir: Path, for_training: bool = True):
     """The base model as the request wants it: dtype, attention kernel, 4-bit for QLoRA."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {**(request.base_config_overrides or {}), "dtype": compute_dtype(request), "trust_remote_code": request.trust_remote_code,
+    kwargs = {"dtype": compute_dtype(request), "trust_remote_code": request.trust_remote_code,
               "attn_implementation": pick_attention(request, torch.cuda.is_available(),
                                                     importlib.util.find_spec("flash_attn") is not None)}
+    if request.base_config_overrides:  # settings of the model's config, never the loader's own arguments
+        kwargs["config"] = overridden_config(request, model_dir)
     if request.adapter == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -113,9 +131,18 @@ def wrap_adapter(request: Request, model, train_in_full: list[str] | None = None
     if request.lora_model_dir:  # continue training an existing adapter (its own r, alpha and targets)
         return PeftModel.from_pretrained(model, request.lora_model_dir, is_trainable=True)
 
+    targets = "all-linear" if request.lora_target_linear else request.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":  # peft's meaning: one expression over full names
+        from factory.patterns import matching
+
+        targets = matching([targets], [n for n, _ in model.named_modules() if n], full=True, what="lora_target_modules")
+        if not targets:
+            from factory.errors import UserError
+
+            raise UserError(f"lora_target_modules {request.lora_target_modules!r} matches no module of the model")
     config = LoraConfig(
         r=request.lora_r, lora_alpha=request.lora_alpha, lora_dropout=request.lora_dropout,
-        target_modules="all-linear" if request.lora_target_linear else request.lora_target_modules,
+        target_modules=targets,
         modules_to_save=sorted(set(request.lora_modules_to_save or []) | set(train_in_full or [])) or None,
         target_parameters=request.lora_target_parameters, use_rslora=request.peft_use_rslora,
         use_dora=request.peft_use_dora,
@@ -312,12 +339,14 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
                                      + (f"{', '.join(grown)} train in full" if request.adapter else "new rows train")))
     model = wrap_adapter(request, model, grown)
     if request.unfrozen_parameters:
-        import re
+        from factory.patterns import matching
 
-        patterns = [re.compile(p) for p in request.unfrozen_parameters]
-        for name, param in model.named_parameters():
+        params = dict(model.named_parameters())
+        short = {name: name.removeprefix("base_model.model.") for name in params}
+        chosen = set(matching(request.unfrozen_parameters, list(short.values()), full=False, what="unfrozen_parameters"))
+        for name, param in params.items():
             if param.requires_grad or not request.adapter:  # an adapter's frozen base stays frozen
-                param.requires_grad = any(p.search(name.removeprefix("base_model.model.")) for p in patterns)
+                param.requires_grad = short[name] in chosen
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if n == 0:
             from factory.errors import UserError

@@ -24,7 +24,7 @@ from factory import interrupt
 from factory.errors import Stopped, TransientError, UserError
 from factory.jobs import Job, Store
 from factory.progress import Event
-from factory.redact import redact
+from factory.redact import redact, scrub_paths
 
 Runner = Callable[[Job, "JobReporter"], dict]
 LAST_LINES = 12  # of the traceback, kept with a crashed job's error for the front doors
@@ -51,6 +51,7 @@ class JobReporter:
 
     def __init__(self, store: Store, job: Job, worker: str, min_interval_s: float = 0.5):
         self.store, self.job, self.worker = store, job, worker
+        self.stranger = job.front_door != "cli"  # a stranger's job: no worker path in what they see
         self.stop_requested: str | None = None  # 'cancel' | 'preempt' | 'lease-lost'
         self.min_interval_s = min_interval_s
         self._last_progress = 0.0
@@ -81,7 +82,11 @@ class JobReporter:
             self._last_progress = time.monotonic()
             self._write("progress", self._progress_payload(event), progress=event.step / event.total)
         elif event.message:
-            self._write("message", payload)
+            self._write("message", {**payload, "message": self.shown(event.message)})
+
+    def shown(self, text: str) -> str:
+        """Text as the job's submitter sees it: a stranger's without the worker's paths."""
+        return scrub_paths(text) if self.stranger else text
 
     def _progress_payload(self, event: Event) -> dict:
         """What a front door draws: stage, step/total, fraction, ETA, and the loss point (train, eval)."""
@@ -127,25 +132,22 @@ def run_pipeline(job: Job, reporter: JobReporter) -> dict:
     from factory.pipeline import Run, execute
 
     hf_logging.disable_progress_bar()
-    request = admitted(job)
-    run = Run(request=request, hub=job_hub(reporter.store, job, request), reporter=reporter,
-              dir=inside(runs_root(), f"job-{int(job.id)}", what="run folder"), gate=reporter.gate)
+    request, hub = admitted_with_hub(reporter.store, job)
+    run = Run(request=request, hub=hub, reporter=reporter,
+              dir=inside(runs_root(), job.run_name, what="run folder"), gate=reporter.gate,
+              identity=None if job.front_door == "cli" else job.submitter)
     with interrupt.watching(reporter.check):  # cancel and preemption reach every safe point of every stage
         return summary(run, execute(run))
 
 
-def admitted(job: Job):
-    """The job's request, checked again on this worker: the row may predate a policy change."""
+def admitted_with_hub(store: Store, job: Job):
+    """The job's request, admitted again on this worker (the row may predate a policy change), and the hub
+    its reads and publish go through."""
+    from factory.admission import readmit
     from factory.config import loads_request
-    from factory.grants import check_queued
 
-    request = loads_request(job.request, f"job {job.id}")
-    check_queued(request, f"job {job.id}")
-    if job.front_door != "cli":  # a stranger's request passes the front-door policy again, on this worker
-        from factory.remote_policy import check_request as check_stranger
-
-        check_stranger(request, job.submitter, f"job {job.id}")
-    return request
+    hub = job_hub(store, job, loads_request(job.request, f"job {job.id}"))
+    return readmit(job.request, job.submitter, job.front_door, f"job {job.id}", hub), hub
 
 
 def default_runner() -> Runner:
@@ -165,11 +167,15 @@ def summary(run, results: dict) -> dict:
 
 
 def job_hub(store: Store, job: Job, request):
-    """The hub a job reads and publishes through: with the submitter's own (sealed) token when it has one."""
+    """The hub a job reads and publishes through. A stranger's job reads as the stranger (their sealed sign-in
+    token, else public repos only) and never the operator's private repos; the operator's own jobs (`factory
+    submit`) read and publish with the submitter's token when there is one, else the operator's."""
     from factory.credentials import check_endpoint
-    from factory.hub import default_hub
+    from factory.hub import default_hub, stranger_job_hub
 
     token = store.job_token(job.id)
+    if job.front_door != "cli":
+        return stranger_job_hub(job.submitter, token, request.hub_endpoint)
     if token is None or os.environ.get("FACTORY_HUB", "").lower() == "local":
         return default_hub(request.hub_endpoint)
     from factory.hf_hub import HfHub
@@ -188,6 +194,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_s = _env_float("FACTORY_LEASE_SECONDS", 60.0)
         self.poll_s = _env_float("FACTORY_POLL_SECONDS", 2.0)
+        self.cancel_poll_s = _env_float("FACTORY_CANCEL_POLL_SECONDS", 2.0)  # how soon a cancel reaches a running job
         self.max_attempts = int(os.environ.get("FACTORY_MAX_ATTEMPTS", 3))
         self.out = out or sys.stderr
         self.exiting = False
@@ -254,7 +261,7 @@ class Worker:
         except Stopped as stop:
             self._stopped(job, stop.reason)
         except UserError as exc:
-            self.store.finish(job.id, self.name, "failed", error=str(exc))
+            self.store.finish(job.id, self.name, "failed", error=reporter.shown(str(exc)))
             self.log(f"job {job.id} failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - a worker outlives any one job
             self._crashed(job, exc)
@@ -283,11 +290,15 @@ class Worker:
         trace = traceback.format_exc()
         self.log(f"job {job.id} failed:\n{trace}")
         prefix = "gave up after repeated transient errors" if is_transient(exc) else "internal error"
-        last = "\n".join(trace.rstrip().splitlines()[-LAST_LINES:])
-        self.store.finish(job.id, self.name, "failed", error=f"{prefix}: {text}\n--- last lines ---\n{last}")
+        if job.front_door != "cli":  # a stranger gets the message; the traceback stays in this worker's log
+            error = f"{prefix}: {scrub_paths(text)} (the operator's worker log has the details of job {job.id})"
+        else:
+            error = f"{prefix}: {text}\n--- last lines ---\n" + "\n".join(trace.rstrip().splitlines()[-LAST_LINES:])
+        self.store.finish(job.id, self.name, "failed", error=error)
 
     def _heartbeat(self, job: Job, reporter: JobReporter, stop: threading.Event) -> None:
-        while not stop.wait(self.lease_s / 3):
+        """Renews the lease and looks for a cancel every few seconds: the job's safe points then stop it."""
+        while not stop.wait(min(self.lease_s / 3, self.cancel_poll_s)):
             try:
                 owned, cancel = self.store.renew(job.id, self.name, self.lease_s)
             except DBAPIError as exc:

@@ -19,10 +19,11 @@ import pandas as pd
 import yaml
 
 from factory import job_views
-from factory.chat_engine import ChatEngine, Settings, base_of, default_models, model_path
+from factory.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
 from factory.compute import cost_note
 from factory.config import loads_request
 from factory.errors import UserError
+from factory.admission import reader_hub
 from factory.jobs import Store
 
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
@@ -99,23 +100,24 @@ def _set(data: dict, key: str, value) -> None:
 
 def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Blocks:
     store = store or Store()
-    engine = engine or ChatEngine()
+    engine = engine or ChatEngine(paths=False)  # a chat model is a Hub repo id, read as the user, never a folder
     active_chats: dict[str, int] = {}
     chats_lock = threading.Lock()
 
     # ---- handlers ----------------------------------------------------------------------------
 
-    def findings(text: str, profile: gr.OAuthProfile | None = None) -> str:
-        """Validation and lint as the user types: each finding with its reason."""
-        from factory.admission import admit
+    def findings(text: str, profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None) -> str:
+        """Validation and lint as the user types, reading as the user: each finding with its reason."""
+        from factory.admission import admit, reader_hub
         from factory.checks import check_request
 
         user = who(profile)
         if user is None:
             return "Sign in with Hugging Face to validate and submit."
+        secret = token.token if token is not None else None
         try:
-            request = admit(text, user, "space")
-            lint = check_request(request, "space request")
+            request = admit(text, user, "space", hub_token=secret)
+            lint = check_request(request, "space request", reader_hub(user, secret))
         except UserError as exc:
             return "### Not accepted\n\n" + "\n".join(f"- {line.strip()}" for line in str(exc).splitlines() if line.strip())
         from factory.lint import RULES
@@ -150,18 +152,18 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             _set(data, key, value)
         return yaml.safe_dump(data, sort_keys=False)
 
-    def show_preview(text: str, profile: gr.OAuthProfile | None = None) -> str:
-        from factory.admission import admit
-        from factory.hub import default_hub
+    def show_preview(text: str, profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None) -> str:
+        from factory.admission import admit, reader_hub
         from factory.mask_preview import as_html, preview
 
         user = who(profile)
         if user is None:
             return "Sign in first."
+        secret = token.token if token is not None else None
         try:
-            request = admit(text, user, "space")
-            hub = default_hub(request.hub_endpoint)
-            rows = preview(request, hub, rows=3)
+            request = admit(text, user, "space", hub_token=secret)
+            hub = reader_hub(user, secret)  # the user's rows, read as the user
+            rows = preview(request, hub, rows=3, bounded=True)
         except UserError as exc:
             return f"<p>Cannot preview: {exc}</p>"
         cost = cost_note(request, hub)
@@ -177,7 +179,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             job = store.submit(text, user, "space", hub_token=token.token if token is not None else None)
         except UserError as exc:
             return f"### Refused\n\n```\n{exc}\n```", gr.update()
-        cost = cost_note(loads_request(store.get(job).request))
+        cost = cost_note(loads_request(store.get(job).request), reader_hub(user, token.token if token else None))
         return (f"### Queued as job {job}\n\n" + (f"{cost}\n\n" if cost else "") + "Follow it in the Jobs tab.",
                 gr.update(value=job))
 
@@ -262,8 +264,10 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return "", left + [turn], right + [turn]
 
     def chat(model: str, left: list, right: list, temperature: float, max_new_tokens: float, seed: float,
-             profile: gr.OAuthProfile | None = None):
-        user = who(profile) or "anonymous"
+             profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None):
+        user = who(profile)
+        if user is None:
+            raise gr.Error("Sign in with Hugging Face to chat.")
         with chats_lock:
             if active_chats.get(user, 0) >= CHATS_PER_USER:
                 raise gr.Error("You already have a chat reply streaming; wait for it or press Stop.")
@@ -271,8 +275,9 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         try:
             if not model:
                 raise gr.Error("Pick a model first.")
-            base = base_of(model_path(model, engine.hub))
-            settings = Settings(float(temperature), 0.9, int(max_new_tokens), int(seed) if seed is not None else None)
+            secret = token.token if token is not None else None
+            base = base_of(engine.locate(model, chat_hub(store, user, model, secret)))
+            settings = Settings(float(temperature), 0.9, int(max_new_tokens), whole(seed))
             for side, ref, history in (("left", model, left), ("right", base, right)):
                 if ref is None:
                     history.append({"role": "assistant", "content": "(the base of this model is unknown)"})
@@ -280,7 +285,15 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                     continue
                 messages = [{"role": m["role"], "content": _text(m["content"])} for m in history]
                 history.append({"role": "assistant", "content": ""})
-                for chunk in engine.stream(ref, messages, settings):
+                try:
+                    reply = engine.stream(ref, messages, settings, chat_hub(store, user, ref, secret))
+                except UserError as exc:
+                    if side == "left":
+                        raise
+                    history[-1]["content"] = f"(the base `{ref}` is not offered here: {exc})"
+                    yield left, right
+                    continue
+                for chunk in reply:
                     history[-1]["content"] += chunk
                     yield left, right
                 if not history[-1]["content"].strip():
@@ -390,6 +403,16 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
 
 def pick_row(evt: gr.SelectData):
     return evt.row_value[0] if evt.row_value else None
+
+
+def whole(value) -> int | None:
+    """A seed from a number box: a whole number, or a clear error (1e30 and inf reach here from the page)."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (OverflowError, ValueError):
+        raise gr.Error(f"seed must be a whole number from 0 to {2**32 - 1}") from None
 
 
 def _text(content) -> str:

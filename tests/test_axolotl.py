@@ -129,7 +129,7 @@ def test_front_doors_refuse_what_reaches_the_workers_disk_or_accounts():
 
     check_raw({"wandb_project": None, "dataset_prepared_path": None, "trust_remote_code": False}, "r")  # empty: fine
     for key, value in (("mlflow_tracking_uri", "http://x"), ("wandb_project", "p"), ("lora_model_dir", "/a")):
-        with pytest.raises(UserError, match="worker-path-key"):
+        with pytest.raises(UserError, match="operator-only"):
             check_raw({key: value}, "r")
 
 

@@ -109,7 +109,7 @@ def discord_env(home, monkeypatch):
     monkeypatch.setenv("FACTORY_HUB", "local")
     monkeypatch.setenv("FACTORY_DISCORD_NAMESPACE", "factory-discord")
     monkeypatch.setenv("FACTORY_DISCORD_GUILDS", str(GUILD))
-    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "factory-ops")
+    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "7")
     monkeypatch.delenv("FACTORY_DISCORD_ROLES", raising=False)
     demo.ensure_assets(LocalHub(home / "hub"), Silent())
     return home
@@ -212,7 +212,7 @@ def test_refusals_are_private_and_immediate(case, discord_env, db_url, monkeypat
     elif case == "quota":
         store.submit(demo_request(), "discord:123456789012", "discord")
     elif case == "role":
-        monkeypatch.setenv("FACTORY_DISCORD_ROLES", "finetuners")
+        monkeypatch.setenv("FACTORY_DISCORD_ROLES", "31337")
     elif case == "guild":
         guild = 7
     attachment = Attachment(text, filename="request.txt" if case == "not yaml" else "request.yaml",
@@ -233,10 +233,14 @@ def test_refusals_are_private_and_immediate(case, discord_env, db_url, monkeypat
 
 
 def test_the_checks_themselves(monkeypatch):
+    from bot.discord_bot import check_settings
+    from factory.errors import UserError
+
     monkeypatch.setenv("FACTORY_DISCORD_GUILDS", "1,2")
     assert guild_allowed(1) and not guild_allowed(3) and not guild_allowed(None)
-    monkeypatch.setenv("FACTORY_DISCORD_ROLES", "finetuners,99")
-    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "ops")
+    monkeypatch.setenv("FACTORY_DISCORD_ROLES", "98,99")
+    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "5")
+    check_settings()
     member = MagicMock()
     member.roles = [role("everyone", 1)]
     assert not may_finetune(member) and not is_operator(member)
@@ -244,6 +248,12 @@ def test_the_checks_themselves(monkeypatch):
     assert may_finetune(member) and not is_operator(member)
     member.roles = [role("ops", 5)]
     assert may_finetune(member) and is_operator(member)
+    member.roles = [role("5", 123), role("98", 124)]  # roles *named* like the allowed ids: identity is by id only
+    assert not may_finetune(member) and not is_operator(member)
+    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "factory-ops")
+    with pytest.raises(UserError, match="FACTORY_DISCORD_OPERATOR_ROLES: factory-ops is not an id"):
+        check_settings()
+    monkeypatch.setenv("FACTORY_DISCORD_OPERATOR_ROLES", "5")
     monkeypatch.delenv("FACTORY_DISCORD_ROLES")
     member.roles = []
     assert may_finetune(member)
@@ -309,14 +319,19 @@ def test_chat_streams_by_edits_and_splits_long_replies(discord_env, tiny_base, d
 
     monkeypatch.setattr("bot.discord_bot.EDIT_EVERY_S", 0.0)
     store = Store(db_url, Limits(0, 0))
-    bot = FactoryBot(store, engine=ChatEngine(device="cpu"))
+    bot = FactoryBot(store, engine=ChatEngine(device="cpu", paths=False))
     inter = interaction()
-    run(bot.chat(inter, str(tiny_base), "What is this text about? guitar", False))
+    run(bot.chat(inter, "factory/tiny-llama", "What is this text about? guitar", False))
     sent = [c for c in inter.calls if c[0] == "followup"]
     assert sent[0][2].get("wait") is True and sent[0][1].endswith("…")  # a placeholder, then edits
     edits = inter.sent.edits
     assert len(edits) >= 2 and all(len(e) <= render.MESSAGE for e in edits)
-    assert edits[-1].startswith(f"**finetuned** (`{tiny_base}`):") and len(edits[-1]) > len(edits[0]) - 1
+    assert edits[-1].startswith("**finetuned** (`factory/tiny-llama`):") and len(edits[-1]) > len(edits[0]) - 1
+    # a folder on the bot's machine is never a chat model, however it is spelled
+    for ref in (str(tiny_base), str(discord_env / "runs"), "../runs/job-1"):
+        refused = interaction()
+        run(bot.chat(refused, ref, "hello", False))
+        assert "Hub repo id" in "\n".join(private_replies(refused)), refused.calls
 
 
 def test_with_the_jobs_backend_the_queued_message_says_the_cost(discord_env, db_url, monkeypatch, tmp_path):

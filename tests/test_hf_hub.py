@@ -103,11 +103,12 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
     assert store.get(job).status == "succeeded", store.get(job).error
     repo = hub.state.repos[("model", "me/tiny-tuned")]
     sha, files = repo.head()
-    assert len(repo.commits) == 2 and "job-1" in repo.commits[1][2]  # create_repo's, then ours, named after the job
+    run_name = store.get(job).run_name
+    assert len(repo.commits) == 2 and run_name in repo.commits[1][2]  # create_repo's, then ours, named after the job
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "loss.svg",
             "factory_request.yaml"} <= set(files)
     assert hub.state.lfs_uploads >= 1  # the weights went through LFS, the rest as regular files
-    published = json.loads((home / "runs" / "job-1" / "published.json").read_text())
+    published = json.loads((home / "runs" / run_name / "published.json").read_text())
     assert published["revision"] == sha and published["url"].endswith("/me/tiny-tuned")
 
     from huggingface_hub import ModelCard
@@ -127,9 +128,9 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
     from factory.pipeline import Run, execute
     from factory.progress import Console
 
-    (home / "runs" / "job-1" / "stages" / "publish.json").unlink()
+    (home / "runs" / run_name / "stages" / "publish.json").unlink()
     again = execute(Run(request=loads_request(store.get(job).request), hub=_hf(hub), reporter=Console(),
-                        dir=home / "runs" / "job-1"))
+                        dir=home / "runs" / run_name))
     assert again["publish"]["revision"] == sha and len(repo.commits) == 2
 
     # A second job whose content differs (another seed): exactly one new commit, named after that job.
@@ -137,10 +138,10 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
     job2 = store.submit(_request(tmp_path / "second", seed=7).read_text(), "alice", "cli")
     Worker(store, "w2").run(drain=True)
     assert store.get(job2).status == "succeeded", store.get(job2).error
-    assert len(repo.commits) == 3 and f"job-{job2}" in repo.commits[2][2]
+    assert len(repo.commits) == 3 and store.get(job2).run_name in repo.commits[2][2]
 
     model = AutoModelForCausalLM.from_pretrained("me/tiny-tuned")  # through the server, like any Hub model
-    local = AutoModelForCausalLM.from_pretrained(home / "runs" / f"job-{job2}" / "merged")  # the head is job 2's
+    local = AutoModelForCausalLM.from_pretrained(home / "runs" / store.get(job2).run_name / "merged")  # the head is job 2's
     ids = torch.tensor([[1, 5, 9, 14, 3]])
     with torch.no_grad():
         assert (model(input_ids=ids).logits - local(input_ids=ids).logits).abs().max() < 1e-6

@@ -93,7 +93,7 @@ def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_
     # The publish happened on the remote side; the worker recorded the revision it made.
     repo = jobs_hub.state.repos[("model", "me/tiny-tuned")]
     sha, files = repo.head()
-    assert job.result["published"]["revision"] == sha and "job-1" in repo.commits[-1][2]
+    assert job.result["published"]["revision"] == sha and job.run_name in repo.commits[-1][2]
     card = files["README.md"].decode()
     assert "ran on Hugging Face Jobs, flavor `t4-small` (1x T4, $0.40/h)" in card
     bill = job.result["hf_job"]
@@ -177,7 +177,7 @@ def _launch_by_hand(server, store: Store, job_id: int):
     env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": server.url,
            "FACTORY_JOBS_LABELS": json.dumps(labels(store, job_id)), "FACTORY_JOBS_NAMESPACE": "me"}
     return HfApi(endpoint=server.url, token=CANARY).run_job(
-        image="img", command=command(1, job_id), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
+        image="img", command=command(1, store.get(job_id).run_name), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
         labels=labels(store, job_id))
 
 
@@ -200,7 +200,8 @@ def test_a_cancel_while_the_remote_waits_to_publish_publishes_nothing(jobs_hub, 
     and said go: a cancel that came in before then wins, however late the worker reads the gate line."""
     from factory.errors import Stopped
     from factory.hf_jobs import PUBLISH_LABEL, Remote
-    from factory.worker import JobReporter, admitted
+    from factory.admission import readmit
+    from factory.worker import JobReporter
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path), "alice", "cli")
@@ -209,7 +210,7 @@ def test_a_cancel_while_the_remote_waits_to_publish_publishes_nothing(jobs_hub, 
     _wait(lambda: any('"gate": "publish"' in line for _, line in remote.logs), "the remote run to reach its publish gate")
     job = store.claim("w1", 60)
     store.cancel(job_id, "alice")  # the worker has not read the gate line yet
-    follower = Remote(job, JobReporter(store, job, "w1"), admitted(job))
+    follower = Remote(job, JobReporter(store, job, "w1"), readmit(job.request, job.submitter, job.front_door, "job"))
     with pytest.raises(Stopped, match="cancel"):
         follower.follow(follower.start())
     assert remote.proc.wait(WAIT_S) != 0 and remote.stage == "CANCELED"
@@ -255,8 +256,9 @@ def test_the_operator_must_name_an_image_and_a_known_flavor(jobs_hub, home, tmp_
 def test_multi_gpu_flavors_launch_one_process_per_gpu():
     from factory.hf_jobs import command
 
-    assert command(1, 7)[:2] == ["factory", "run"] and command(1, 7)[-1] == "job-7"
-    cmd = command(4, 7)
+    assert command(1, "job-7-ab12")[:2] == ["factory", "run"] and command(1, "job-7-ab12")[-1] == "job-7-ab12"
+    assert command(1, "job-7-ab12", "hf:alice")[-2:] == ["--identity", "hf:alice"]
+    cmd = command(4, "job-7-ab12")
     assert cmd[:6] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4", "--num_machines"]
     assert cmd[cmd.index("-m"):][:3] == ["-m", "factory", "run"]
 

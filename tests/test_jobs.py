@@ -98,7 +98,7 @@ def statuses(store: Store, job_id: int) -> list[str]:
 
 def test_schema_is_versioned_and_created_once(db_url):
     first, second = Store(db_url), Store(db_url)
-    assert first.schema_version() == second.schema_version() == 3
+    assert first.schema_version() == second.schema_version() == 4
 
 
 def test_a_version_2_database_gains_the_jobs_columns_and_keeps_its_rows(db_url, tiny_request):
@@ -107,14 +107,15 @@ def test_a_version_2_database_gains_the_jobs_columns_and_keeps_its_rows(db_url, 
     store = Store(db_url, Limits(0, 0))
     job_id = store.submit(tiny_request(), "alice", "cli")
     with store.engine.begin() as conn:  # back to what version 2 made
-        for column in ("remote_job", "remote_seen"):
+        for column in ("remote_job", "remote_seen", "run_token"):
             conn.execute(text(f"ALTER TABLE jobs DROP COLUMN {column}"))
-        conn.execute(text("DELETE FROM factory_schema_version WHERE version = 3"))
+        conn.execute(text("DELETE FROM factory_schema_version WHERE version >= 3"))
     store.engine.dispose()
     again = Store(db_url, Limits(0, 0))
-    assert again.schema_version() == 3
+    assert again.schema_version() == 4
     job = again.claim("w", 60)
     assert (job.id, job.remote_job, job.remote_seen) == (job_id, None, None)
+    assert len(job.run_token) == 16 and job.run_name == f"job-{job_id}-{job.run_token}"  # made when first claimed
     assert again.set_remote(job_id, "w", remote_job="abc123") and again.set_remote(job_id, "w", seen=7)
     assert not again.set_remote(job_id, "someone-else", seen=9)  # only the owner
     assert (again.get(job_id).remote_job, again.get(job_id).remote_seen) == ("abc123", 7)
@@ -260,10 +261,10 @@ def _train_steps(store: Store, job_id: int) -> int:
                 if e.kind == "progress" and e.payload.get("stage") == "train"), default=0)
 
 
-def _adapter(home: Path, job_id: int):
+def _adapter(store: Store, home: Path, job_id: int):
     from safetensors.torch import load_file
 
-    return load_file(str(home / "runs" / f"job-{job_id}" / "adapter" / "adapter_model.safetensors"))
+    return load_file(str(home / "runs" / store.get(job_id).run_name / "adapter" / "adapter_model.safetensors"))
 
 
 def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, home, tmp_path):
@@ -274,7 +275,7 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, h
     wait_for(lambda: paused(w), 300, "the worker to stop itself after checkpoint-10")
     w.send_signal(signal.SIGKILL)  # killed at a known point: right after checkpoint-10
     w.wait()
-    ckpt = home / "runs" / f"job-{killed}" / "checkpoints" / "checkpoint-10"
+    ckpt = home / "runs" / store.get(killed).run_name / "checkpoints" / "checkpoint-10"
     assert (ckpt / "trainer_state.json").is_file(), (tmp_path / "w1.log").read_text()[-3000:]
     assert store.get(killed).status == "running" and _train_steps(store, killed) <= 10  # progress is throttled
     assert not (home / "hub" / "models" / "me" / "killed").exists()
@@ -296,7 +297,7 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, h
     ref = store.get(reference)
     assert ref.status == "succeeded"
     assert job.result["eval_loss"] == pytest.approx(ref.result["eval_loss"], rel=1e-5, abs=1e-6)
-    a, b = _adapter(home, killed), _adapter(home, reference)
+    a, b = _adapter(store, home, killed), _adapter(store, home, reference)
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
@@ -310,7 +311,7 @@ def test_sigterm_puts_the_job_back_with_a_checkpoint(db_url, tiny_request, home,
     assert w.wait(timeout=120) == 0, (tmp_path / "w.log").read_text()[-3000:]
     job = store.get(job_id)
     assert job.status == "queued" and job.lease_owner is None
-    ckpts = list((home / "runs" / f"job-{job_id}" / "checkpoints").glob("checkpoint-*"))
+    ckpts = list((home / "runs" / store.get(job_id).run_name / "checkpoints").glob("checkpoint-*"))
     assert [c.name for c in ckpts] == ["checkpoint-4"]  # saved on SIGTERM (save_steps is 1000), at the next step
     assert statuses(store, job_id)[-1] == "queued"
     assert "SIGTERM" in (tmp_path / "w.log").read_text()
@@ -327,7 +328,7 @@ def test_cancel_a_running_job_stops_it_and_never_publishes(db_url, tiny_request,
     assert job.status == "cancelled" and "nothing was published" in job.error
     assert _train_steps(store, job_id) < 2000
     assert not (home / "hub" / "models" / "me" / "cancelled").exists()
-    assert not (home / "runs" / f"job-{job_id}" / "stages" / "publish.json").exists()
+    assert not (home / "runs" / store.get(job_id).run_name / "stages" / "publish.json").exists()
 
 
 def test_a_cancelled_job_cannot_enter_publish(db_url, tiny_request):

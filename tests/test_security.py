@@ -80,8 +80,8 @@ def test_a_request_cannot_send_the_token_to_its_own_server(hub, listener, db_url
     store = Store(db_url, Limits(0, 0))
     with pytest.raises(UserError, match="hub_endpoint.*not one this factory sends requests to"):
         store.submit(request.read_text(), "mallory", "cli")
-    with pytest.raises(UserError, match="hub_endpoint.*not one this factory sends requests to"):
-        store.submit(request.read_text(), "discord:123456789", "discord")
+    with pytest.raises(UserError, match="operator-only: `hub_endpoint` chooses which of the operator's Hub endpoints"):
+        store.submit(request.read_text(), "discord:123456789", "discord")  # a stranger may not name any endpoint
     assert store.list() == []
     assert main(["run", str(request)]) == 2
     job = _insert_job(store, request.read_text())  # past the door: the worker refuses it too

@@ -95,6 +95,32 @@ def test_through_gradio_client(space):
     assert left[-1]["role"] == "assistant" and right[-1]["role"] == "assistant"
 
 
+def test_strangers_through_the_space(space, home, tmp_path):
+    """The second round's findings, as a stranger sends them through the page's own API."""
+    from gradio_client import Client
+
+    from factory.hub import LocalHub
+
+    client, module = Client(space["url"], verbose=False), space["module"]
+    hostile = short_demo(module, "hf:newcomer", model_config={"subfolder": "../../../../runs/job-3/merged"})
+    assert "operator-only: `model_config`" in client.predict(hostile, api_name="/validate")
+    private = tmp_path / "private-songs"
+    (private / "data").mkdir(parents=True)
+    (private / "data" / "train.jsonl").write_text('{"instruction": "secret", "output": "kept"}\n' * 30)
+    LocalHub(home / "hub").publish("org/private-songs", private, "the operator's", "dataset", private=True)
+    theirs = short_demo(module, "hf:newcomer", datasets=[{"path": "org/private-songs", "type": "alpaca"}])
+    assert "was not found, or you may not read it" in client.predict(theirs, api_name="/validate")
+    assert "Cannot preview" in client.predict(theirs, api_name="/preview")
+    turn = {"role": "user", "content": [{"type": "text", "text": "hello"}]}
+    folder, _ = LocalHub(home / "hub").snapshot("factory/tiny-llama")
+    for model, seed, word in ((str(folder), 0, "Hub repo id"), ("../runs/x", 0, "Hub repo id"),
+                              ("factory/tiny-llama", 1e30, "seed")):
+        with pytest.raises(Exception) as refused:
+            client.predict(model, [turn], [turn], 0.0, 8, seed, api_name="/chat")
+        assert word in str(refused.value), str(refused.value)
+    assert str(home) not in str(refused.value)
+
+
 @pytest.fixture
 def browser():
     if not Path(CHROMIUM).exists():
