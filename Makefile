@@ -40,6 +40,7 @@ space: install-dev
 	$(VENV)/bin/factory space --worker
 
 test: install-dev
+	$(VENV)/bin/lint-imports  # the floor plan (pyproject.toml): an import pointing up a floor fails here
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -34,7 +34,7 @@ def main() -> None:
     os.environ["FACTORY_BENCHMARKS_DIR"] = str(args.shared / "benchmarks")
     from evals.benchmarks import load_benchmark
     from evals.contamination import Index, check
-    from factory.decontaminate import rows_of
+    from factory.data.decontaminate import rows_of
 
     names = ["gsm8k", "mmlu", "arc_easy", "arc_challenge", "truthfulqa"]
     t = time.time()

@@ -91,10 +91,10 @@ def peak_mb() -> float:
 
 
 def run_factory(path: Path, kind: str, processes: int) -> dict:
-    from factory.chat import BUILTIN_TEMPLATES
-    from factory.config import parse_request
-    from factory.encode import encode_datasets
-    from factory.encoded_store import CacheWriter
+    from factory.data.chat import BUILTIN_TEMPLATES
+    from factory.request.config import parse_request
+    from factory.data.encode import encode_datasets
+    from factory.data.encoded_store import CacheWriter
 
     tok = load_tokenizer()
     req = parse_request({"base_model": "org/base", "datasets": [{"path": str(path), "type": "alpaca" if kind == "alpaca"
@@ -184,9 +184,9 @@ def measure_once(what: str, kind: str, path: Path, processes: int) -> dict:
 
 
 def turns_table() -> None:
-    from factory.chat import BUILTIN_TEMPLATES, encode
-    from factory.encode import encode_all
-    from factory.formats import Sample
+    from factory.data.chat import BUILTIN_TEMPLATES, encode
+    from factory.data.encode import encode_all
+    from factory.data.formats import Sample
 
     tok = load_tokenizer()
     template = BUILTIN_TEMPLATES["chatml"]

@@ -41,10 +41,10 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("FACTORY_BENCHMARKS_DIR", str(SHARED / "benchmarks"))
     from evals.harness import lm_eval_command
-    from factory.cli import main as factory_main
-    from factory.home import hub_root
-    from factory.hub import LocalHub
-    from factory.real_model import REPO_ID, ensure
+    from factory.cli.main import main as factory_main
+    from factory.base.home import hub_root
+    from factory.hub.local import LocalHub
+    from factory.demo.real_model import REPO_ID, ensure
 
     hub = LocalHub(hub_root())
     if not hub.exists(REPO_ID):

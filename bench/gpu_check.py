@@ -68,10 +68,10 @@ def main() -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.utils import logging
 
-    from factory.chat import Encoded
-    from factory.config import parse_request
-    from factory.progress import Silent
-    from factory.train import train
+    from factory.data.chat import Encoded
+    from factory.request.config import parse_request
+    from factory.base.progress import Silent
+    from factory.train.train import train
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()

@@ -7,7 +7,7 @@ Prices: FACTORY_JOBS_PRICES (a saved `list_jobs_hardware` answer), else the Hub'
 and parameters come from its data and base in the local hub (`factory demo` makes them). The QLoRA example's
 dataset, yahma/alpaca-cleaned, cannot be read offline: its bytes are estimated as its 51,760 rows times the mean
 bytes of a row of the shared Alpaca file (llamafactory_alpaca_en_demo.json, as JSON lines), and its parameters
-come from its name (8B). Everything else is the factory's own estimator (factory/compute.py).
+come from its name (8B). Everything else is the factory's own estimator (factory/queue/compute.py).
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ def main() -> None:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
 
-    from factory import demo
-    from factory.compute import estimate, hardware, parameters
-    from factory.config import load_request
-    from factory.home import hub_root
-    from factory.hub import LocalHub, model_folder
-    from factory.progress import Silent
-    from factory.remote_policy import estimated_tokens
+    from factory.demo import demo
+    from factory.queue.compute import estimate, hardware, parameters
+    from factory.request.config import load_request
+    from factory.base.home import hub_root
+    from factory.hub.local import LocalHub
+    from factory.hub.choose import model_folder
+    from factory.base.progress import Silent
+    from factory.admission.remote_policy import estimated_tokens
 
     flavors, prices = hardware()
     print(f"machine: {platform.node()} ({platform.machine()}); {prices}")

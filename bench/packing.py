@@ -24,7 +24,7 @@ import json
 import platform
 import time
 
-from factory.packing import best_fit_decreasing
+from factory.train.packing import best_fit_decreasing
 
 
 def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, os, sys, time
-from factory.jobs import Limits, Store
+from factory.queue.jobs import Limits, Store
 role, url, name, n, request_file, barrier = sys.argv[1:7]
 n = int(n)
 store = Store(url, Limits(0, 0))
@@ -96,8 +96,8 @@ def main() -> None:
                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from factory.jobs import Store
-    from factory.tiny import write_base
+    from factory.queue.jobs import Store
+    from factory.demo.tiny import write_base
 
     work = Path(tempfile.mkdtemp(prefix="queue-bench-"))
     os.environ["FACTORY_HOME"] = str(work / "home")

@@ -10,7 +10,7 @@ so its peak memory (max RSS, model load included) is its own:
 
 - factory packed: the factory's path (best-fit packing, logits only at trained positions);
 - factory packed, full logits: the same with the model's own loss (every position through the LM head),
-  the path before factory/loss.py;
+  the path before factory/train/loss.py;
 - Trainer padded: the same Trainer on rows padded to the longest in a batch of 4;
 - TRL SFTTrainer: packing=bfd (padding-free), completion-only loss on prompt/completion rows, the
   same LoRA and settings.
@@ -42,9 +42,9 @@ LORA = {"adapter": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, 
 
 
 def model_dir() -> Path:
-    from factory.home import hub_root
-    from factory.hub import LocalHub
-    from factory.real_model import REPO_ID, ensure
+    from factory.base.home import hub_root
+    from factory.hub.local import LocalHub
+    from factory.demo.real_model import REPO_ID, ensure
 
     hub = LocalHub(hub_root())
     if not hub.exists(REPO_ID):
@@ -67,8 +67,8 @@ def rows(n: int) -> list[dict]:
 def encoded(folder: Path, n: int, seq_len: int):
     from transformers import AutoTokenizer
 
-    from factory.encode import encode_all
-    from factory.formats import Sample
+    from factory.data.encode import encode_all
+    from factory.data.formats import Sample
 
     tok = AutoTokenizer.from_pretrained(folder)
     samples = [Sample(messages=(("user", r["prompt"]), ("assistant", r["output"]))) for r in rows(n)]
@@ -81,19 +81,19 @@ def peak_mb() -> float:
 
 
 def run_factory(n: int, seq_len: int, packing: bool, full_logits: bool) -> dict:
-    from factory.config import parse_request
-    from factory.progress import Silent
-    from factory.train import train
+    from factory.request.config import parse_request
+    from factory.base.progress import Silent
+    from factory.train.train import train
 
     folder = model_dir()
     tok, data = encoded(folder, n, seq_len)
-    if full_logits:  # the path before factory/loss.py: the model's own loss over every position
-        import factory.loss
-        import factory.packing
+    if full_logits:  # the path before factory/train/loss.py: the model's own loss over every position
+        import factory.train.loss
+        import factory.train.packing
 
-        factory.loss.kept_logits_loss = None
-        plain = factory.packing.FlattenCollator.__call__
-        factory.packing.FlattenCollator.__call__ = lambda self, b: {k: v for k, v in plain(self, b).items()
+        factory.train.loss.kept_logits_loss = None
+        plain = factory.train.packing.FlattenCollator.__call__
+        factory.train.packing.FlattenCollator.__call__ = lambda self, b: {k: v for k, v in plain(self, b).items()
                                                                      if k != "logits_to_keep"}
     req = parse_request({"base_model": str(folder), "datasets": [{"path": "o/d"}], "sequence_len": seq_len,
                          "sample_packing": packing, "micro_batch_size": 1 if packing else 4, "num_epochs": 1,
@@ -136,10 +136,10 @@ def profile(seq_len: int, n: int, args_rounds: int = 3) -> dict:
     rounds after a warm-up round."""
     import torch
 
-    from factory.config import parse_request
-    from factory.loss import kept_logits_loss
-    from factory.packing import FlattenCollator, pack
-    from factory.train import load_base, wrap_adapter
+    from factory.request.config import parse_request
+    from factory.train.loss import kept_logits_loss
+    from factory.train.packing import FlattenCollator, pack
+    from factory.train.train import load_base, wrap_adapter
 
     folder = model_dir()
     _, data = encoded(folder, n, seq_len)

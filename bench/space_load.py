@@ -42,7 +42,7 @@ def main() -> int:
 
     module = runpy.run_path(str(ROOT / "spaces" / "app.py"), run_name="space_load")
     module["ensure_demo_assets"]()
-    from factory.jobs import Store
+    from factory.queue.jobs import Store
 
     store = Store()
     statements = [0]

@@ -55,10 +55,10 @@ def write_model(path: Path) -> None:
 def run_factory(model_dir: Path, data: list[list[int]], seq_len: int, packing: bool, work: Path) -> tuple[float, int]:
     from transformers import PreTrainedTokenizerFast
 
-    from factory.chat import Encoded
-    from factory.config import parse_request
-    from factory.progress import Silent
-    from factory.train import train
+    from factory.data.chat import Encoded
+    from factory.request.config import parse_request
+    from factory.base.progress import Silent
+    from factory.train.train import train
 
     tok = PreTrainedTokenizerFast(tokenizer_file=str(ROOT.parent / "shared/data/tokenizers/gpt-neox-20b/20B_tokenizer.json"),
                                   pad_token="<|endoftext|>")

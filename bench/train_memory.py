@@ -44,7 +44,7 @@ def data_prep():
 
 
 def write_base(dest: Path) -> None:
-    from factory.tiny import CHATML, build_model
+    from factory.demo.tiny import CHATML, build_model
 
     tok = data_prep().load_tokenizer()
     tok.chat_template = CHATML
@@ -60,9 +60,9 @@ def run_folder(home: Path) -> Path:
 
 
 def child(kind: str, home: Path, sequence_len: int) -> dict:
-    from factory import encoded_store
-    from factory.packing import FlattenCollator, pack, pack_lengths
-    from factory.train import Rows, epoch_order
+    from factory.data import encoded_store
+    from factory.train.packing import FlattenCollator, pack, pack_lengths
+    from factory.train.train import Rows, epoch_order
 
     _, train, _ = encoded_store.load(run_folder(home))
     t = time.perf_counter()

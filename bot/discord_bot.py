@@ -24,11 +24,11 @@ import yaml
 from discord import app_commands
 
 from bot import render
-from factory.admission import reader_hub
-from factory.compute import cost_note
-from factory.config import loads_request
-from factory.errors import UserError
-from factory.jobs import Store
+from factory.admission.admission import reader_hub
+from factory.frontdoor.costs import cost_note
+from factory.request.config import loads_request
+from factory.base.errors import UserError
+from factory.queue.jobs import Store
 
 FRONT_DOOR = "discord"
 MAX_ATTACHMENT = 64 * 1024
@@ -46,8 +46,8 @@ def _ids(name: str) -> set[str]:
 
 def discord_token() -> str:
     """DISCORD_TOKEN or the secrets file's; a missing or malformed one is a UserError (exit 2)."""
-    from factory.credentials import read_secrets, secrets_file
-    from factory.redact import register
+    from factory.base.secrets_file import read_secrets, secrets_file
+    from factory.base.redact import register
 
     value = os.environ.get("DISCORD_TOKEN") or read_secrets().get("DISCORD_TOKEN")
     if not value:
@@ -230,7 +230,7 @@ class FactoryBot:
             await self._private(interaction, "Attach a request .yaml, or give at least base_model and dataset.")
             return None
         if estimate_only:  # before submitting: the door's checks and the cost, nothing queued
-            from factory.admission import admit
+            from factory.admission.admission import admit
 
             try:
                 request = await asyncio.to_thread(admit, text, submitter(interaction.user), FRONT_DOOR)
@@ -298,7 +298,7 @@ class FactoryBot:
 
     async def chat(self, interaction, model: str | None, prompt: str, compare: bool) -> None:
         """No model: the default pair (the real-model demo's finetune, or the tiny demo's) against its base."""
-        from factory.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
+        from factory.frontdoor.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
 
         await interaction.response.defer(thinking=True)
         if why := denial(interaction):
@@ -359,7 +359,7 @@ class FactoryBot:
 
     async def deliver_once(self) -> int:
         """Post every undelivered milestone of every job with a thread; returns how many events were handled."""
-        from factory.delivery import Deliverer
+        from factory.frontdoor.delivery import Deliverer
 
         loop = asyncio.get_running_loop()
         handled = 0
@@ -391,7 +391,7 @@ class FactoryBot:
             try:
                 await self.deliver_once()
             except Exception as exc:  # noqa: BLE001 - the loop outlives a failed post; the cursor keeps its place
-                from factory.redact import redact
+                from factory.base.redact import redact
 
                 print(redact(f"delivery: {type(exc).__name__}: {exc}"), file=sys.stderr)
             await asyncio.sleep(every_s)

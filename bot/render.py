@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import discord
 
-from factory import job_views
-from factory.jobs import Job, JobEvent
+from factory.frontdoor import job_views
+from factory.queue.jobs import Job, JobEvent
 
 MESSAGE = 2000
 TITLE, DESCRIPTION, FIELDS, FIELD_NAME, FIELD_VALUE, EMBED_TOTAL = 256, 4096, 25, 256, 1024, 6000

@@ -1,3 +1,3 @@
-from factory.cli import entry
+from factory.cli.main import entry
 
 entry()

@@ -18,13 +18,13 @@ import gradio as gr
 import pandas as pd
 import yaml
 
-from factory import job_views
-from factory.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
-from factory.compute import cost_note
-from factory.config import loads_request
-from factory.errors import UserError
-from factory.admission import reader_hub
-from factory.jobs import Store
+from factory.frontdoor import job_views
+from factory.frontdoor.chat_engine import ChatEngine, Settings, base_of, chat_hub, default_models
+from factory.frontdoor.costs import cost_note
+from factory.request.config import loads_request
+from factory.base.errors import UserError
+from factory.admission.admission import reader_hub
+from factory.queue.jobs import Store
 
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
 POLL_S = float(os.environ.get("FACTORY_SPACE_POLL_SECONDS", "2"))
@@ -51,7 +51,7 @@ CSS = """
 
 def example_request(user: str) -> str:
     """The demo request, published into the user's own namespace."""
-    from factory import demo
+    from factory.demo import demo
 
     data = yaml.safe_load(demo.REQUEST.read_text())
     data["hub_model_id"] = f"{user.partition(':')[2] or 'me'}/tiny-llama-demo"
@@ -108,8 +108,8 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
 
     def findings(text: str, profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None) -> str:
         """Validation and lint as the user types, reading as the user: each finding with its reason."""
-        from factory.admission import admit, reader_hub
-        from factory.checks import check_request
+        from factory.admission.admission import admit, reader_hub
+        from factory.admission.checks import check_request
 
         user = who(profile)
         if user is None:
@@ -120,14 +120,14 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             lint = check_request(request, "space request", reader_hub(user, secret))
         except UserError as exc:
             return "### Not accepted\n\n" + "\n".join(f"- {line.strip()}" for line in str(exc).splitlines() if line.strip())
-        from factory.lint import RULES
+        from factory.admission.lint import RULES
 
         reasons = {r.id: r.reason for r in RULES}
         lines = [f"- **{f.severity}** `{f.rule}`: {f.message}  \n  _why: {reasons.get(f.rule, '')}_" for f in lint]
         return "### Valid: ready to submit\n\n" + ("\n".join(lines) if lines else "No lint findings.")
 
     def fields_from_yaml(text: str):
-        from factory.yaml_guard import load_untrusted
+        from factory.admission.yaml_guard import load_untrusted
 
         try:
             data = load_untrusted(text) or {}  # the editor holds a stranger's text: no bombs here either
@@ -138,7 +138,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return [gr.update(value=_get(data, key)) for _, key, _ in FIELDS]
 
     def yaml_from_fields(text: str, *values):
-        from factory.yaml_guard import load_untrusted
+        from factory.admission.yaml_guard import load_untrusted
 
         try:
             data = load_untrusted(text) or {}
@@ -153,8 +153,8 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return yaml.safe_dump(data, sort_keys=False)
 
     def show_preview(text: str, profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None) -> str:
-        from factory.admission import admit, reader_hub
-        from factory.mask_preview import as_html, preview
+        from factory.admission.admission import admit, reader_hub
+        from factory.frontdoor.mask_preview import as_html, preview
 
         user = who(profile)
         if user is None:
@@ -428,7 +428,7 @@ def start_worker(store: Store):
     """A worker in this process (`factory space --worker`): the newcomer's laptop runs its own jobs.
 
     Returns the Worker; set its `exiting` to stop it after the job in hand."""
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     worker = Worker(store, "space-worker")
     threading.Thread(target=worker.run, daemon=True, name="factory-worker").start()
@@ -437,9 +437,10 @@ def start_worker(store: Store):
 
 def ensure_demo_assets() -> None:
     """Offline (the local hub), the demo's base model and dataset, so the example request runs."""
-    from factory import demo
-    from factory.hub import LocalHub, default_hub
-    from factory.progress import Console
+    from factory.demo import demo
+    from factory.hub.local import LocalHub
+    from factory.hub.choose import default_hub
+    from factory.base.progress import Console
 
     hub = default_hub()
     if isinstance(hub, LocalHub):

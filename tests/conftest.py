@@ -51,8 +51,8 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from factory.synthetic import corpus_for_tokenizer
-    from factory.tiny import build_tokenizer
+    from factory.demo.synthetic import corpus_for_tokenizer
+    from factory.demo.tiny import build_tokenizer
 
     return build_tokenizer(corpus_for_tokenizer())
 
@@ -60,7 +60,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """The demo's tiny base model written to a folder once per session."""
-    from factory.tiny import write_base
+    from factory.demo.tiny import write_base
 
     path = tmp_path_factory.mktemp("tiny-base")
     write_base(path)

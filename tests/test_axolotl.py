@@ -9,9 +9,9 @@ import shutil
 import pytest
 import yaml
 
-from factory.cli import main
-from factory.config import parse_request
-from factory.errors import UserError
+from factory.cli.main import main
+from factory.request.config import parse_request
+from factory.base.errors import UserError
 
 
 def _req(**kw):
@@ -23,7 +23,7 @@ def test_every_optimizer_name_is_one_the_trainer_knows():
 
     from transformers.training_args import OptimizerNames
 
-    from factory.config import Optimizer
+    from factory.request.config import Optimizer
 
     assert set(typing.get_args(Optimizer)) <= {o.value for o in OptimizerNames}
 
@@ -53,7 +53,7 @@ def test_capabilities_are_refused_once_each_by_name():
 
 
 def test_tensor_and_context_parallelism_are_ignored_with_a_warning():
-    from factory.lint import Facts, lint
+    from factory.admission.lint import Facts, lint
 
     r = _req(context_parallel_size=2, tensor_parallel_size=2, dp_shard_size=2, sequence_parallel_degree=1)
     assert r.distributed.strategy == "fsdp"  # the data-parallel sharding the config also asks for
@@ -71,7 +71,7 @@ def test_tensor_and_context_parallelism_are_ignored_with_a_warning():
 
 
 def test_axolotl_jeopardy_rows_become_conversations_as_axolotl_builds_them():
-    from factory.formats import JEOPARDY_SYSTEM, Malformed, normalise
+    from factory.data.formats import JEOPARDY_SYSTEM, Malformed, normalise
 
     spec = _req(datasets=[{"path": "o/d", "type": "jeopardy"}]).datasets[0]
     sample = normalise({"question": "This planet is red", "category": "SPACE", "answer": "Mars"}, spec)
@@ -106,7 +106,7 @@ def test_translations():
 
 
 def test_schedule_and_tracking_arguments(tmp_path, monkeypatch):
-    from factory.train_options import report_to, schedule_args, tracker_env, trackers
+    from factory.train.train_options import report_to, schedule_args, tracker_env, trackers
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -125,7 +125,7 @@ def test_schedule_and_tracking_arguments(tmp_path, monkeypatch):
 
 
 def test_front_doors_refuse_what_reaches_the_workers_disk_or_accounts():
-    from factory.remote_policy import check_raw
+    from factory.admission.remote_policy import check_raw
 
     check_raw({"wandb_project": None, "dataset_prepared_path": None, "trust_remote_code": False}, "r")  # empty: fine
     for key, value in (("mlflow_tracking_uri", "http://x"), ("wandb_project", "p"), ("lora_model_dir", "/a")):
@@ -136,7 +136,7 @@ def test_front_doors_refuse_what_reaches_the_workers_disk_or_accounts():
 def test_every_example_config_validates_or_is_refused_by_capability(shared, home, monkeypatch):
     """`factory validate` over Axolotl's 192 examples, offline (no base model facts): none crashes.
     The fractions are floors of what this version reaches (the issue aims at 80% / 60%; see the README)."""
-    from factory.axolotl_survey import survey
+    from factory.cli.axolotl_survey import survey
 
     monkeypatch.setenv("FACTORY_HUB", "local")
     result = survey(shared / "axolotl_examples")
@@ -165,7 +165,7 @@ FIVE = {  # config: (what it shows, the shared file in its format, rows)
 @pytest.fixture(scope="module")
 def long_tiny_base(tmp_path_factory):
     """The tiny base with room for Axolotl's sequence lengths (max_position_embeddings 8192)."""
-    from factory.tiny import write_base
+    from factory.demo.tiny import write_base
 
     path = tmp_path_factory.mktemp("tiny-8k")
     write_base(path)

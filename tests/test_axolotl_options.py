@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factory.cli import main
+from factory.cli.main import main
 
 
 def _request(tmp_path: Path, base: Path, rows: int = 48, **keys) -> Path:
-    from factory import synthetic
+    from factory.demo import synthetic
 
     data = tmp_path / "train.jsonl"
     if not data.is_file():
@@ -156,7 +156,7 @@ def test_trackio_logs_the_run_locally_under_the_requests_project(tmp_path, home,
 def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home, tiny_base, capsys):
     import numpy as np
 
-    from factory import encoded_store
+    from factory.data import encoded_store
 
     req = _request(tmp_path, tiny_base, max_steps=1, min_sample_len=40)
     assert main(["prepare", str(req)]) == 0
@@ -169,7 +169,7 @@ def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home
 
 
 def test_lr_quadratic_warmup_follows_step_over_warmup_squared(tmp_path, home, tiny_base):
-    from factory.train_options import quadratic_warmup_cosine
+    from factory.train.train_options import quadratic_warmup_cosine
 
     req = _request(tmp_path, tiny_base, max_steps=8, warmup_steps=4, lr_quadratic_warmup=True, learning_rate=1e-3)
     assert main(["run", str(req)]) == 0
@@ -182,10 +182,10 @@ def test_lr_quadratic_warmup_follows_step_over_warmup_squared(tmp_path, home, ti
 
 
 def test_curriculum_keeps_the_data_order_from_the_file_to_the_training_rows(tmp_path, home):
-    from factory.config import parse_request
-    from factory.data import prepare
-    from factory.hub import LocalHub
-    from factory.train import epoch_order
+    from factory.request.config import parse_request
+    from factory.data.data import prepare
+    from factory.hub.local import LocalHub
+    from factory.train.train import epoch_order
 
     data = tmp_path / "ordered.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"step {i}", "output": f"answer {i}"}) + "\n" for i in range(30)))
@@ -218,7 +218,7 @@ def test_lisa_trains_only_the_chosen_layers_at_a_time(tmp_path, home, tiny_base,
     assert changed == chosen  # the other layers did not move at all
     assert not torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])  # trains throughout
     with pytest.raises(Exception, match="lisa_n_layers is a full finetune"):
-        from factory.config import parse_request
+        from factory.request.config import parse_request
 
         parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "adapter": "lora",
                        "lora_target_linear": True, "lisa_n_layers": 2})
@@ -230,7 +230,7 @@ def test_weights_dtype_trains_half_precision_weights_without_mixed_precision(tmp
     import torch
     from safetensors.torch import load_file
 
-    from factory.config import parse_request
+    from factory.request.config import parse_request
 
     r = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "float16": True, "fp16": False, "bf16": False})
     assert r.weights_dtype == "float16" and "float16: true, fp16: false -> weights_dtype: float16" in r.compat.translated
@@ -271,8 +271,8 @@ def test_mlflow_logs_the_run_to_the_requests_tracking_uri(tmp_path, home, tiny_b
 def test_an_mlflow_folder_store_is_named_before_the_run_not_failed_at_its_first_log(monkeypatch):
     import importlib.util
 
-    from factory.config import parse_request
-    from factory.lint import Facts, lint
+    from factory.request.config import parse_request
+    from factory.admission.lint import Facts, lint
 
     if importlib.util.find_spec("mlflow") is None:
         from conftest import missing

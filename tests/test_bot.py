@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bot/ is run from
 
 from bot import render  # noqa: E402
 from bot.discord_bot import FactoryBot, discord_token, guild_allowed, is_operator, may_finetune  # noqa: E402
-from factory.jobs import Job, Limits, Store  # noqa: E402
+from factory.queue.jobs import Job, Limits, Store  # noqa: E402
 
 USER, OTHER, GUILD = 123456789012, 555555555555, 42
 
@@ -102,9 +102,9 @@ def run(coro):
 
 @pytest.fixture
 def discord_env(home, monkeypatch):
-    from factory import demo
-    from factory.hub import LocalHub
-    from factory.progress import Silent
+    from factory.demo import demo
+    from factory.hub.local import LocalHub
+    from factory.base.progress import Silent
 
     monkeypatch.setenv("FACTORY_HUB", "local")
     monkeypatch.setenv("FACTORY_DISCORD_NAMESPACE", "factory-discord")
@@ -116,7 +116,7 @@ def discord_env(home, monkeypatch):
 
 
 def demo_request(**over) -> str:
-    from factory import demo
+    from factory.demo import demo
 
     data = yaml.safe_load(demo.REQUEST.read_text())
     data.update({"hub_model_id": "factory-discord/tiny-demo", "max_steps": 30,
@@ -125,7 +125,7 @@ def demo_request(**over) -> str:
 
 
 def test_a_finetune_from_discord_to_the_final_embed(discord_env, db_url):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(db_url, Limits(0, 0))
     bot = FactoryBot(store)
@@ -168,7 +168,7 @@ def test_a_finetune_from_discord_to_the_final_embed(discord_env, db_url):
 
 
 def test_options_cancel_and_the_button_after_a_restart(discord_env, db_url):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(db_url, Limits(0, 0))
     bot = FactoryBot(store)
@@ -234,7 +234,7 @@ def test_refusals_are_private_and_immediate(case, discord_env, db_url, monkeypat
 
 def test_the_checks_themselves(monkeypatch):
     from bot.discord_bot import check_settings
-    from factory.errors import UserError
+    from factory.base.errors import UserError
 
     monkeypatch.setenv("FACTORY_DISCORD_GUILDS", "1,2")
     assert guild_allowed(1) and not guild_allowed(3) and not guild_allowed(None)
@@ -272,7 +272,7 @@ def test_the_commands_registered_on_start(discord_env, db_url):
 
 
 def test_the_token_is_checked_and_never_shown(home, monkeypatch, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     monkeypatch.delenv("DISCORD_TOKEN", raising=False)
     assert main(["bot"]) == 2
@@ -285,7 +285,7 @@ def test_the_token_is_checked_and_never_shown(home, monkeypatch, capsys):
     good = "M" + "a" * 25 + "." + "b" * 6 + "." + "c" * 30
     monkeypatch.setenv("DISCORD_TOKEN", good)
     assert discord_token() == good
-    from factory.redact import redact
+    from factory.base.redact import redact
 
     assert redact(f"oops {good}") == "oops ***"
 
@@ -315,7 +315,7 @@ def test_the_longest_outputs_fit_discords_limits():
 
 
 def test_chat_streams_by_edits_and_splits_long_replies(discord_env, tiny_base, db_url, monkeypatch):
-    from factory.chat_engine import ChatEngine
+    from factory.frontdoor.chat_engine import ChatEngine
 
     monkeypatch.setattr("bot.discord_bot.EDIT_EVERY_S", 0.0)
     store = Store(db_url, Limits(0, 0))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factory.cli import main
+from factory.cli.main import main
 
 GOOD_ROWS = [{"instruction": f"Name song {i}", "output": f"Song {i} is about rain"} for i in range(20)]
 GOOD_YAML = "base_model: org/tiny-base\nsequence_len: 128\ndatasets:\n  - path: data.jsonl\n"
@@ -227,8 +227,8 @@ def test_broken_file_in_a_hub_dataset(tmp_path, capsys, home, hub):
 
 
 def test_a_100mb_line_is_one_malformed_row_read_in_bounded_memory(tmp_path, capsys, home, tiny_base):
-    from factory.data import read_rows
-    from factory.formats import Malformed
+    from factory.data.data import read_rows
+    from factory.data.formats import Malformed
 
     path = tmp_path / "data.jsonl"
     with open(path, "wb") as f:
@@ -250,8 +250,8 @@ def test_a_100mb_line_is_one_malformed_row_read_in_bounded_memory(tmp_path, caps
                                                  ("utf-16-le", codecs.BOM_UTF16_LE, "csv"),
                                                  ("utf-8", codecs.BOM_UTF8, "jsonl")])
 def test_bom_encoded_datasets_load_and_say_so(tmp_path, home, encoding, bom, suffix):
-    from factory.config import DatasetSpec
-    from factory.data import DatasetReport, load_samples
+    from factory.request.config import DatasetSpec
+    from factory.data.data import DatasetReport, load_samples
 
     rows = [{"instruction": f"Qu'est-ce que {i}\u00a0?", "output": f"R\u00e9ponse {i} \u2014 ok"} for i in range(5)]
     text = {"json": json.dumps(rows, ensure_ascii=False),
@@ -269,8 +269,8 @@ def test_bom_encoded_datasets_load_and_say_so(tmp_path, home, encoding, bom, suf
 
 def test_a_long_csv_cell_is_a_row(tmp_path):
     """Python's csv refuses fields over 128 KiB by default; a long answer is still one good row."""
-    from factory.config import DatasetSpec
-    from factory.data import DatasetReport, load_samples
+    from factory.request.config import DatasetSpec
+    from factory.data.data import DatasetReport, load_samples
 
     path = tmp_path / "long.csv"
     path.write_text("instruction,output\nsummarise,\"" + "word " * 60_000 + "\"\n")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from factory.card import CardFacts, build_card
-from factory.config import parse_request
+from factory.publish.card import CardFacts, build_card
+from factory.request.config import parse_request
 
 
 def _facts(**over) -> CardFacts:
@@ -89,7 +89,7 @@ def test_loss_curve_svg(tmp_path):
     import json
     import xml.etree.ElementTree as ET
 
-    from factory import loss_curve
+    from factory.publish import loss_curve
 
     metrics = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "loss": 5.0 / s} for s in range(1, 21)] + [{"step": 10, "loss": 0.3}]  # a resumed run rewrites step 10

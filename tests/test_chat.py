@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from factory.chat import BUILTIN_TEMPLATES, IGNORE, encode, resolve_template
-from factory.errors import UserError
-from factory.formats import Sample
+from factory.data.chat import BUILTIN_TEMPLATES, IGNORE, encode, resolve_template
+from factory.base.errors import UserError
+from factory.data.formats import Sample
 
 MARKERS = ["<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
            "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]

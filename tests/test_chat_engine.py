@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from factory.chat_engine import ChatEngine, Settings
-from factory.errors import UserError
+from factory.frontdoor.chat_engine import ChatEngine, Settings
+from factory.base.errors import UserError
 
 HELLO = [{"role": "user", "content": "What is this text about? guitar song"}]
 
@@ -100,9 +100,9 @@ def test_limits_and_bad_input_are_user_errors(models):
 
 
 def test_default_pair_is_the_real_demo_finetune_once_it_exists(tmp_path):
-    from factory.chat_engine import default_models
-    from factory.hub import LocalHub
-    from factory.real_model import FINETUNED_ID
+    from factory.frontdoor.chat_engine import default_models
+    from factory.hub.local import LocalHub
+    from factory.demo.real_model import FINETUNED_ID
 
     hub = LocalHub(tmp_path / "hub")
     assert default_models(hub) == ["factory/tiny-llama-demo-instruct"]

@@ -7,11 +7,11 @@ import json
 import pytest
 import yaml
 
-from factory.errors import UserError
+from factory.base.errors import UserError
 
 
 def _demo(**over) -> dict:
-    from factory import demo
+    from factory.demo import demo
 
     return {**yaml.safe_load(demo.REQUEST.read_text()), **over}
 
@@ -28,9 +28,9 @@ def prices(tmp_path, monkeypatch):
 
 @pytest.fixture
 def demo_hub(home, monkeypatch):
-    from factory import demo
-    from factory.hub import LocalHub
-    from factory.progress import Silent
+    from factory.demo import demo
+    from factory.hub.local import LocalHub
+    from factory.base.progress import Silent
 
     monkeypatch.setenv("FACTORY_HUB", "local")
     hub = LocalHub(home / "hub")
@@ -39,7 +39,7 @@ def demo_hub(home, monkeypatch):
 
 
 def test_timeouts_are_written_as_the_jobs_api_writes_them():
-    from factory.compute import timeout_seconds
+    from factory.request.durations import timeout_seconds
 
     assert [timeout_seconds(t) for t in ("3600", "90m", "2h", "1.5h", "1d", "45s")] == [3600, 5400, 7200, 5400, 86400, 45]
     for bad in ("", "2 hours", "-1h", "0", "h"):
@@ -48,7 +48,7 @@ def test_timeouts_are_written_as_the_jobs_api_writes_them():
 
 
 def test_the_compute_key_is_validated_at_the_door(demo_hub, tmp_path):
-    from factory.config import loads_request
+    from factory.request.config import loads_request
 
     ok = loads_request(yaml.safe_dump(_demo(compute={"flavor": "a10g-large", "timeout": "2h"})))
     assert (ok.compute.flavor, ok.compute.timeout) == ("a10g-large", "2h")
@@ -61,8 +61,8 @@ def test_the_compute_key_is_validated_at_the_door(demo_hub, tmp_path):
 
 
 def test_strangers_get_the_flavors_and_timeout_the_operator_allows(demo_hub, monkeypatch):
-    from factory.config import loads_request
-    from factory.remote_policy import RemoteLimits, check_request
+    from factory.request.config import loads_request
+    from factory.admission.remote_policy import RemoteLimits, check_request
 
     def check(**compute):
         request = loads_request(yaml.safe_dump(_demo(hub_model_id="alice/x", compute=compute)))
@@ -79,9 +79,9 @@ def test_strangers_get_the_flavors_and_timeout_the_operator_allows(demo_hub, mon
 def test_the_estimate_is_the_arithmetic_it_prints(demo_hub, prices):
     import math
 
-    from factory.compute import PEAK_TFLOPS, UTILISATION, estimate_request, overhead_minutes
-    from factory.config import loads_request
-    from factory.remote_policy import estimated_tokens
+    from factory.queue.compute import PEAK_TFLOPS, UTILISATION, estimate_request, overhead_minutes
+    from factory.request.config import loads_request
+    from factory.admission.remote_policy import estimated_tokens
 
     request = loads_request(yaml.safe_dump(_demo(max_steps=None)))
     est = estimate_request(request, demo_hub, "t4-small")
@@ -89,7 +89,7 @@ def test_the_estimate_is_the_arithmetic_it_prints(demo_hub, prices):
     import torch  # noqa: F401 - the parameter count below loads the base itself, to compare
     from transformers import AutoModelForCausalLM
 
-    from factory.hub import model_folder
+    from factory.hub.choose import model_folder
 
     base = AutoModelForCausalLM.from_pretrained(model_folder(request.base_model, demo_hub)[0])
     assert est.params == sum(p.numel() for p in base.parameters())
@@ -109,7 +109,7 @@ def test_the_estimate_is_the_arithmetic_it_prints(demo_hub, prices):
 
 
 def test_validate_prints_the_cost_on_each_flavor_asked(demo_hub, prices, tmp_path, capsys, monkeypatch):
-    from factory.cli import main
+    from factory.cli.main import main
 
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(_demo()))
@@ -126,7 +126,7 @@ def test_validate_prints_the_cost_on_each_flavor_asked(demo_hub, prices, tmp_pat
 
 
 def test_prices_come_from_the_hub_and_are_cached_a_day(hub, home, monkeypatch):
-    from factory.compute import hardware
+    from factory.queue.compute import hardware
 
     flavors, source = hardware()
     assert flavors["t4-medium"].usd_per_min == pytest.approx(0.01) and flavors["test-gpux2"].gpus == 2

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from factory.cli import main
-from factory.config import Request, load_request, parse_request
-from factory.errors import UserError
+from factory.cli.main import main
+from factory.request.config import Request, load_request, parse_request
+from factory.base.errors import UserError
 
 GOOD = """\
 base_model: org/base
@@ -119,7 +119,7 @@ def test_validate_cli_exit_codes(tmp_path, home, capsys):
 
 def test_missing_dataset_file_fails_in_run(tmp_path, home, capsys):
     req = write(tmp_path, GOOD.replace("org/data", "missing.jsonl"))
-    from factory.data import dataset_files
+    from factory.data.data import dataset_files
 
     with pytest.raises(UserError) as exc:
         dataset_files(load_request(req).datasets[0], hub=None)
@@ -129,7 +129,7 @@ def test_missing_dataset_file_fails_in_run(tmp_path, home, capsys):
 def test_validate_imports_no_torch(tmp_path, home):
     req = write(tmp_path, GOOD)
     code = (
-        "import sys, time; t=time.time(); from factory.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "import sys, time; t=time.time(); from factory.cli.main import main; rc = main(['validate', sys.argv[1]]); "
         "assert 'torch' not in sys.modules, 'torch imported'; print(rc, time.time()-t)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(req)], capture_output=True, text=True, env={"FACTORY_HOME": str(home), "PATH": ""})

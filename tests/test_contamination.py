@@ -13,7 +13,7 @@ import pytest
 
 from evals.benchmarks import BUILTIN, load_benchmark, read_items, strings_of
 from evals.contamination import check
-from factory.decontaminate import rows_of
+from factory.data.decontaminate import rows_of
 
 MAIN = ["gsm8k", "mmlu", "arc_easy", "arc_challenge", "truthfulqa"]
 # The only overlaps in the unplanted shared files, each read by hand: a benchmark answer string that
@@ -139,7 +139,7 @@ def test_planted_items_are_found(shared, benchmarks, tmp_path, variant):
 
 
 def test_cli_writes_the_json_report(shared, benchmarks, tmp_path, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     bench = tmp_path / "mine.csv"
     bench.write_text("question,answer\nWhat is the boiling point of pure water at sea level in degrees Celsius?,100\n"
@@ -169,7 +169,7 @@ def test_cli_writes_the_json_report(shared, benchmarks, tmp_path, capsys):
 def test_audit_scans_rows_training_would_drop(shared, benchmarks, tmp_path, capsys):
     """Items planted into rows with an empty output (malformed for training) are found as surely as items
     in well-formed rows, marked as rows training would drop, and the summary counts both kinds."""
-    from factory.cli import main
+    from factory.cli.main import main
 
     src = shared / "sft_alpaca" / "alpaca_libre_tasks_v1.jsonl"
     rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
@@ -238,7 +238,7 @@ def _request(tmp_path, tiny_base, policy):
 
 
 def test_block_stops_before_training(home, tiny_base, tmp_path, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["run", str(_request(tmp_path, tiny_base, "block"))]) == 2
     err = capsys.readouterr().err
@@ -248,7 +248,7 @@ def test_block_stops_before_training(home, tiny_base, tmp_path, capsys):
 
 
 def test_drop_removes_rows_and_the_card_says_so(home, tiny_base, tmp_path):
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["run", str(_request(tmp_path, tiny_base, "drop"))]) == 0
     run = next((home / "runs").iterdir())

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from factory.config import DatasetSpec, parse_request
-from factory.data import DatasetReport, load_samples, prepare
-from factory.errors import UserError
-from factory.formats import Malformed, normalise
-from factory.hub import LocalHub
+from factory.request.config import DatasetSpec, parse_request
+from factory.data.data import DatasetReport, load_samples, prepare
+from factory.base.errors import UserError
+from factory.data.formats import Malformed, normalise
+from factory.hub.local import LocalHub
 
 
 def samples(path, type_, **kw):

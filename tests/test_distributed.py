@@ -13,8 +13,8 @@ import pytest
 from conftest import missing  # tests/ is on sys.path under pytest
 import yaml
 
-from factory.config import parse_request
-from factory.errors import UserError
+from factory.request.config import parse_request
+from factory.base.errors import UserError
 
 
 def _request(tiny_base, data: Path, out: Path, micro_batch: int) -> dict:
@@ -69,7 +69,7 @@ def test_strategies_are_validated():
 
 
 def test_strategy_arguments_for_the_trainer(monkeypatch):
-    from factory.train import distributed_args
+    from factory.train.train import distributed_args
 
     base = {"base_model": "org/base", "datasets": [{"path": "o/d"}]}
     assert distributed_args(parse_request(base)) == {}  # one process: nothing to configure

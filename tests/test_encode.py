@@ -10,11 +10,11 @@ import time
 import pytest
 import yaml
 
-from factory.chat import BUILTIN_TEMPLATES, Encoded, encode
-from factory.config import DatasetSpec
-from factory.data import DatasetReport, load_samples
-from factory.encode import encode_all, learn_shape
-from factory.formats import Sample
+from factory.data.chat import BUILTIN_TEMPLATES, Encoded, encode
+from factory.request.config import DatasetSpec
+from factory.data.data import DatasetReport, load_samples
+from factory.data.encode import encode_all, learn_shape
+from factory.data.formats import Sample
 from test_chat import templates  # tests/ is on sys.path under pytest
 
 
@@ -85,9 +85,9 @@ def test_processes_give_the_same_result_in_the_same_order(tiny_tokenizer):
 def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_entry(tiny_tokenizer, tmp_path):
     import numpy as np
 
-    from factory.encode import encode_stream
-    from factory.encoded_store import CacheWriter, EncodedArrays, Samples, open_entry
-    from factory.row_chunks import CHUNK, Chunk
+    from factory.data.encode import encode_stream
+    from factory.data.encoded_store import CacheWriter, EncodedArrays, Samples, open_entry
+    from factory.data.row_chunks import CHUNK, Chunk
 
     pulled, ahead = 0, []
 
@@ -128,7 +128,7 @@ def test_a_stream_is_read_only_a_few_chunks_ahead_and_lands_in_a_memory_mapped_e
 
 
 def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
-    from factory.cli import main
+    from factory.cli.main import main
 
     req = {"base_model": str(tiny_base), "datasets": [{"path": "d.jsonl"}], "sequence_len": 128,
            "chat_template": "chatml", **extra}
@@ -139,7 +139,7 @@ def _prepare(tmp_path, tiny_base, capsys, **extra) -> str:
 
 
 def test_a_val_set_size_beyond_the_data_is_refused_before_tokenising(tmp_path, home, tiny_base, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(30)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -183,7 +183,7 @@ def test_a_runs_samples_are_read_from_the_memory_mapped_entry_cut_as_chosen(tmp_
     entry's row, cut to sequence_len, in the chosen train and eval rows."""
     import numpy as np
 
-    from factory import encoded_store
+    from factory.data import encoded_store
 
     rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about" + " rain" * (i % 40)}
             for i in range(200)]
@@ -202,7 +202,7 @@ def test_a_runs_samples_are_read_from_the_memory_mapped_entry_cut_as_chosen(tmp_
 
 def test_the_data_stage_resolves_each_dataset_once(tmp_path, home, tiny_base, capsys, monkeypatch):
     """The cache key and every pass over the rows read the same files (a Hub dataset: the same revision)."""
-    from factory import data
+    from factory.data import data
 
     rows = [{"instruction": f"What is song {i} about?", "output": f"Song {i} is about rain."} for i in range(50)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -215,8 +215,8 @@ def test_the_data_stage_resolves_each_dataset_once(tmp_path, home, tiny_base, ca
 
 
 def test_compact_arrays_round_trip_select_and_cut():
-    from factory.chat import IGNORE
-    from factory.encoded_store import EncodedArrays, Samples
+    from factory.data.chat import IGNORE
+    from factory.data.encoded_store import EncodedArrays, Samples
 
     samples = [Encoded([1, 2, 3], [IGNORE, 2, 3]), Encoded([4], [IGNORE]), Encoded([5, 6, 7, 8], [5, IGNORE, 7, 8])]
     arrays = EncodedArrays.concat([EncodedArrays.of(samples[:2]), EncodedArrays.of(samples[2:])])
@@ -254,7 +254,7 @@ def test_which_real_templates_take_the_fast_path(shared, phi3, name, fast):
     ("{% for m in messages[1:] %}{{ m.role ~ ': ' ~ m.content }}{% endfor %}{{ messages[0]['content'] }}", True),
 ])
 def test_which_templates_only_write_the_content(template, only_written):
-    from factory.template_writes import content_only_written
+    from factory.data.template_writes import content_only_written
 
     assert content_only_written(template) is only_written
 
@@ -262,7 +262,7 @@ def test_which_templates_only_write_the_content(template, only_written):
 def test_one_render_gives_the_prefix_methods_masks_even_with_marker_characters_in_the_text(tiny_tokenizer):
     """A template that only writes content is rendered once, with markers; a row whose own text holds the
     markers' characters (or their exact form) is encoded the reference way, and every row equals it."""
-    from factory.encode import MARK
+    from factory.data.encode import MARK
 
     template = BUILTIN_TEMPLATES["chatml"]
     samples = [Sample(messages=(("user", f"question {i}"), ("assistant", f" answer {i}\n"), ("user", "more"),

@@ -6,8 +6,8 @@ import json
 
 import yaml
 
-from factory.cli import main
-from factory.hub import LocalHub
+from factory.cli.main import main
+from factory.hub.local import LocalHub
 
 
 def test_demo_beats_base_and_publishes(home, capsys, monkeypatch):
@@ -45,7 +45,7 @@ def test_demo_beats_base_and_publishes(home, capsys, monkeypatch):
     assert hub.snapshot("factory/tiny-llama-demo-instruct")[1] == rev
 
     # the vibe check through the chat engine: held-out questions the finetuned model gets right and its base wrong
-    from factory.chat_engine import ChatEngine, Settings
+    from factory.frontdoor.chat_engine import ChatEngine, Settings
 
     heldout = [json.loads(line) for line in (home / "evals" / "factory_demo_heldout.jsonl").read_text().splitlines()][:10]
     engine = ChatEngine(device="cpu")
@@ -90,10 +90,10 @@ def test_full_finetune_of_local_completion_data(home, tiny_base, tmp_path, capsy
 
 def test_packed_and_unpacked_training_end_within_two_percent(home, tiny_base, tmp_path):
     """Same data, seed and epochs: packing changes how rows are batched, not what is learned."""
-    from factory.config import parse_request
-    from factory.hub import LocalHub
-    from factory.pipeline import Run, execute
-    from factory.progress import Silent
+    from factory.request.config import parse_request
+    from factory.hub.local import LocalHub
+    from factory.run.pipeline import Run, execute
+    from factory.base.progress import Silent
 
     import random
 

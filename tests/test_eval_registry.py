@@ -78,7 +78,7 @@ def test_registry_tasks_run_in_process_on_seeded_subsets(bench_dir, tiny_base):
 def test_registry_task_without_data_is_refused_at_the_door(home, tiny_base, tmp_path, monkeypatch, capsys):
     import yaml
 
-    from factory.cli import main
+    from factory.cli.main import main
 
     monkeypatch.delenv("FACTORY_BENCHMARKS_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -91,7 +91,7 @@ def test_registry_task_without_data_is_refused_at_the_door(home, tiny_base, tmp_
 
 
 def test_factory_eval_command(bench_dir, tiny_base, tmp_path, home, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     out = tmp_path / "eval.json"
     assert main(["eval", str(tiny_base), "--base", str(tiny_base), "--task", "arc_easy", "--limit", "5",

@@ -12,14 +12,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory.errors import UserError
-from factory.jobs import Limits, Store
+from factory.base.errors import UserError
+from factory.queue.jobs import Limits, Store
 
 
 @pytest.fixture
 def local_hub(home, tiny_base, tmp_path, monkeypatch):
     """The local hub with a base (org/tiny-base) and a dataset (org/songs), as a front door sees them."""
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     monkeypatch.setenv("FACTORY_HUB", "local")
     hub = LocalHub(home / "hub")
@@ -124,7 +124,7 @@ def test_the_table_is_long_enough_and_a_good_request_passes(local_hub, db_url):
 
 
 def test_a_yaml_bomb_is_refused_cheaply():
-    from factory.yaml_guard import load_untrusted
+    from factory.admission.yaml_guard import load_untrusted
 
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -174,7 +174,7 @@ def test_who_is_who_and_where_their_models_go(local_hub, db_url, monkeypatch):
 
 def test_the_worker_applies_the_policy_again(local_hub, tiny_base, db_url):
     """A stranger's job row edited after submit (or written by an older factory) is refused by the worker."""
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
     from test_security import _insert_job
 
     store = Store(db_url, Limits(0, 0))
@@ -201,7 +201,7 @@ requests = st.fixed_dictionaries({}, optional={k: values for k in KEYS}).map(lam
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(req=requests)
 def test_any_request_validates_or_is_a_user_error(req, local_hub):
-    from factory.admission import admit
+    from factory.admission.admission import admit
 
     try:
         text = yaml.safe_dump(req, allow_unicode=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from factory.cli import main
+from factory.cli.main import main
 
 
 @pytest.mark.parametrize("name, content, words", [
@@ -33,8 +33,8 @@ def test_missing_file_bad_id_and_missing_arguments(tmp_path, home, capsys):
 
 
 def test_a_gguf_base_model_is_a_local_path_for_the_grant_check(tmp_path):
-    from factory.config import parse_request
-    from factory.grants import local_paths
+    from factory.request.config import parse_request
+    from factory.admission.grants import local_paths
 
     path = tmp_path / "m.gguf"
     path.write_bytes(b"GGUF")

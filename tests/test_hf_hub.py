@@ -11,19 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factory.errors import TransientError, UserError
+from factory.base.errors import TransientError, UserError
 from conftest import CANARY, fake_token  # tests/ is on sys.path under pytest
 
 def _hf(server, **kw):
-    from factory.credentials import Token
-    from factory.hf_hub import HfHub
+    from factory.hub.credentials import Token
+    from factory.hub.hf_hub import HfHub
 
     return HfHub(Token(CANARY, "HF_TOKEN", server.url), server.url, retry_base_s=0.01, **kw)
 
 
 def test_token_selection(monkeypatch, home, tmp_path):
-    from factory.credentials import hf_token
-    from factory.hub import LocalHub, default_hub
+    from factory.hub.credentials import hf_token
+    from factory.hub.local import LocalHub
+    from factory.hub.choose import default_hub
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no `hf auth login` cache
@@ -72,8 +73,8 @@ def test_downloads_only_what_a_finetune_needs_and_explains_errors(hub):
 
 
 def _hf_with_token(server, value):
-    from factory.credentials import Token
-    from factory.hf_hub import HfHub
+    from factory.hub.credentials import Token
+    from factory.hub.hf_hub import HfHub
 
     return HfHub(Token(value, "a test token", server.url), server.url, retry_base_s=0.01)
 
@@ -92,9 +93,9 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
     import torch
     from transformers import AutoModelForCausalLM
 
-    from factory.cli import main
-    from factory.jobs import Limits, Store
-    from factory.worker import Worker
+    from factory.cli.main import main
+    from factory.queue.jobs import Limits, Store
+    from factory.queue.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     request = _request(tmp_path)
@@ -124,9 +125,9 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
 
     # A worker that crashed after its commit and retried (or `factory run` re-run) publishes the same run
     # folder again: no new commit, the same revision.
-    from factory.config import loads_request
-    from factory.pipeline import Run, execute
-    from factory.progress import Console
+    from factory.request.config import loads_request
+    from factory.run.pipeline import Run, execute
+    from factory.base.progress import Console
 
     (home / "runs" / run_name / "stages" / "publish.json").unlink()
     again = execute(Run(request=loads_request(store.get(job).request), hub=_hf(hub), reporter=Console(),
@@ -157,7 +158,7 @@ def test_a_whole_run_against_the_hub_publishes_once_and_leaks_no_token(hub, home
 
 
 def test_adapter_alone_is_a_peft_repo(hub, home, tmp_path):
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["run", str(_request(tmp_path, hub_model_id="me/tiny-adapter", publish={"adapter": True}))]) == 0
     _, files = hub.state.repos[("model", "me/tiny-adapter")].head()
@@ -210,6 +211,6 @@ def test_write_refused_and_namespace_allow_list(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("FACTORY_ALLOWED_NAMESPACES", "team")
     with pytest.raises(UserError, match="not allowed on this factory"):
         _hf(hub).publish("me/model", folder, "m")
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["validate", str(_request(tmp_path))]) == 2  # refused at the door too

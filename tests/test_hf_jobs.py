@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import CANARY  # tests/ is on sys.path under pytest
-from factory.jobs import Limits, Store
+from factory.queue.jobs import Limits, Store
 
 WAIT_S = 300  # a generous bound on waiting for a subprocess; no assertion depends on how long anything takes
 
@@ -77,7 +77,7 @@ def _no_canary_anywhere(hub, store: Store, roots: list[Path]) -> None:
 
 
 def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_path):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path), "alice", "cli")
@@ -115,7 +115,7 @@ def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_
 
 
 def test_cancel_mid_run_cancels_the_hub_job_and_publishes_nothing(jobs_hub, home, tmp_path):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path, max_steps=100_000, val_set_size=0), "alice", "cli")
@@ -137,7 +137,7 @@ def test_cancel_mid_run_cancels_the_hub_job_and_publishes_nothing(jobs_hub, home
 def test_a_killed_worker_is_replaced_without_a_second_launch(jobs_hub, home, tmp_path):
     """Worker A (a process) launches and follows; it is killed; worker B takes the expired lease, re-attaches to
     the same Hub job, records only the events A had not, and finishes the job."""
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     db = f"sqlite:///{home / 'jobs.db'}"
     store = Store(db, limits=Limits(0, 0))
@@ -172,7 +172,7 @@ def _launch_by_hand(server, store: Store, job_id: int):
     """The Hub job a worker launches for this job, launched here without a worker storing its id."""
     from huggingface_hub import HfApi
 
-    from factory.hf_jobs import command, labels
+    from factory.queue.hf_jobs import command, labels
 
     env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": server.url,
            "FACTORY_JOBS_LABELS": json.dumps(labels(store, job_id)), "FACTORY_JOBS_NAMESPACE": "me"}
@@ -183,7 +183,7 @@ def _launch_by_hand(server, store: Store, job_id: int):
 
 def test_a_hub_job_whose_id_was_never_stored_is_adopted(jobs_hub, home, tmp_path):
     """A worker that died between launching and storing the Jobs id leaves a labelled Hub job: the next adopts it."""
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path), "alice", "cli")
@@ -198,10 +198,10 @@ def test_a_hub_job_whose_id_was_never_stored_is_adopted(jobs_hub, home, tmp_path
 def test_a_cancel_while_the_remote_waits_to_publish_publishes_nothing(jobs_hub, home, tmp_path):
     """The remote run stops at its publish gate until the worker has moved the job into publish in the queue
     and said go: a cancel that came in before then wins, however late the worker reads the gate line."""
-    from factory.errors import Stopped
-    from factory.hf_jobs import PUBLISH_LABEL, Remote
-    from factory.admission import readmit
-    from factory.worker import JobReporter
+    from factory.base.errors import Stopped
+    from factory.queue.hf_jobs import PUBLISH_LABEL, Remote
+    from factory.admission.admission import readmit
+    from factory.queue.worker import JobReporter
 
     store = Store(limits=Limits(0, 0))
     job_id = store.submit(_request(tmp_path), "alice", "cli")
@@ -219,7 +219,7 @@ def test_a_cancel_while_the_remote_waits_to_publish_publishes_nothing(jobs_hub, 
 
 
 def test_a_remote_job_that_fails_fails_the_job_with_its_last_lines(jobs_hub, home, tmp_path):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     rows = "".join(json.dumps({"instruction": f"Name song {i}", "answer": f"Song {i}"}) + "\n" for i in range(20))
     jobs_hub.state.add_repo("dataset", "org/no-output", {"data/train.jsonl": rows.encode()})
@@ -234,7 +234,7 @@ def test_a_remote_job_that_fails_fails_the_job_with_its_last_lines(jobs_hub, hom
 
 
 def test_the_operator_must_name_an_image_and_a_known_flavor(jobs_hub, home, tmp_path, monkeypatch):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     store = Store(limits=Limits(0, 0))
     monkeypatch.delenv("FACTORY_JOBS_IMAGE")
@@ -247,14 +247,14 @@ def test_the_operator_must_name_an_image_and_a_known_flavor(jobs_hub, home, tmp_
     assert "'a900-huge' is not a Jobs flavor; known: cpu-basic, t4-medium, t4-small, test-gpux2" in store.get(second).error
     assert jobs_hub.state.launches == 0
     monkeypatch.setenv("FACTORY_BACKEND", "kubernetes")
-    from factory.errors import UserError
+    from factory.base.errors import UserError
 
     with pytest.raises(UserError, match="FACTORY_BACKEND='kubernetes': choose one of local, hf-jobs"):
         Worker(store)
 
 
 def test_multi_gpu_flavors_launch_one_process_per_gpu():
-    from factory.hf_jobs import command
+    from factory.queue.hf_jobs import command
 
     assert command(1, "job-7-ab12")[:2] == ["factory", "run"] and command(1, "job-7-ab12")[-1] == "job-7-ab12"
     assert command(1, "job-7-ab12", "hf:alice")[-2:] == ["--identity", "hf:alice"]
@@ -265,7 +265,7 @@ def test_multi_gpu_flavors_launch_one_process_per_gpu():
 
 def test_a_two_gpu_flavor_runs_one_process_per_gpu_and_reports_once(jobs_hub, home, tmp_path, monkeypatch):
     """`accelerate launch` with two processes (gloo on this CPU): one event stream, one publish."""
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     if not (Path(sys.executable).parent / "accelerate").exists():
         from conftest import missing
@@ -290,7 +290,7 @@ def test_a_two_gpu_flavor_runs_one_process_per_gpu_and_reports_once(jobs_hub, ho
 
 
 def test_factory_run_takes_a_file_or_an_environment_variable(home, monkeypatch, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     assert main(["run"]) == 2 and "give a request file" in capsys.readouterr().err
     monkeypatch.delenv("NO_SUCH_REQUEST", raising=False)

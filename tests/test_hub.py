@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from factory import atomic
-from factory.errors import UserError
-from factory.hub import LocalHub
+from factory.base import atomic
+from factory.base.errors import UserError
+from factory.hub.local import LocalHub
 
 
 def folder(tmp_path, name, content):
@@ -64,7 +64,7 @@ def test_bad_ids_and_missing_repos(tmp_path):
 PUBLISHER = """
 import sys, time
 from pathlib import Path
-from factory.hub import LocalHub
+from factory.hub.local import LocalHub
 root, name, start = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 while time.time() < start:  # both processes begin together
     time.sleep(0.001)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from factory import synthetic
-from factory.interrupt import FIRST, MESSAGE
+from factory.demo import synthetic
+from factory.base.interrupt import FIRST, MESSAGE
 
 INTERRUPTS = 5
 SAW_IT = FIRST.decode().strip()
@@ -111,7 +111,7 @@ def test_ctrl_c_during_prepare_then_a_clean_rerun(tmp_path, tiny_base):
 def _weights(home: Path) -> dict:
     from safetensors.torch import load_file
 
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     folder, _ = LocalHub(home / "hub").snapshot("me/interrupted")
     return load_file(folder / "model.safetensors")
@@ -136,7 +136,7 @@ def test_ctrl_c_during_run_then_a_clean_rerun(tmp_path, tiny_base, twice):
 HARD_STOP = r"""
 import os, signal, sys, time
 from pathlib import Path
-from factory import interrupt
+from factory.base import interrupt
 
 out = Path(sys.argv[1])
 with interrupt.handling():
@@ -161,7 +161,7 @@ def test_a_second_ctrl_c_stops_at_once_and_removes_partial_files(tmp_path):
 
 
 def test_safe_points_raise_once_asked_and_the_worker_check_runs_in_its_thread():
-    from factory import interrupt
+    from factory.base import interrupt
 
     interrupt.safe_point()  # nothing asked: nothing raised
     calls = []

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import missing  # tests/ is on sys.path under pytest
 
-from factory.errors import UserError
-from factory.jobs import Limits, Store
+from factory.base.errors import UserError
+from factory.queue.jobs import Limits, Store
 
 STAGES = ["resolve", "data", "train", "merge", "eval", "card", "publish"]
 
@@ -69,7 +69,7 @@ class Clock:
     """A clock the test moves by hand: lease expiry without sleeping, whatever the machine's load."""
 
     def __init__(self):
-        from factory.jobs import now
+        from factory.queue.jobs import now
 
         self.t = now()
 
@@ -208,7 +208,7 @@ def test_lost_worker_limit_fails_the_job(db_url, tiny_request):
 
 SUBMITTER = textwrap.dedent("""
     import sys
-    from factory.jobs import Limits, Store
+    from factory.queue.jobs import Limits, Store
     url, proc, n, template = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), open(sys.argv[4]).read()
     store = Store(url, Limits(0, 0))
     for i in range(n):
@@ -280,7 +280,7 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint(db_url, tiny_request, h
     assert store.get(killed).status == "running" and _train_steps(store, killed) <= 10  # progress is throttled
     assert not (home / "hub" / "models" / "me" / "killed").exists()
 
-    from factory.jobs import now
+    from factory.queue.jobs import now
 
     wait_for(lambda: store.get(killed).lease_expires < now(), 30, "the dead worker's lease (3 s) to expire")
     w2 = start_worker(home, db_url, tmp_path / "w2.log", "--once")
@@ -345,8 +345,8 @@ def test_a_cancelled_job_cannot_enter_publish(db_url, tiny_request):
 
 
 def test_user_errors_fail_at_once_and_transient_ones_retry(db_url, tiny_request, home, monkeypatch):
-    from factory.errors import TransientError
-    from factory.worker import Worker
+    from factory.base.errors import TransientError
+    from factory.queue.worker import Worker
 
     monkeypatch.setenv("FACTORY_RETRY_BASE_SECONDS", "0")
     store = Store(db_url, Limits(0, 0))
@@ -428,9 +428,9 @@ def _fill(path: Path) -> None:
 def test_full_disk_refuses_submissions_and_loses_nothing(small_disk, tiny_request, monkeypatch, tmp_path, capsys):
     import threading
 
-    from factory.cli import main
-    from factory.errors import DiskFull
-    from factory.worker import Worker
+    from factory.cli.main import main
+    from factory.base.errors import DiskFull
+    from factory.queue.worker import Worker
 
     monkeypatch.setenv("FACTORY_HOME", str(small_disk))
     monkeypatch.delenv("FACTORY_DB_URL", raising=False)
@@ -465,7 +465,7 @@ def test_full_disk_refuses_submissions_and_loses_nothing(small_disk, tiny_reques
 
 
 def test_queue_commands(db_url, tiny_request, home, tmp_path, monkeypatch, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     monkeypatch.setenv("FACTORY_DB_URL", db_url)
     monkeypatch.setenv("FACTORY_SUBMITTER", "dora")

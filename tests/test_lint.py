@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from factory.cli import main
-from factory.config import parse_request
-from factory.lint import RULES, Facts, lint
+from factory.cli.main import main
+from factory.request.config import parse_request
+from factory.admission.lint import RULES, Facts, lint
 
 BASE = {"base_model": "o/b", "datasets": [{"path": "o/d"}], "adapter": "lora", "lora_target_linear": True,
         "learning_rate": 2e-4, "warmup_ratio": 0.03, "hub_model_id": "o/out"}

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from factory.chat import Encoded
-from factory.loss import IGNORE, kept_logits_loss, trained_positions
-from factory.packing import FlattenCollator
+from factory.data.chat import Encoded
+from factory.train.loss import IGNORE, kept_logits_loss, trained_positions
+from factory.train.packing import FlattenCollator
 
 
 def _batch(seed: int):
@@ -28,7 +28,7 @@ def test_trained_positions_are_those_whose_next_token_is_trained():
 
 def _loss_and_grads(loss_of) -> tuple[float, dict]:
     """A fresh tiny model's loss, as loss_of(model, inputs, batch) computes it on batch 0, and every parameter's gradient."""
-    from factory.tiny import build_model
+    from factory.demo.tiny import build_model
 
     batch = _batch(0)
     model = build_model(300, seed=7)
@@ -55,7 +55,7 @@ def test_same_loss_and_gradients_as_the_models_own_loss(num_items):
 
 
 def test_a_row_with_nothing_trained_gives_zero_loss_without_error():
-    from factory.tiny import build_model
+    from factory.demo.tiny import build_model
 
     model = build_model(300, seed=1)
     batch = FlattenCollator()([[Encoded([1, 2, 3, 4], [IGNORE] * 4)]])
@@ -78,7 +78,7 @@ def _cce_installed():
 def test_cut_cross_entropy_gives_the_same_loss_and_gradients_from_hidden_states():
     """The CCE path (no logits: the collator asks for hidden states) against the model's own loss. On CUDA
     the loss runs CCE's Triton kernel; here its torch reference implementation, through the same code."""
-    from factory.loss import cce_loss
+    from factory.train.loss import cce_loss
 
     _cce_installed()
     asked = FlattenCollator(hidden_states=True)([[Encoded([1, 2, 3], [IGNORE, 2, 3])]])
@@ -97,8 +97,8 @@ def test_cut_cross_entropy_gives_the_same_loss_and_gradients_from_hidden_states(
 
 
 def test_cut_cross_entropy_applies_only_where_it_can():
-    from factory.config import parse_request
-    from factory.loss import cce_unavailable
+    from factory.request.config import parse_request
+    from factory.train.loss import cce_unavailable
 
     _cce_installed()
     base = {"base_model": "org/base", "datasets": [{"path": "d.jsonl", "type": "alpaca"}]}
@@ -114,8 +114,8 @@ def test_cut_cross_entropy_applies_only_where_it_can():
 
 
 def test_cut_cross_entropy_refuses_a_head_it_cannot_read():
-    from factory.loss import cce_loss
-    from factory.tiny import build_model
+    from factory.train.loss import cce_loss
+    from factory.demo.tiny import build_model
 
     _cce_installed()
     model = build_model(300, seed=1)

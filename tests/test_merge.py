@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from factory.config import parse_request
-from factory.merge import merge
+from factory.request.config import parse_request
+from factory.train.merge import merge
 
 
 def test_merged_logits_equal_adapter_logits(tiny_base, tiny_tokenizer, tmp_path):

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from factory.chat import IGNORE, Encoded
-from factory.loss import kept_logits_loss
-from factory.packing import FlattenCollator, best_fit_decreasing, next_fit, pack
+from factory.data.chat import IGNORE, Encoded
+from factory.train.loss import kept_logits_loss
+from factory.train.packing import FlattenCollator, best_fit_decreasing, next_fit, pack
 
 
 def test_bins_respect_capacity_and_hold_every_item_once():
@@ -56,7 +56,7 @@ def test_collator_restarts_positions_and_masks_boundaries():
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_logits_equal_per_sample_logits(attn):
-    from factory.tiny import build_model
+    from factory.demo.tiny import build_model
 
     model = build_model(300, seed=3)
     model.config._attn_implementation = attn
@@ -75,7 +75,7 @@ def test_packed_logits_equal_per_sample_logits(attn):
 
 
 def test_packed_loss_is_the_token_weighted_mean_of_sample_losses():
-    from factory.tiny import build_model
+    from factory.demo.tiny import build_model
 
     model = build_model(300, seed=5)
     model.config.use_cache = False
@@ -109,10 +109,10 @@ def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_pa
     -lr * grad(sum of token losses / all 55 tokens); the same from a list and from Samples read lazily."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from factory.config import parse_request
-    from factory.encoded_store import Samples
-    from factory.progress import Silent
-    from factory.train import train
+    from factory.request.config import parse_request
+    from factory.data.encoded_store import Samples
+    from factory.base.progress import Silent
+    from factory.train.train import train
 
     rng = random.Random(2)
     a = [rng.randrange(300) for _ in range(40)]
@@ -148,8 +148,8 @@ def test_gradient_accumulation_averages_over_all_target_tokens(tiny_base, tmp_pa
 
 
 def test_flash_attention_is_picked_only_where_it_can_run():
-    from factory.config import parse_request
-    from factory.train import pick_attention
+    from factory.request.config import parse_request
+    from factory.train.train import pick_attention
 
     default = parse_request({"base_model": "o/m", "datasets": [{"path": "o/d"}], "bf16": True})
     assert pick_attention(default, cuda=True, has_flash=True) == "flash_attention_2"
@@ -170,9 +170,9 @@ def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_ba
 
     import yaml
 
-    from factory.cli import main
-    from factory.synthetic import generate
-    from factory.train import epoch_order
+    from factory.cli.main import main
+    from factory.demo.synthetic import generate
+    from factory.train.train import epoch_order
 
     rows = generate(120, held_out=False, seed=5)
     for i, r in enumerate(rows):  # lengths that vary a lot, so the batch order changes the padding
@@ -183,7 +183,7 @@ def test_prepare_pads_batches_in_the_order_training_uses(tmp_path, home, tiny_ba
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(req))
     assert main(["prepare", str(tmp_path / "r.yaml"), "--json", str(tmp_path / "out.json")]) == 0
     report = json.loads((tmp_path / "out.json").read_text())
-    from factory import encoded_store
+    from factory.data import encoded_store
 
     _, train, _ = encoded_store.load(next(home.glob("runs/*/data/encoded")))
     lengths = [len(e.input_ids) for e in train]

@@ -10,7 +10,7 @@ import pytest
 from conftest import missing  # tests/ is on sys.path under pytest
 import torch
 
-from factory.config import parse_request
+from factory.request.config import parse_request
 
 try:
     import bitsandbytes as bnb
@@ -37,8 +37,8 @@ def _lora_grads(model) -> dict[str, torch.Tensor]:
 def _step_grads(tiny_base, tiny_tokenizer, fix: bool) -> tuple[dict, dict]:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from factory.merge import _dequantized_base
-    from factory.train import load_base, wrap_adapter
+    from factory.train.merge import _dequantized_base
+    from factory.train.train import load_base, wrap_adapter
 
     req = _request(tiny_base)
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def test_without_the_fix_this_cpu_gets_wrong_gradients(tiny_base, tiny_tokenizer
 def test_qlora_run_merges_into_the_dequantised_base(home, tiny_base, tmp_path):
     import yaml
 
-    from factory.cli import main
+    from factory.cli.main import main
 
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": f"song {i} about rain and music"}) + "\n"
                                               for i in range(30)))

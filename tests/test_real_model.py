@@ -25,10 +25,10 @@ CACHE = Path(os.environ.get("FACTORY_REAL_MODEL_CACHE", Path.home() / ".cache" /
 @pytest.fixture(scope="module")
 def real_hub(tmp_path_factory, shared):
     """A local hub holding the imported real model (imported once per module)."""
-    from factory.errors import UserError
-    from factory.hub import LocalHub
-    from factory.real_model import REPO_ID, fetch
-    from factory.gguf_import import import_to_hub
+    from factory.base.errors import UserError
+    from factory.hub.local import LocalHub
+    from factory.demo.real_model import REPO_ID, fetch
+    from factory.hub.gguf_import import import_to_hub
 
     try:
         gguf = fetch(CACHE, say=lambda *_: None)
@@ -43,8 +43,8 @@ def real_hub(tmp_path_factory, shared):
 def test_import_writes_a_plain_model_with_its_provenance(real_hub):
     from transformers import AutoConfig
 
-    from factory.gguf_import import import_to_hub
-    from factory.real_model import GGUF_SHA256, REPO_ID, fetch
+    from factory.hub.gguf_import import import_to_hub
+    from factory.demo.real_model import GGUF_SHA256, REPO_ID, fetch
 
     folder, rev = real_hub.snapshot(REPO_ID)
     card = (folder / "README.md").read_text()
@@ -58,8 +58,8 @@ def test_import_writes_a_plain_model_with_its_provenance(real_hub):
 
 
 def test_the_imported_model_answers_like_the_gguf(real_hub):
-    from factory.chat_engine import ChatEngine, Settings
-    from factory.real_model import REPO_ID
+    from factory.frontdoor.chat_engine import ChatEngine, Settings
+    from factory.demo.real_model import REPO_ID
 
     engine = ChatEngine(hub=real_hub, device="cpu")
     reply = engine.generate(REPO_ID, [{"role": "user", "content": "What is the capital of France?"}],
@@ -71,9 +71,9 @@ def test_one_lora_step_merge_generate_and_eval(real_hub, shared, home, monkeypat
     """`factory run` on the real base: one LoRA step, merge, card, publish, and eval of a few items."""
     import yaml
 
-    from factory.cli import main
-    from factory.hub import LocalHub
-    from factory.real_model import REPO_ID
+    from factory.cli.main import main
+    from factory.hub.local import LocalHub
+    from factory.demo.real_model import REPO_ID
 
     hub = LocalHub(home / "hub")
     shutil.copytree(real_hub.root / "models", hub.root / "models")
@@ -91,7 +91,7 @@ def test_one_lora_step_merge_generate_and_eval(real_hub, shared, home, monkeypat
     folder, _ = hub.snapshot("test/smollm2-one-step")
     scores = json.loads(next((home / "runs").glob("*/eval.json")).read_text())["arc_easy"]
     assert scores["base"]["n"] == scores["finetuned"]["n"] == 4
-    from factory.chat_engine import ChatEngine, Settings
+    from factory.frontdoor.chat_engine import ChatEngine, Settings
 
     reply = ChatEngine(hub=hub, device="cpu").generate("test/smollm2-one-step",
                                                        [{"role": "user", "content": "What is the capital of France?"}],
@@ -101,8 +101,8 @@ def test_one_lora_step_merge_generate_and_eval(real_hub, shared, home, monkeypat
 
 def test_factory_eval_equals_lm_eval_command_line(real_hub, shared, home, monkeypatch, tmp_path):
     """The same model folder, the same seeded items: `factory eval` and `lm_eval` agree to the last digit."""
-    from factory.cli import main
-    from factory.real_model import REPO_ID
+    from factory.cli.main import main
+    from factory.demo.real_model import REPO_ID
 
     if shutil.which("lm_eval", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("lm_eval's command line is not installed beside this Python (it comes with lm-eval)")
@@ -127,14 +127,14 @@ def test_factory_eval_equals_lm_eval_command_line(real_hub, shared, home, monkey
 
 def test_a_gguf_file_as_base_model_is_converted_once(real_hub, home):
     """base_model: /path/model.gguf resolves to a model folder under $FACTORY_HOME/cache/gguf, made once."""
-    from factory.config import parse_request
-    from factory.gguf_import import SOURCE_FILE
-    from factory.hub import model_folder
-    from factory.real_model import GGUF_SHA256, fetch
+    from factory.request.config import parse_request
+    from factory.hub.gguf_import import SOURCE_FILE
+    from factory.hub.choose import model_folder
+    from factory.demo.real_model import GGUF_SHA256, fetch
 
     gguf = fetch(CACHE, say=lambda *_: None)
     request = parse_request({"base_model": str(gguf), "datasets": [{"path": "o/d"}]})
-    from factory.checks import base_facts
+    from factory.admission.checks import base_facts
 
     facts = base_facts(request, real_hub)  # the door reads the GGUF header; it converts nothing
     assert (facts.model_type, facts.max_positions, facts.has_chat_template) == ("llama", 8192, True)

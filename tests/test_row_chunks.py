@@ -11,14 +11,14 @@ import json
 import numpy as np
 import pytest
 
-from factory.chat import BUILTIN_TEMPLATES
-from factory.config import parse_request
-from factory.data import parse_line, read_rows, stream
-from factory.encode import encode_all, encode_datasets
-from factory.encoded_store import EncodedArrays
-from factory.errors import UserError
-from factory.formats import Malformed
-from factory.row_chunks import CHUNK, chunks
+from factory.data.chat import BUILTIN_TEMPLATES
+from factory.request.config import parse_request
+from factory.data.data import parse_line, read_rows, stream
+from factory.data.encode import encode_all, encode_datasets
+from factory.data.encoded_store import EncodedArrays
+from factory.base.errors import UserError
+from factory.data.formats import Malformed
+from factory.data.row_chunks import CHUNK, chunks
 
 CHATML = BUILTIN_TEMPLATES["chatml"]
 
@@ -146,7 +146,7 @@ def test_parse_line_falls_back_to_json_for_what_orjson_refuses(tmp_path):
 
 
 def test_select_keeps_the_rows_asked_for(tiny_tokenizer):
-    from factory.formats import Sample
+    from factory.data.formats import Sample
 
     samples = [Sample(messages=(("user", f"q{i}"), ("assistant", "a" * (i + 1)))) for i in range(6)]
     encoded, _ = encode_all(samples, tiny_tokenizer, CHATML, False, processes=1)

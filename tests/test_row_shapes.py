@@ -1,7 +1,7 @@
 """Property test: rows of random shape, in every file type, load with an exact malformed count or are
 refused with a UserError (exit 2); nothing else is ever raised.
 
-The oracle below is written from the formats' documented rules, independently of factory/formats.py.
+The oracle below is written from the formats' documented rules, independently of factory/data/formats.py.
 Derandomised, so a failure replays the same way on every machine.
 """
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory.config import parse_request
-from factory.data import prepare
-from factory.errors import UserError
+from factory.request.config import parse_request
+from factory.data.data import prepare
+from factory.base.errors import UserError
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import CANARY, fake_token  # tests/ is on sys.path under pytest
-from factory.errors import UserError
-from factory.jobs import Limits, Store
+from factory.base.errors import UserError
+from factory.queue.jobs import Limits, Store
 
 
 # ---- a token goes only where the operator sent it ------------------------------------------------
@@ -61,7 +61,7 @@ def _insert_job(store: Store, request_yaml: str, submitter: str = "mallory", fro
     """A job row written straight into the queue, as an older factory or a hand-edited row would be."""
     from sqlalchemy import insert
 
-    from factory.jobs import jobs
+    from factory.queue.jobs import jobs
 
     with store.engine.begin() as conn:
         return conn.execute(insert(jobs).values(
@@ -70,8 +70,8 @@ def _insert_job(store: Store, request_yaml: str, submitter: str = "mallory", fro
 
 
 def test_a_request_cannot_send_the_token_to_its_own_server(hub, listener, db_url, home, tmp_path, capsys):
-    from factory.cli import main
-    from factory.worker import Worker
+    from factory.cli.main import main
+    from factory.queue.worker import Worker
 
     url, accepted = listener
     request = _hub_request(tmp_path, hub_endpoint=url)
@@ -92,9 +92,10 @@ def test_a_request_cannot_send_the_token_to_its_own_server(hub, listener, db_url
 
 
 def test_an_allowed_extra_endpoint_gets_only_its_own_token(hub, listener, monkeypatch):
-    from factory.credentials import Token, check_endpoint, endpoint_problem, hf_token
-    from factory.hf_hub import HfHub
-    from factory.hub import LocalHub, default_hub
+    from factory.hub.credentials import Token, check_endpoint, endpoint_problem, hf_token
+    from factory.hub.hf_hub import HfHub
+    from factory.hub.local import LocalHub
+    from factory.hub.choose import default_hub
 
     url, accepted = listener
     monkeypatch.setenv("FACTORY_HUB_ENDPOINTS", f"{url}=MIRROR_TOKEN")
@@ -139,7 +140,7 @@ def test_traversal_in_every_path_valued_field_is_refused(key, form, tiny_request
 
 @pytest.mark.parametrize("form", TRAVERSALS)
 def test_hubs_refuse_traversal_in_repo_ids_and_revisions(form, tmp_path):
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     hub = LocalHub(tmp_path / "hub")
     folder = tmp_path / "f"
@@ -156,7 +157,7 @@ def test_hubs_refuse_traversal_in_repo_ids_and_revisions(form, tmp_path):
 
 
 def test_inside_resolves_before_it_decides(tmp_path):
-    from factory.paths import inside
+    from factory.base.paths import inside
 
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
@@ -233,9 +234,10 @@ def _local_files(hub, repo_id: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("kind", ["local", "hf"])
 def test_publish_keeps_what_the_factory_did_not_write(kind, hub, tmp_path):
-    from factory.hf_hub import HfHub
-    from factory.credentials import Token
-    from factory.hub import MANIFEST, LocalHub
+    from factory.hub.hf_hub import HfHub
+    from factory.hub.credentials import Token
+    from factory.hub.protocol import MANIFEST
+    from factory.hub.local import LocalHub
 
     if kind == "local":
         h = LocalHub(tmp_path / "hub")
@@ -290,8 +292,8 @@ def test_publish_keeps_what_the_factory_did_not_write(kind, hub, tmp_path):
 @pytest.mark.parametrize("kind", ["local", "hf"])
 def test_a_job_publishing_over_a_foreign_repo_fails_and_writes_nothing(kind, hub, db_url, home, tmp_path, monkeypatch,
                                                                      tiny_base):
-    from factory.hub import LocalHub
-    from factory.worker import Worker
+    from factory.hub.local import LocalHub
+    from factory.queue.worker import Worker
 
     request = yaml.safe_load(_hub_request(tmp_path, hub_model_id="me/theirs", val_set_size=0).read_text())
     if kind == "local":
@@ -320,9 +322,9 @@ def test_a_job_publishing_over_a_foreign_repo_fails_and_writes_nothing(kind, hub
 # ---- secrets by shape and by source --------------------------------------------------------------
 
 def test_every_known_secret_is_redacted_whatever_its_shape(home, monkeypatch, db_url, capsys):
-    from factory.credentials import Token, hf_token
-    from factory.progress import Console, Event
-    from factory.redact import redact
+    from factory.hub.credentials import Token, hf_token
+    from factory.base.progress import Console, Event
+    from factory.base.redact import redact
 
     odd = "plainPasswordShapedTokenNoPrefix-42"  # no hf_ prefix: only its source can catch it
     home.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def space(home, monkeypatch):
     monkeypatch.setenv("FACTORY_HUB", "local")
     module = runpy.run_path(str(ROOT / "spaces" / "app.py"), run_name="factory_space_test")
     module["ensure_demo_assets"]()
-    from factory.jobs import Store
+    from factory.queue.jobs import Store
 
     store = Store()
     app = module["build"](store)
@@ -99,7 +99,7 @@ def test_strangers_through_the_space(space, home, tmp_path):
     """The second round's findings, as a stranger sends them through the page's own API."""
     from gradio_client import Client
 
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     client, module = Client(space["url"], verbose=False), space["module"]
     hostile = short_demo(module, "hf:newcomer", model_config={"subfolder": "../../../../runs/job-3/merged"})
@@ -191,7 +191,7 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.locator("#submitted").get_by_text("Queued as job").wait_for(timeout=60_000)
     job = store.list(limit=1)[0].id
     page.get_by_role("tab", name="Jobs").click()
-    from factory.job_views import loss_points
+    from factory.frontdoor.job_views import loss_points
 
     wait_for(lambda: store.get(job).stage == "train" and len(loss_points(store.events(job))) >= 3, 300,
              "three logged losses")
@@ -234,7 +234,7 @@ def test_in_a_real_browser(space, browser, tmp_path):
 def test_the_space_folder_passes_the_hubs_metadata_check(hub, tmp_path, capsys):
     from huggingface_hub import RepoCard
 
-    from factory.cli import main
+    from factory.cli.main import main
 
     out = tmp_path / "space"
     assert main(["space-folder", str(out)]) == 0

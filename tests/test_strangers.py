@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from conftest import CANARY, fake_token
-from factory.errors import UserError
-from factory.jobs import Limits, Store
+from factory.base.errors import UserError
+from factory.queue.jobs import Limits, Store
 from test_front_door import _dump, good, local_hub  # noqa: F401 - a fixture
 from test_jobs import wait_for
 
@@ -29,7 +29,7 @@ def store(home) -> Store:
 
 
 def run_worker(store: Store) -> None:
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     Worker(store, "w").run(drain=True)
 
@@ -37,18 +37,18 @@ def run_worker(store: Store) -> None:
 # ---- the allow-list --------------------------------------------------------------------------------
 
 def test_every_schema_key_is_on_exactly_one_list():
-    from factory.allow_list import OPERATOR, STRANGER, schema_keys
+    from factory.admission.allow_list import OPERATOR, STRANGER, schema_keys
 
     keys = set(schema_keys())
     assert not set(STRANGER) & set(OPERATOR)
     assert not keys - set(STRANGER) - set(OPERATOR), ("place each new request key on the allow-list "
-                                                     "(factory/allow_list.py) or among the operator's")
+                                                     "(factory/admission/allow_list.py) or among the operator's")
     assert not (set(STRANGER) | set(OPERATOR)) - keys, "the lists name keys the schema no longer has"
     assert len(keys) > 100 and len(OPERATOR) >= 30
 
 
 def test_a_key_on_neither_list_is_refused_by_name(local_hub, store, monkeypatch):
-    from factory.allow_list import STRANGER
+    from factory.admission.allow_list import STRANGER
 
     monkeypatch.delitem(STRANGER, "lora_dropout")  # as a key added to the schema and placed nowhere would be
     with pytest.raises(UserError, match="operator-only: `lora_dropout` is not on the front doors' allow-list"):
@@ -92,8 +92,8 @@ def test_bot_estimate_only_refuses_them_too(local_hub, store, monkeypatch):
 
 
 def test_the_operators_overrides_change_config_settings_only(tiny_base):
-    from factory.config import parse_request
-    from factory.train import overridden_config
+    from factory.request.config import parse_request
+    from factory.train.train import overridden_config
 
     base = {"base_model": str(tiny_base), "datasets": [{"path": "org/songs"}]}
     with pytest.raises(UserError, match="subfolder: an argument of the model loader"):
@@ -107,8 +107,8 @@ def test_the_operators_overrides_change_config_settings_only(tiny_base):
 # ---- 2. a chat model is a repo id, never a folder ---------------------------------------------------
 
 def test_front_door_chat_never_loads_a_folder(local_hub, home, tiny_base, tmp_path):
-    from factory.chat_engine import ChatEngine, Settings
-    from factory.hub import hub_for
+    from factory.frontdoor.chat_engine import ChatEngine, Settings
+    from factory.hub.choose import hub_for
 
     private = tmp_path / "private"
     private.mkdir()
@@ -135,8 +135,8 @@ def test_front_door_chat_never_loads_a_folder(local_hub, home, tiny_base, tmp_pa
 # ---- 3. every read on a stranger's behalf is theirs --------------------------------------------------
 
 def test_strangers_read_the_hub_as_themselves(hub, home, store, tiny_base):
-    from factory.admission import reader_hub
-    from factory.mask_preview import preview
+    from factory.admission.admission import reader_hub
+    from factory.frontdoor.mask_preview import preview
 
     rows = "".join(json.dumps({"instruction": f"secret {i}", "output": f"answer {i}"}) + "\n" for i in range(30))
     hub.state.add_repo("dataset", "org/secret-songs", {"data/train.jsonl": rows.encode()}, private=True)
@@ -158,7 +158,7 @@ def test_strangers_read_the_hub_as_themselves(hub, home, store, tiny_base):
 
 
 def store_request(data: dict):
-    from factory.config import parse_request
+    from factory.request.config import parse_request
 
     return parse_request(data)
 
@@ -179,7 +179,7 @@ def test_a_strangers_job_reads_as_the_stranger(hub, home, store):
 
 
 def test_the_local_hub_keeps_private_repos_to_their_owner(home, tmp_path):
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -206,9 +206,9 @@ SLY = ("{% if messages|length > 1 and messages[1]['content'] == 'Hello?' %}"
 
 
 def test_a_sly_template_passes_the_door_and_is_bounded_everywhere_after(local_hub, store, monkeypatch):
-    from factory import render_bounds
-    from factory.admission import reader_hub
-    from factory.mask_preview import preview
+    from factory.data import render_bounds
+    from factory.admission.admission import reader_hub
+    from factory.frontdoor.mask_preview import preview
 
     monkeypatch.setattr(render_bounds, "LIMIT_S", 1.0)
     job = store.submit(_dump(good(chat_template=SLY)), "hf:alice", "space")  # the door's sample renders
@@ -222,9 +222,9 @@ def test_a_sly_template_passes_the_door_and_is_bounded_everywhere_after(local_hu
 
 
 def test_a_job_stuck_rendering_a_hostile_template_is_cancelled_within_seconds(local_hub, store, monkeypatch):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
-    from factory import render_bounds
+    from factory.data import render_bounds
 
     monkeypatch.setenv("FACTORY_CANCEL_POLL_SECONDS", "0.5")
     monkeypatch.setattr(render_bounds, "ROW_S", 100.0)  # no deadline before the cancel: only the cancel can stop it
@@ -241,9 +241,9 @@ def test_a_job_stuck_rendering_a_hostile_template_is_cancelled_within_seconds(lo
 
 
 def test_the_bounded_renderer_renders_what_the_tokenizer_does_and_stops_what_runs_away(tiny_tokenizer, monkeypatch):
-    from factory import render_bounds
-    from factory.chat import BUILTIN_TEMPLATES
-    from factory.render_bounds import BoundedRenderer, RenderError
+    from factory.data import render_bounds
+    from factory.data.chat import BUILTIN_TEMPLATES
+    from factory.data.render_bounds import BoundedRenderer, RenderError
 
     monkeypatch.setattr(render_bounds, "LIMIT_S", 1.0)
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
@@ -266,7 +266,7 @@ def test_the_bounded_renderer_renders_what_the_tokenizer_does_and_stops_what_run
 # ---- 5. regexes from a request ------------------------------------------------------------------------
 
 def test_request_patterns_are_matched_within_a_budget():
-    from factory.patterns import matching
+    from factory.base.patterns import matching
 
     names = [f"model.layers.{i}.self_attn.q_proj.weight" for i in range(64)]
     assert matching([r"layers\.(0|1)\."], names, full=False, what="x") == names[:2]
@@ -279,8 +279,8 @@ def test_request_patterns_are_matched_within_a_budget():
 
 
 def test_a_backtracking_pattern_no_longer_hangs_a_run(tiny_base, tmp_path, home, monkeypatch, capsys):
-    from factory import patterns
-    from factory.cli import main
+    from factory.base import patterns
+    from factory.cli.main import main
 
     monkeypatch.setattr(patterns, "BUDGET_S", 1.0)
     data = tmp_path / "d.jsonl"
@@ -309,7 +309,8 @@ def test_front_doors_take_no_patterns(over, word, local_hub, store):
 # ---- 7. a shared namespace: ownership is recorded ----------------------------------------------------
 
 def test_a_repo_published_through_a_front_door_is_its_publishers(home, tmp_path):
-    from factory.hub import LocalHub, owner_of
+    from factory.hub.local import LocalHub
+    from factory.hub.protocol import owner_of
 
     hub = LocalHub(home / "hub")
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
@@ -366,7 +367,7 @@ def test_unbounded_work_is_refused(over, word, local_hub, store):
 # ---- 9. crashes and leaks ----------------------------------------------------------------------------
 
 def test_a_billion_laughs_in_the_cli_is_refused_cheaply(tmp_path, capsys):
-    from factory.cli import main
+    from factory.cli.main import main
 
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))
@@ -382,7 +383,7 @@ def test_a_billion_laughs_in_the_cli_is_refused_cheaply(tmp_path, capsys):
 
 
 def test_a_strangers_failure_shows_the_message_not_the_worker(local_hub, store, home, monkeypatch):
-    from factory import pipeline
+    from factory.run import pipeline
 
     def crash(*_args):
         raise RuntimeError(f"cannot map {home}/runs/secret-layout/model.bin")
@@ -403,7 +404,7 @@ def test_a_strangers_failure_shows_the_message_not_the_worker(local_hub, store, 
 # ---- 10. a run folder belongs to one job for ever ------------------------------------------------------
 
 def test_a_new_job_database_never_reports_an_old_jobs_model(local_hub, home, tmp_path):
-    from factory.hub import LocalHub
+    from factory.hub.local import LocalHub
 
     old = Store(f"sqlite:///{tmp_path / 'old.db'}", Limits(0, 0))
     first = old.submit(_dump(good(hub_model_id="alice/first")), "hf:alice", "space")
@@ -421,10 +422,10 @@ def test_a_new_job_database_never_reports_an_old_jobs_model(local_hub, home, tmp
 
 
 def test_a_run_folder_of_another_request_is_refused_and_stale_stamps_ignored(tiny_base, tmp_path, home):
-    from factory.config import parse_request
-    from factory.hub import LocalHub
-    from factory.pipeline import Run, execute
-    from factory.progress import Silent
+    from factory.request.config import parse_request
+    from factory.hub.local import LocalHub
+    from factory.run.pipeline import Run, execute
+    from factory.base.progress import Silent
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": f"text number {i} about rain"}) + "\n" for i in range(20)))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import CANARY, fake_token  # tests/ is on sys.path under pytest
-from factory.jobs import Limits, Store
+from factory.queue.jobs import Limits, Store
 
 USER_CANARY = fake_token("aliceSignInCanaryNeverInClear")
 
@@ -43,7 +43,7 @@ def alice_request():
 
 def test_a_sign_in_token_publishes_for_its_user_and_is_never_kept_in_clear(hub, db_url, home, tmp_path, monkeypatch,
                                                                            capfd, alice_request):
-    from factory.worker import Worker
+    from factory.queue.worker import Worker
 
     hub.state.tokens[USER_CANARY] = "alice"
     monkeypatch.setenv("FACTORY_SECRET_KEY", "a passphrase only the operator knows, 42")
@@ -89,7 +89,7 @@ def test_the_token_is_deleted_whatever_the_outcome(hub, db_url, home, monkeypatc
     monkeypatch.setenv("FACTORY_SECRET_KEY", "a different key: the sealed token cannot be opened")
     third = store.submit(alice_request, "hf:alice", "space", hub_token=USER_CANARY)
     monkeypatch.setenv("FACTORY_SECRET_KEY", "yet another key that the worker has by mistake")
-    from factory.errors import UserError
+    from factory.base.errors import UserError
 
     with pytest.raises(UserError, match="cannot be opened"):
         store.job_token(third)
@@ -114,7 +114,7 @@ class Crash(Exception):
 
 
 def test_a_deliverer_killed_midway_is_resumed_by_another_without_repeats(db_url):
-    from factory.delivery import Deliverer
+    from factory.frontdoor.delivery import Deliverer
 
     from test_jobs import Clock
 
@@ -142,7 +142,7 @@ def test_a_deliverer_killed_midway_is_resumed_by_another_without_repeats(db_url)
 
 
 def test_two_deliverers_on_one_target_never_send_the_same_event(db_url):
-    from factory.delivery import Deliverer
+    from factory.frontdoor.delivery import Deliverer
 
     store = Store(db_url, Limits(0, 0))
     job = _job_with_events(store, 30)

@@ -1,0 +1,153 @@
+"""Turn one dataset row of a known prompt format into a conversation (or raw text), or say why not.
+
+Formats: alpaca (instruction/input/output, optional system), sharegpt (conversations of
+from/value), messages (OpenAI role/content), completion (raw text), and Axolotl's jeopardy
+(question/category/answer). Column names come from the request's DatasetSpec so that any dataset
+maps without code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from factory.request.config import DatasetSpec
+
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "model": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
+    "system": "system",
+}
+MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system",
+                  "human": "user", "gpt": "assistant"}  # Axolotl's chat_template default roles include ShareGPT's
+
+
+class Malformed(ValueError):
+    """A row that cannot be used; the message names the field and the problem.
+
+    `raw` is the row's text when it could not even be parsed (an audit still scans it)."""
+
+    def __init__(self, message: str, raw: str | None = None):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A normalised row: a conversation of (role, content) turns, or raw text for completion."""
+
+    messages: tuple[tuple[str, str], ...] = ()
+    text: str | None = None
+
+    def key(self) -> str:
+        """Exact-duplicate key."""
+        return self.text if self.text is not None else "\x1e".join(f"{r}\x1f{c}" for r, c in self.messages)
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+def kind(value: object) -> str:
+    """How a JSON value is named in a message: null, a number, a list, an object."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", str: "text"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _blank(text: str) -> bool:
+    """Empty or only whitespace: text.strip() == "" without copying the text (a long reply, every row)."""
+    return not text or text.isspace()
+
+
+def _string(row: dict, column: str, *, required: bool) -> str:
+    if column not in row or (row[column] is None and not required):
+        if required:
+            raise Malformed(f"missing field '{column}' (the row has: {', '.join(map(str, row)) or 'no fields'})")
+        return ""
+    value = row[column]
+    if not isinstance(value, str):
+        raise Malformed(f"field '{column}' is {kind(value)}, not text")
+    return value
+
+
+def _alpaca(row: dict, spec: DatasetSpec) -> Sample:
+    instruction = _string(row, spec.field_instruction, required=True)
+    extra = _string(row, spec.field_input, required=False)
+    output = _string(row, spec.field_output, required=True)
+    system = _string(row, spec.field_system, required=False)
+    if _blank(instruction):
+        raise Malformed(f"empty '{spec.field_instruction}'")
+    if _blank(output):
+        raise Malformed(f"empty '{spec.field_output}'")
+    prompt = f"{instruction}\n\n{extra}" if not _blank(extra) else instruction
+    turns = ((("system", system),) if not _blank(system) else ()) + (("user", prompt), ("assistant", output))
+    return Sample(messages=turns)
+
+
+JEOPARDY_SYSTEM = ("Below is a Jeopardy clue paired with input providing the category of the clue. Write a concise "
+                   "response that best answers the clue given the category.")
+
+
+def _jeopardy(row: dict) -> Sample:
+    """Axolotl's `type: jeopardy`: its instruction text as the system turn, the clue and category asked, and
+    the answer trained as "what is <answer>"."""
+    question = _string(row, "question", required=True)
+    category = _string(row, "category", required=False)
+    answer = _string(row, "answer", required=True)
+    if not question.strip() or not answer.strip():
+        raise Malformed("empty 'question'" if not question.strip() else "empty 'answer'")
+    prompt = f"{question}\n\n{category}" if category.strip() else question
+    return Sample(messages=(("system", JEOPARDY_SYSTEM), ("user", prompt), ("assistant", "what is " + answer)))
+
+
+def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, content_key: str,
+                  roles: dict[str, str]) -> Sample:
+    if spec.message_property_mappings:
+        role_key = spec.message_property_mappings.get("role", role_key)
+        content_key = spec.message_property_mappings.get("content", content_key)
+    if spec.roles:
+        roles = {**roles, **{src: dst for dst, srcs in spec.roles.items() for src in srcs}}
+    turns = row.get(column)
+    if turns is None:
+        raise Malformed(f"missing field '{column}'")
+    if not isinstance(turns, list) or not turns:
+        raise Malformed(f"field '{column}' is an empty conversation" if turns == [] else
+                        f"field '{column}' is {kind(turns)}, not a list of turns")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise Malformed(f"turn {i} is {kind(turn)}, not an object")
+        role, content = turn.get(role_key), turn.get(content_key)
+        if not isinstance(role, str):
+            raise Malformed(f"turn {i} has no '{role_key}'")
+        if role not in roles:
+            raise Malformed(f"turn {i} has unknown role '{role}' (known: {', '.join(sorted(roles))}; map more with `roles:`)")
+        if not isinstance(content, str):
+            raise Malformed(f"turn {i} '{content_key}' is {kind(content)}, not text")
+        if _blank(content):
+            raise Malformed(f"turn {i} ({role}) is empty")
+        out.append((roles[role], content))
+    if not any(r == "assistant" for r, _ in out):
+        raise Malformed("no assistant turn (nothing to train on)")
+    system = _string(row, spec.field_system, required=False)  # e.g. LLaMA-Factory's `system` or `tools` column
+    if not _blank(system) and out[0][0] != "system":
+        out.insert(0, ("system", system))
+    if spec.drop_system_message:
+        out = [t for t in out if t[0] != "system"]
+    return Sample(messages=tuple(out))
+
+
+def normalise(row: object, spec: DatasetSpec) -> Sample:
+    """One row to a Sample; raises Malformed with the reason."""
+    if not isinstance(row, dict):
+        raise Malformed(f"row is {kind(row)}, not an object")
+    if spec.type == "alpaca":
+        return _alpaca(row, spec)
+    if spec.type == "sharegpt":
+        return _conversation(row, spec, spec.field_messages or "conversations", "from", "value", SHAREGPT_ROLES)
+    if spec.type == "messages":
+        return _conversation(row, spec, spec.field_messages or "messages", "role", "content", MESSAGES_ROLES)
+    if spec.type == "jeopardy":
+        return _jeopardy(row)
+    text = _string(row, spec.field or "text", required=True)
+    if _blank(text):
+        raise Malformed(f"empty '{spec.field or 'text'}'")
+    return Sample(text=text)

@@ -1,0 +1,53 @@
+"""The training-loss curve as a small SVG for the model card (no plotting library in the worker image)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def points(metrics: Path) -> dict[str, list[tuple[float, float]]]:
+    """(step, loss) series from metrics.jsonl: 'train' and, where logged, 'eval'. Later rows win (resumed runs)."""
+    series: dict[str, dict[float, float]] = {"train": {}, "eval": {}}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "loss" in row:
+                series["train"][row["step"]] = row["loss"]
+            if "eval_loss" in row:
+                series["eval"][row["step"]] = row["eval_loss"]
+    return {k: sorted(v.items()) for k, v in series.items() if v}
+
+
+def svg(series: dict[str, list[tuple[float, float]]], width: int = 640, height: int = 320) -> str:
+    pad = 48
+    xs = [x for s in series.values() for x, _ in s]
+    ys = [y for s in series.values() for _, y in s]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def at(x: float, y: float) -> str:
+        return f"{pad + (x - x0) / (x1 - x0) * (width - 2 * pad):.1f},{height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad):.1f}"
+
+    colours = {"train": "#1f77b4", "eval": "#d62728"}
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
+           f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">step ({x0:g} to {x1:g})</text>',
+           f'<text x="12" y="{pad - 12}">loss ({y0:.3g} to {y1:.3g})</text>']
+    for i, (name, s) in enumerate(series.items()):
+        out.append(f'<polyline fill="none" stroke="{colours[name]}" stroke-width="2" points="{" ".join(at(x, y) for x, y in s)}"/>')
+        out.append(f'<text x="{width - pad - 80}" y="{pad + 16 * i}" fill="{colours[name]}">{name} loss</text>')
+    return "\n".join(out + ["</svg>"]) + "\n"
+
+
+def write(metrics: Path, dest: Path) -> bool:
+    """Write dest (an .svg); False when there is nothing to plot."""
+    from factory.base import atomic
+
+    series = points(metrics)
+    if not series:
+        return False
+    atomic.write_text(dest, svg(series))
+    return True
