@@ -263,6 +263,31 @@ def test_the_bounded_renderer_renders_what_the_tokenizer_does_and_stops_what_run
             render(chat)
 
 
+def test_the_renderers_child_holds_none_of_its_parents_pipes(tiny_tokenizer):
+    """The chat engine keeps a renderer's child for the life of the Space: a pipe the parent opened before it
+    (a browser driver's stdin, the page's socket) must close when the parent closes it, not when the child ends.
+    (This hung the test suite: Playwright's driver never saw its stdin close.)"""
+    import os
+
+    from factory.data.chat import BUILTIN_TEMPLATES
+    from factory.data.render_bounds import BoundedRenderer
+
+    read_end, write_end = os.pipe()
+    try:
+        with BoundedRenderer(tiny_tokenizer, BUILTIN_TEMPLATES["chatml"]) as render:
+            render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+            held = {os.readlink(f"/proc/{render._proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{render._proc.pid}/fd")}
+            ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in (read_end, write_end)}
+            assert ours and not ours & held, held
+            os.close(write_end)
+            write_end = None
+            assert os.read(read_end, 1) == b""  # EOF at once: no other process holds the write end
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
+
+
 # ---- 5. regexes from a request ------------------------------------------------------------------------
 
 def test_request_patterns_are_matched_within_a_budget():

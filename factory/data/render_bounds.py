@@ -41,11 +41,30 @@ def limit_memory(extra: int = MEMORY) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (used + extra, used + extra))
 
 
+def close_inherited(keep: int) -> None:
+    """In a forked child: close every descriptor but stdio and `keep`. A fork of a server holds copies of its
+    sockets and pipes (the web server's port, a browser driver's stdin), and while the child lives the other
+    end never sees them close: a driver waiting for EOF waits forever, a port stays bound after a restart."""
+    import os
+
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def _serve(conn, tokenizer, template: str, memory: int) -> None:
     """The child: render each conversation it is sent with the tokenizer's own apply_chat_template."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when it stops
+    close_inherited(conn.fileno())  # a long-lived child of the Space: it must not hold the page's sockets
     limit_memory(memory)
     while True:
         try:
