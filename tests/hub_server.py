@@ -118,6 +118,7 @@ class State:
         self.job_cwd: str | None = None
         self.hardware = HARDWARE
         self.launches = 0
+        self.launched_labels: dict[str, dict] = {}  # each job's labels as run_job sent them
 
     def run_remote(self, job: RemoteJob) -> None:
         env = {**self.job_env, **job.spec.get("environment", {}), **job.secrets}
@@ -395,7 +396,8 @@ def make_handler(state: State):
             repo_id = f"{body.get('organization') or user}/{body['name']}"
             if (kind, repo_id) in state.repos:
                 return self._send(409, {"error": "You already created this model repo", "url": f"/{repo_id}"})
-            repo = state.repos[(kind, repo_id)] = Repo(kind, private=bool(body.get("private")))
+            private = bool(body.get("private")) or body.get("visibility") == "private"  # huggingface_hub>=1.x sends visibility
+            repo = state.repos[(kind, repo_id)] = Repo(kind, private=private)
             commit(repo, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit")
             self._send(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id})
 
@@ -504,6 +506,7 @@ def make_handler(state: State):
                 job = RemoteJob(id=hashlib.sha1(f"{time.time()}{state.launches}".encode()).hexdigest()[:24],
                                 namespace=user, spec=body, secrets=secrets, created=_now())
                 state.jobs[job.id] = job
+                state.launched_labels[job.id] = dict(body.get("labels") or {})
             state.run_remote(job)
             self._send(200, job.info(self.headers["Host"]))
 

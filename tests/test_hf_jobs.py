@@ -6,6 +6,7 @@ nowhere in clear."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -53,6 +54,10 @@ def jobs_hub(hub, home, tmp_path, monkeypatch):
     return hub
 
 
+def labels_at_launch(server, remote_id: str) -> dict:
+    return server.state.launched_labels[remote_id]
+
+
 def _wait(cond, what: str):
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
@@ -87,8 +92,11 @@ def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_
     assert jobs_hub.state.launches == 1
     remote = jobs_hub.state.jobs[job.remote_job]
     assert remote.stage == "COMPLETED" and remote.spec["flavor"] == "t4-small"
-    assert remote.spec["command"][:5] == ["factory", "run", "--request-env", "FACTORY_REQUEST", "--events"]
+    assert remote.spec["command"][:5] == ["factory", "run", "--request-env", "FACTORY_REQUEST", "--carried-env"]
     assert remote.spec["labels"]["factory-job"] == str(job_id)
+    # the publish label was added to the launch's labels, not put in their place (the route replaces them all)
+    assert remote.spec["labels"] == {**labels_at_launch(jobs_hub, job.remote_job), "factory-publish": "go"}
+    assert remote.spec["labels"]["name"] == f"factory-{job.run_name}"
 
     # The publish happened on the remote side; the worker recorded the revision it made.
     repo = jobs_hub.state.repos[("model", "me/tiny-tuned")]
@@ -175,6 +183,7 @@ def _launch_by_hand(server, store: Store, job_id: int):
     from factory.queue.hf_jobs import command, labels
 
     env = {"FACTORY_REQUEST": store.get(job_id).request, "HF_ENDPOINT": server.url,
+           "FACTORY_CARRIED": '{"pieces": []}',
            "FACTORY_JOBS_LABELS": json.dumps(labels(store, job_id)), "FACTORY_JOBS_NAMESPACE": "me"}
     return HfApi(endpoint=server.url, token=CANARY).run_job(
         image="img", command=command(1, store.get(job_id).run_name), env=env, secrets={"HF_TOKEN": CANARY}, flavor="t4-small",
@@ -299,3 +308,174 @@ def test_factory_run_takes_a_file_or_an_environment_variable(home, monkeypatch, 
     monkeypatch.setenv("BAD_REQUEST", "base_model: org/x\nlerning_rate: 1\n")
     assert main(["run", "--request-env", "BAD_REQUEST", "--events", "jsonl"]) == 2
     assert "$BAD_REQUEST" in capsys.readouterr().err
+
+
+# ---- what a job carries ---------------------------------------------------------------------------------
+
+def _demo_on_the_server(server, tmp_path: Path) -> str:
+    """The repository's own examples/demo.yaml, its base and data put on the test Hub (built here as `factory
+    demo` builds them), cut to a few steps: its held-out eval file exists on the worker's disk only."""
+    from factory.base.progress import Silent
+    from factory.demo import demo
+    from factory.hub.local import LocalHub
+
+    local = LocalHub(tmp_path / "demo-hub")
+    demo.ensure_assets(local, Silent())  # also writes $FACTORY_HOME/evals/factory_demo_heldout.jsonl here
+    for repo_id, kind in ((demo.BASE_ID, "model"), (demo.DATASET_ID, "dataset")):
+        folder, _ = local.snapshot(repo_id, kind)
+        server.state.add_repo(kind, repo_id, {str(p.relative_to(folder)): p.read_bytes()
+                                              for p in folder.rglob("*") if p.is_file()})
+    req = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "demo.yaml").read_text())
+    req.update({"max_steps": 4, "evals": {"tasks": ["factory_demo_heldout"], "limit": 8}, "sequence_len": 128,
+                "hub_model_id": "me/tiny-llama-demo-instruct"})
+    return yaml.safe_dump(req, sort_keys=False)
+
+
+def test_the_demo_runs_on_hf_jobs_with_only_what_it_carries(jobs_hub, home, tmp_path):
+    """The remote machine shares nothing with the worker: the held-out file travels in the job's environment,
+    is checked by hash there, and the eval and the contamination check read it."""
+    from factory.queue.worker import Worker
+
+    text = _demo_on_the_server(jobs_hub, tmp_path)
+    heldout = home / "evals" / "factory_demo_heldout.jsonl"
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(text, "alice", "cli")
+    assert Worker(store, "w1").run(drain=True) == 1
+    job = store.get(job_id)
+    remote = jobs_hub.state.jobs[job.remote_job]
+    assert job.status == "succeeded", job.error + "\n".join(line for _, line in remote.logs[-20:])
+    remote_home = Path(jobs_hub.state.job_env["FACTORY_HOME"])
+    assert remote_home != home and (remote_home / "evals" / heldout.name).read_bytes() == heldout.read_bytes()
+    carried = json.loads(remote.spec["environment"]["FACTORY_CARRIED"])
+    assert carried["repo"] is None and [p["dest"] for p in carried["pieces"]] == [f"evals/{heldout.name}"]
+    assert carried["pieces"][0]["size"] == heldout.stat().st_size
+    logs = "\n".join(line for _, line in remote.logs)
+    assert f"carried: contamination.benchmarks (factory_demo_heldout) -> $FACTORY_HOME/evals/{heldout.name}" in logs
+    events = [e.payload.get("message", "") for e in store.events(job_id)]
+    assert any(m.startswith("carried 1 file(s)") and "in its environment" in m for m in events), events
+    scores = job.result["scores"]["factory_demo_heldout"]  # the eval read the carried file on the remote side
+    assert set(scores) == {"base", "finetuned"} and all("n" not in s or s["n"] == 8 for s in scores.values()), scores
+    assert ("model", "me/tiny-llama-demo-instruct") in jobs_hub.state.repos
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"base_model": "{root}/model"}, "base_model: '{root}/model': a local model folder cannot travel with a job"),
+    ({"datasets": [{"path": "{root}/big.jsonl", "type": "alpaca"}]},
+     "exceed the 48 KiB a job carries in its environment; set FACTORY_JOBS_FILES_REPO"),
+    ({"lora_model_dir": "{root}/model"}, "lora_model_dir: '{root}/model': an adapter folder cannot travel with a job"),
+    ({"contamination": {"embedding_model": "{root}/model"}}, "a local embedding model cannot travel with a job"),
+])
+def test_what_cannot_travel_is_refused_at_submit(jobs_hub, home, tmp_path, monkeypatch, over, words):
+    from factory.base.errors import UserError
+
+    root = tmp_path / "granted"
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "config.json").write_text("{}")
+    rows = "".join(json.dumps({"instruction": f"Name song {i} " + "la " * 30, "output": f"Song {i}"}) + "\n"
+                   for i in range(600))
+    (root / "big.jsonl").write_text(rows)  # over the inline budget
+    monkeypatch.setenv("FACTORY_DATA_ROOTS", str(root))
+    store = Store(limits=Limits(0, 0))
+    fill = json.loads(json.dumps(over).replace("{root}", str(root)))
+    with pytest.raises(UserError) as refused:
+        store.submit(_request(tmp_path, **fill), "alice", "cli")
+    assert words.replace("{root}", str(root)) in str(refused.value) and "hf-jobs" in str(refused.value)
+    assert store.list() == []  # nothing queued to fail later
+
+
+def test_a_large_file_is_uploaded_once_by_hash_and_fetched_by_the_job(jobs_hub, home, tmp_path, monkeypatch):
+    from factory.queue import carry
+    from factory.queue.worker import Worker
+
+    root = tmp_path / "granted"
+    root.mkdir()
+    rows = "".join(json.dumps({"instruction": f"Name song {i} " + "la " * 30, "output": f"Song {i}"}) + "\n"
+                   for i in range(600))
+    (root / "big.jsonl").write_text(rows)
+    monkeypatch.setenv("FACTORY_DATA_ROOTS", str(root))
+    monkeypatch.setenv("FACTORY_JOBS_FILES_REPO", "me/factory-files")
+    store = Store(limits=Limits(0, 0))
+    text = _request(tmp_path, datasets=[{"path": str(root / "big.jsonl"), "type": "alpaca"}], sequence_len=256)
+    job_id = store.submit(text, "alice", "cli")
+    assert Worker(store, "w1").run(drain=True) == 1
+    job = store.get(job_id)
+    remote = jobs_hub.state.jobs[job.remote_job]
+    assert job.status == "succeeded", job.error + "\n".join(line for _, line in remote.logs[-20:])
+    files = jobs_hub.state.repos[("dataset", "me/factory-files")]
+    sha = hashlib.sha256(rows.encode()).hexdigest()
+    assert files.private and files.head()[1][f"sha256/{sha}"] == rows.encode()
+    assert CANARY not in remote.spec["environment"]["FACTORY_CARRIED"] and rows[:50] not in remote.spec["environment"]["FACTORY_CARRIED"]
+    commits = len(files.commits)
+    from huggingface_hub import HfApi
+
+    from factory.admission.admission import readmit
+
+    carry.manifest(readmit(job.request, "alice", "cli", "job"), HfApi(token=CANARY), user_token=False)
+    assert len(files.commits) == commits  # the same content is not sent twice
+    assert any("through FACTORY_JOBS_FILES_REPO" in e.payload.get("message", "") for e in store.events(job_id))
+    _no_canary_anywhere(jobs_hub, store, [tmp_path])
+
+
+def test_a_remote_run_missing_a_promised_file_fails_in_seconds_naming_it(jobs_hub, home, tmp_path):
+    """The remote side checks the manifest before anything else: a piece not in the files repo, or bytes that
+    do not match their hash, end the run with exit 2 and the piece named; nothing is loaded or trained."""
+    manifest = {"repo": "me/factory-files", "pieces": [
+        {"key": "datasets[0].path", "dest": "carried/abc/songs.jsonl", "sha256": "0" * 64, "size": 10,
+         "where": ["datasets", 0, "path"], "inline": None, "repo_path": "sha256/" + "0" * 64}]}
+    jobs_hub.state.add_repo("dataset", "me/factory-files", {"README.md": b"# files\n"}, private=True)
+    env = {**jobs_hub.state.job_env, "HF_ENDPOINT": jobs_hub.url, "HF_TOKEN": CANARY,
+           "FACTORY_REQUEST": _request(tmp_path, datasets=[{"path": "/nowhere/songs.jsonl", "type": "alpaca"}]),
+           "FACTORY_CARRIED": json.dumps(manifest)}
+    run = [sys.executable, "-m", "factory", "run", "--request-env", "FACTORY_REQUEST", "--carried-env", "FACTORY_CARRIED"]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 2 and "carried file datasets[0].path is missing: me/factory-files/sha256/" in done.stderr
+    assert "resolve" not in done.stderr  # it stopped before the first stage
+    manifest["pieces"][0].update(inline="bm90IHRoZSBieXRlcw==", repo_path=None)  # bytes that are not the promised ones
+    done = subprocess.run(run, env={**env, "FACTORY_CARRIED": json.dumps(manifest)}, capture_output=True, text=True,
+                          timeout=WAIT_S)
+    assert done.returncode == 2 and "its SHA-256 is not the one the worker sent" in done.stderr
+    manifest["pieces"][0].update(dest="../../etc/songs.jsonl")
+    done = subprocess.run(run, env={**env, "FACTORY_CARRIED": json.dumps(manifest)}, capture_output=True, text=True,
+                          timeout=WAIT_S)
+    assert done.returncode == 2 and "is not a plain path under $FACTORY_HOME" in done.stderr
+
+
+def test_a_job_past_its_timeout_says_it_timed_out(jobs_hub, home, tmp_path, monkeypatch):
+    from factory.queue.worker import Worker
+
+    monkeypatch.setenv("FACTORY_JOBS_TIMEOUT", "20s")  # the server ends the job after 20 s, as the Hub does
+    store = Store(limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, max_steps=1_000_000, val_set_size=0), "alice", "cli")
+    Worker(store, "w1").run(drain=True)
+    job = store.get(job_id)
+    assert job.status == "failed" and jobs_hub.state.jobs[job.remote_job].stage == "ERROR"
+    assert f"Hugging Face job {job.remote_job} timed out after 20 s" in job.error and "nothing was published" in job.error
+    assert ("model", "me/tiny-tuned") not in jobs_hub.state.repos
+
+
+def test_a_worker_stopped_with_sigterm_hands_the_hub_job_to_the_next(jobs_hub, home, tmp_path):
+    """SIGTERM (a redeploy): the worker puts the job back in the queue and leaves the Hub job running; the next
+    worker re-attaches to it, and nothing is launched twice."""
+    from factory.queue.worker import Worker
+
+    db = f"sqlite:///{home / 'jobs.db'}"
+    store = Store(db, limits=Limits(0, 0))
+    job_id = store.submit(_request(tmp_path, max_steps=40), "alice", "cli")
+    env = {**os.environ, "FACTORY_DB_URL": db, "HF_HUB_OFFLINE": "0"}
+    a = subprocess.Popen([sys.executable, "-m", "factory", "worker", "--once"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: store.get(job_id).remote_job and any(e.payload.get("stage") == "data" for e in store.events(job_id)),
+          "worker A to launch the job")
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(WAIT_S) == 0, a.stderr.read()
+    handed = store.get(job_id)
+    assert handed.status == "queued" and handed.remote_job
+    assert jobs_hub.state.jobs[handed.remote_job].stage in ("RUNNING", "COMPLETED")  # not cancelled
+    assert any("runs on and the next worker re-attaches" in (e.payload.get("reason") or e.payload.get("message") or "")
+               for e in store.events(job_id)), [e.payload for e in store.events(job_id)]
+
+    assert Worker(store, "w2").run(max_jobs=1) == 1
+    job = store.get(job_id)
+    assert job.status == "succeeded", job.error
+    assert jobs_hub.state.launches == 1 and job.remote_job == handed.remote_job
+    assert any("re-attached to Hugging Face job" in e.payload.get("message", "") for e in store.events(job_id))

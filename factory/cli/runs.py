@@ -76,6 +76,11 @@ def cmd_run(args) -> int:
         text = os.environ.get(args.request_env)
         if not text:
             raise UserError(f"--request-env {args.request_env}: that environment variable is empty or unset")
+        if args.carried_env:  # a Jobs run: the files the worker sent, in place and checked before anything else
+            from factory.queue.carry import receive
+
+            text = receive(os.environ.get(args.carried_env) or "", text,
+                           say=lambda line: print(line, file=sys.stderr, flush=True))
         request = loads_request(text, f"${args.request_env}")
     if args.identity is not None:
         from factory.admission.admission import check_identity
@@ -174,6 +179,8 @@ def add_commands(sub) -> None:
                    "on stdout, for a worker following the run on another machine (Hugging Face Jobs)")
     r.add_argument("--request-env", metavar="VAR", help="read the request YAML from this environment variable "
                    "instead of a file (how the Jobs backend passes it)")
+    r.add_argument("--carried-env", metavar="VAR", help="with --request-env: the manifest of files the worker sent "
+                   "with the job (Hugging Face Jobs); each is put in place and checked by hash before the run starts")
     r.add_argument("--run-name", help="the run folder's name under $FACTORY_HOME/runs (default: from the request)")
     r.add_argument("--identity", metavar="ID", help="run a front door's job as its submitter (hf:<user>, discord:<id>, "
                    "api:<name>), as the Jobs backend does: reads use FACTORY_USER_TOKEN or public repos only, and the "

@@ -56,6 +56,15 @@ def _by_name(raw: list[dict]) -> dict[str, Flavor]:
     return {f.name: f for f in map(_flavor, raw)}
 
 
+def _raw(hw) -> dict:
+    """A `JobHardwareInfo` back in the route's own JSON shape (what the cache and FACTORY_JOBS_PRICES hold)."""
+    acc = hw.accelerator
+    return {"name": hw.name, "prettyName": hw.pretty_name, "cpu": hw.cpu, "ram": hw.ram,
+            "accelerator": None if acc is None else {"type": acc.type, "model": acc.model, "quantity": acc.quantity,
+                                                     "vram": acc.vram, "manufacturer": acc.manufacturer},
+            "unitCostMicroUSD": hw.unit_cost_micro_usd, "unitCostUSD": hw.unit_cost_usd, "unitLabel": hw.unit_label}
+
+
 def _cache_path():
     from factory.base.home import factory_home
 
@@ -86,12 +95,9 @@ def hardware(endpoint: str | None = None, token: str | None = None) -> tuple[dic
         if age < timedelta(days=CACHE_DAYS):
             return _by_name(cached["flavors"]), f"prices from {endpoint}, {cached['fetched'][:16]} UTC"
     try:
-        from huggingface_hub import get_session
+        from huggingface_hub import HfApi
 
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = get_session().get(f"{endpoint}/api/jobs/hardware", headers=headers, timeout=15)
-        response.raise_for_status()
-        raw = response.json()
+        raw = [_raw(hw) for hw in HfApi(endpoint=endpoint, token=token or False).list_jobs_hardware()]
     except Exception as exc:  # noqa: BLE001 - offline, refused, or down: fall back to the cache
         if cached and cached.get("endpoint") == endpoint:
             return (_by_name(cached["flavors"]),

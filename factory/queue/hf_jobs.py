@@ -1,6 +1,7 @@
 """The Hugging Face Jobs backend (FACTORY_BACKEND=hf-jobs): a claimed job runs as a Hub Job; the worker follows it.
 
-The queue, leases, cancel, retries and events stay the worker's. The remote side is the factory itself, in the
+The queue, leases, cancel, retries and events stay the worker's. What the run needs from this machine's disk
+travels with it or is refused at submit (factory/queue/carry.py). The remote side is the factory itself, in the
 operator's image (FACTORY_JOBS_IMAGE, built from the project's Dockerfile): `factory run --request-env
 FACTORY_REQUEST --events jsonl`, under `accelerate launch` with one process per GPU on multi-GPU flavors. The token
 travels as a Jobs secret, never in the command or the environment. The Jobs id is stored with the job as soon as
@@ -56,7 +57,8 @@ def image() -> str:
 
 def command(gpus: int, run_name: str, identity: str | None = None) -> list[str]:
     """The remote command. identity: a stranger's job reads as the stranger there too (their token, or none)."""
-    run = ["run", "--request-env", "FACTORY_REQUEST", "--events", "jsonl", "--run-name", run_name]
+    run = ["run", "--request-env", "FACTORY_REQUEST", "--carried-env", "FACTORY_CARRIED", "--events", "jsonl",
+           "--run-name", run_name]
     if identity is not None:
         run += ["--identity", identity]
     if gpus > 1:
@@ -120,7 +122,11 @@ class Remote:
         if flavor_name not in flavors:
             raise UserError(f"compute.flavor: '{flavor_name}' is not a Jobs flavor; known: {', '.join(sorted(flavors))}")
         flavor = flavors[flavor_name]
+        from factory.queue import carry
+
+        carried, pieces = carry.manifest(self.request, self.api, self.user_token is not None)
         env = {"FACTORY_REQUEST": self.request.sanitized_yaml(), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+               "FACTORY_CARRIED": carried,
                "FACTORY_JOBS_LABELS": json.dumps(self.labels), "FACTORY_JOBS_NAMESPACE": self.namespace,
                "FACTORY_JOBS_COMPUTE": json.dumps({"flavor": flavor.name, "hardware": flavor.hardware,
                                                    "usd_per_hour": round(flavor.usd_per_min * 60, 4)})}
@@ -135,13 +141,17 @@ class Remote:
         info = self.api.run_job(image=image(), command=command(flavor.gpus, self.job.run_name,
                                                                self.job.submitter if stranger else None),
                                 env=env, secrets=secrets, flavor=flavor.name, timeout=timeout_s,
-                                labels=self.labels, namespace=self.namespace)
+                                name=f"factory-{self.job.run_name}", labels=self.labels, namespace=self.namespace)
         if not self._keep(info.id):  # the lease went while launching: the new owner adopts this one by its labels,
             if self.store.get(self.job.id).remote_job not in (None, info.id):  # unless it launched its own already
                 self.api.cancel_job(job_id=info.id, namespace=self.namespace)
             raise Stopped("lease-lost")  # (an orphan never publishes: it waits for a go that never comes)
         self._say(f"launched Hugging Face job {info.id} on {flavor.name} ({flavor.hardware}, ${flavor.usd_per_min * 60:.2f}/h, "
                   f"timeout {timeout_s // 60} min; {prices}): {info.url}")
+        if pieces:
+            how = "in its environment" if pieces[0].inline is not None else f"through {carry.FILES_REPO_ENV}"
+            self._say(f"carried {len(pieces)} file(s), {sum(p.size for p in pieces):,} bytes, {how}: "
+                      + ", ".join(p.key for p in pieces))
         return info.id
 
     def _keep(self, remote_id: str) -> bool:
@@ -154,7 +164,8 @@ class Remote:
 
     def _go(self, remote_id: str) -> None:
         """Let the remote run publish: it waits at its publish gate for this label (see publish_gate)."""
-        self.api.update_job_labels(job_id=remote_id, labels={**self.labels, PUBLISH_LABEL: "go"},
+        now = self.api.inspect_job(job_id=remote_id, namespace=self.namespace).labels or {}  # the route replaces
+        self.api.update_job_labels(job_id=remote_id, labels={**now, **self.labels, PUBLISH_LABEL: "go"},  # them all
                                    namespace=self.namespace)
 
     def follow(self, remote_id: str) -> dict:
@@ -221,10 +232,27 @@ class Remote:
         tail = "\n".join(self.last)
         if stage == "CANCELED":
             raise Stopped("cancel", f"Hugging Face job {remote_id} was cancelled on the Hub")
+        if stage == "ERROR" and self._timed_out(info):
+            from factory.queue.compute import chosen
+
+            limit = chosen(self.request)[1]
+            raise RemoteFailed(f"Hugging Face job {remote_id} timed out after {_span(limit)} (its timeout: "
+                               "compute.timeout or FACTORY_JOBS_TIMEOUT); the Hub stopped it, nothing was published. "
+                               f"Give it a longer timeout or fewer steps\n--- last lines ---\n{tail}")
         if stage != "COMPLETED" or self.result is None:
             why = info.status.message or ("it ended without a result" if stage == "COMPLETED" else stage)
             raise RemoteFailed(f"Hugging Face job {remote_id} ended in {stage}: {why}\n--- last lines ---\n{tail}")
         return {**self.result, "run_dir": f"hf-jobs:{remote_id}", "hf_job": self._bill(info)}
+
+    def _timed_out(self, info) -> bool:
+        """The Hub says so in the status message; or it ran its whole timeout (the message may say nothing)."""
+        from factory.queue.compute import chosen
+
+        message = (info.status.message or "").lower()
+        if "timeout" in message or "timed out" in message:
+            return True
+        running = info.durations.running_secs if info.durations else None
+        return running is not None and running >= chosen(self.request)[1]
 
     def _bill(self, info) -> dict:
         running = info.durations.running_secs if info.durations else None
@@ -240,6 +268,10 @@ class Remote:
         except (UserError, KeyError):
             out["usd"] = None
         return out
+
+
+def _span(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 120 else f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
 
 
 def publish_gate(lines):

@@ -262,6 +262,12 @@ class Store:
         from factory.admission.admission import admit
 
         request = admit(request, submitter, front_door, hub_token)
+        from factory.queue.hf_jobs import backend
+
+        if backend() == "hf-jobs":  # what the remote run needs from this disk travels with it, or it is refused now
+            from factory.queue import carry
+
+            carry.check(request, user_token=bool(hub_token))  # launched under it: inline files only
         stranger = front_door != "cli"
         sealed, note = self._seal(hub_token)
         t = self.now()

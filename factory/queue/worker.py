@@ -275,7 +275,10 @@ class Worker:
             self.store.finish(job.id, self.name, "cancelled", error="cancelled; nothing was published")
             self.log(f"job {job.id} cancelled")
         elif reason == "preempt":
-            self.store.requeue(job.id, self.name, "worker stopped (SIGTERM); resumes from its last checkpoint")
+            remote = self.store.get(job.id).remote_job
+            why = (f"worker stopped (SIGTERM); Hugging Face job {remote} runs on and the next worker re-attaches to it"
+                   if remote else "worker stopped (SIGTERM); resumes from its last checkpoint")
+            self.store.requeue(job.id, self.name, why)
             self.log(f"job {job.id} back in the queue")
         else:
             self.log(f"job {job.id}: lease lost to another worker; leaving it to them")
