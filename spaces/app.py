@@ -38,6 +38,10 @@ FIELDS = [  # guided fields: (label, request key, kind)
     ("Target repo", "hub_model_id", "text"),
 ]
 
+# The button asks first; declining sends -1, which cancels nothing (API callers are not asked).
+CONFIRM_CANCEL = ("(job) => (job && confirm(`Cancel job ${job}? It stops at its next step; nothing is published.`))"
+                  " ? job : -1")
+
 CSS = """
 .mask-preview pre { white-space: pre-wrap; font-size: 13px; line-height: 1.5; margin: 4px 0 12px; }
 .mask-preview .trained { background: #d9f2d9; color: #0b3d0b; border-radius: 3px; }
@@ -188,7 +192,8 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         if user is None:
             return pd.DataFrame(columns=["job", "status", "stage", "progress", "repo", "submitted by"])
         mine = None if user in store.limits.operators else user
-        rows = [[j.id, j.status, j.stage or "", f"{(1.0 if j.status == 'succeeded' else j.progress):.0%}",
+        rows = [[j.id, j.status, "done" if j.status == "succeeded" else (j.stage or ""),
+                 f"{(1.0 if j.status == 'succeeded' else j.progress):.0%}",
                  j.hub_model_id or "", j.submitter] for j in store.list(submitter=mine, limit=50)]
         return pd.DataFrame(rows, columns=["job", "status", "stage", "progress", "repo", "submitted by"])
 
@@ -198,7 +203,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return jobs[0].id if jobs else None
 
     def job_detail(job_id, profile: gr.OAuthProfile | None = None):
-        empty = ("Pick a job.", "", pd.DataFrame({"step": [], "loss": [], "split": []}), "", "")
+        empty = ("Pick a job.", "", None, "", "")
         user = who(profile)
         if not job_id or user is None:
             return empty
@@ -213,12 +218,28 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         bar = (f'<div class="bar" title="{p.fraction:.0%}"><div style="width:{p.fraction * 100:.1f}%"></div></div>'
                f"<p>{job_views.status_line(job, events)}</p>")
         points = job_views.loss_points(events)
-        frame = pd.DataFrame(points or {"step": [], "loss": [], "split": []})
+        frame = pd.DataFrame(points) if points else None  # an empty frame fixes a numeric colour scale (-Infinity)
         log = "\n".join(job_views.recent(events))
-        return f"**{job.status}** · stage {job.stage or '-'} · {job.hub_model_id or ''}", bar, frame, log, \
-            job_views.failure(job)
+        where = {"succeeded": "published", "failed": f"failed in stage {job.stage or '-'}",
+                 "cancelled": f"stopped in stage {job.stage or '-'}"}.get(job.status, f"stage {job.stage or '-'}")
+        return (f"**job {job.id} {job.status}** · {where} · {job.hub_model_id or ''}", bar, frame, log,
+                job_views.failure(job))
+
+    def controls(job_id, profile: gr.OAuthProfile | None = None):
+        """The cancel button, shown while the picked job can still be cancelled; the cancel note cleared once
+        the job has ended (the headline says how)."""
+        user = who(profile)
+        try:
+            job = store.get(int(job_id)) if job_id and user else None
+        except (UserError, ValueError):
+            job = None
+        live = job is not None and job.status in ("queued", "running") and (
+            job.submitter == user or user in store.limits.operators)
+        return gr.update(visible=live), gr.skip() if live else ""
 
     def cancel(job_id, profile: gr.OAuthProfile | None = None) -> str:
+        if job_id == -1:  # the page's confirmation was declined
+            return "Not cancelled."
         user = who(profile)
         if not job_id or user is None:
             return "Pick a job (and sign in)."
@@ -247,10 +268,17 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         body = card.read_text().split("---", 2)[-1] if card.is_file() else "(no card)"
         body = body.replace("![Training loss](loss.svg)", "(The loss curve is in the Jobs tab.)")
         url = (job.result.get("published") or {}).get("url", "")
+        from factory.demo.demo import BASE_ID
+
+        random_base = loads_request(job.request).base_model == BASE_ID
+        honesty = (f"\n\n**About these scores:** the base `{BASE_ID}` is randomly initialised, so its 0.000 is "
+                   "guaranteed and the gain is simply the finetuned score; the held-out items are generated like "
+                   "the training rows. In Chat, the base's replies are noise for the same reason. For a real "
+                   "pretrained model learning a real skill: `factory demo --real`.") if random_base else ""
         return (pd.DataFrame(job_views.eval_rows(job), columns=headers),
                 pd.DataFrame(job_views.contamination_rows(job), columns=["benchmark", "items", "overlap", "rate"]),
                 job_views.contamination_note(job), body,
-                f"Published: [{job.hub_model_id}]({url})" if url else "Not published.")
+                (f"Published: [{job.hub_model_id}]({url})" if url else "Not published.") + honesty)
 
     def chat_models(profile: gr.OAuthProfile | None = None):
         user = who(profile)
@@ -258,6 +286,26 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                 if j.hub_model_id and (user in store.limits.operators or j.submitter == user)]
         choices = list(dict.fromkeys(done + default_models(engine.hub)))
         return gr.update(choices=choices, value=choices[0] if choices else None)
+
+    def results_when_changed(job_id, shown, profile: gr.OAuthProfile | None = None):
+        """The Results tab follows the picked job: redrawn when its status changes, untouched otherwise."""
+        try:
+            job = store.get(int(job_id)) if job_id else None
+        except (UserError, ValueError):
+            job = None
+        now = None if job is None else [job.id, job.status]
+        if now == shown:
+            return (gr.skip(),) * 6
+        return (*results(job_id, profile), now)
+
+    def chat_models_when_changed(current, known, profile: gr.OAuthProfile | None = None):
+        """A model whose job just succeeded appears in Chat's list, picked; otherwise nothing changes."""
+        choices = chat_models(profile)["choices"]
+        if choices == known:
+            return gr.skip(), gr.skip()
+        new = [c for c in choices if c not in (known or [])]
+        value = new[0] if new and known is not None else (current or (choices[0] if choices else None))
+        return gr.update(choices=choices, value=value), choices
 
     def add_turn(message: str, left: list, right: list):
         turn = {"role": "user", "content": message}
@@ -340,22 +388,25 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
             with gr.Tab("Jobs", id="jobs"):
                 table = gr.Dataframe(interactive=False, elem_id="jobs-table")
                 with gr.Row():
-                    picked = gr.Number(label="Job", precision=0, elem_id="picked")
-                    cancel_btn = gr.Button("Cancel job", variant="stop")
+                    picked = gr.Number(label="Job (click a row above, or type its number)", precision=0,
+                                       elem_id="picked")
+                    cancel_btn = gr.Button("Cancel job", variant="stop", visible=False, elem_id="cancel")
                 headline = gr.Markdown(elem_id="headline")
                 bar = gr.HTML(elem_id="progress")
                 plot = gr.LinePlot(x="step", y="loss", color="split", title="Loss", height=260, elem_id="loss")
                 with gr.Row():
                     log = gr.Textbox(label="Last events", lines=8, elem_id="events", min_width=320)
                     error = gr.Textbox(label="Error", lines=8, elem_id="error", min_width=320)
-                cancelled = gr.Markdown()
+                cancelled = gr.Markdown(elem_id="cancelled")
             with gr.Tab("Results", id="results"):
+                results_of = gr.State(None)  # (job, status) the tab shows: redrawn when the job's status changes
                 link = gr.Markdown(elem_id="link")
                 evals = gr.Dataframe(label="Base vs finetuned (same items)", interactive=False, elem_id="evals")
                 cont = gr.Dataframe(label="Benchmark contamination", interactive=False)
                 cont_note = gr.Markdown()
                 card = gr.Markdown(elem_id="card")
             with gr.Tab("Chat", id="chat"):
+                models_known = gr.State(None)  # the list as last shown: a model new to it gets picked
                 with gr.Row():
                     model = gr.Dropdown(label="Finetuned model", allow_custom_value=True, elem_id="model")
                     temperature = gr.Slider(0, 2, value=0.0, step=0.1, label="Temperature")
@@ -380,10 +431,15 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         timer = gr.Timer(POLL_S)
         timer.tick(jobs_table, None, table, api_visibility="private")
         timer.tick(job_detail, picked, [headline, bar, plot, log, error], api_visibility="private")
+        timer.tick(controls, picked, [cancel_btn, cancelled], api_visibility="private")
+        timer.tick(results_when_changed, [picked, results_of], [evals, cont, cont_note, card, link, results_of],
+                   api_visibility="private")
+        timer.tick(chat_models_when_changed, [model, models_known], [model, models_known], api_visibility="private")
         picked.change(job_detail, picked, [headline, bar, plot, log, error], api_name="job")
         picked.change(results, picked, [evals, cont, cont_note, card, link], api_name="results")
+        picked.change(controls, picked, [cancel_btn, cancelled], api_visibility="private")
         table.select(pick_row, None, picked, api_visibility="private")
-        cancel_btn.click(cancel, picked, cancelled, api_name="cancel")
+        cancel_btn.click(cancel, picked, cancelled, api_name="cancel", js=CONFIRM_CANCEL)
         turn = prompt.submit(add_turn, [prompt, left, right], [prompt, left, right], queue=False,
                              api_visibility="private")
         streaming = turn.then(chat, [model, left, right, temperature, max_new, seed], [left, right],

@@ -344,6 +344,22 @@ def test_a_cancelled_job_cannot_enter_publish(db_url, tiny_request):
         store.cancel(other, "u")
 
 
+def test_every_logged_loss_reaches_the_events_however_fast_they_come(db_url, tiny_request):
+    """A burst of logged steps (a re-attached worker reading a Jobs run's backlog) is never thinned by the
+    progress throttle: the loss curve has every point; plain progress is still throttled."""
+    from factory.base.progress import Event
+    from factory.queue.worker import JobReporter
+
+    store = Store(db_url, Limits(0, 0))
+    job_id = store.submit(tiny_request(), "u", "cli")
+    reporter = JobReporter(store, store.claim("w", 30), "w", min_interval_s=3600)  # nothing passes on time alone
+    for step in range(1, 31):
+        reporter.emit(Event("train", step=step, total=100, loss=(2.0 - step / 100) if step >= 4 else None,
+                            extra={"step": step}))
+    progress = [e.payload for e in store.events(job_id) if e.kind == "progress"]
+    assert [p["loss_step"] for p in progress if "loss" in p] == list(range(4, 31))
+    assert [p["step"] for p in progress if "loss" not in p] == [1]  # the first; the other two unlogged steps wait
+
 def test_user_errors_fail_at_once_and_transient_ones_retry(db_url, tiny_request, home, monkeypatch):
     from factory.base.errors import TransientError
     from factory.queue.worker import Worker

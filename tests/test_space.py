@@ -154,6 +154,10 @@ def _type_request(page, text: str) -> None:
 
 
 def test_in_a_real_browser(space, browser, tmp_path):
+    import re
+
+    from playwright.sync_api import expect
+
     out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots"))
     out.mkdir(parents=True, exist_ok=True)
     store, module = space["store"], space["module"]
@@ -203,6 +207,18 @@ def test_in_a_real_browser(space, browser, tmp_path):
         page.screenshot(path=str(out / "failed.png"), full_page=True)
         raise AssertionError(f"#progress: {page.locator('#progress').inner_text()!r}; job {store.get(job)}") from None
     _shots(page, out, "4-jobs-training")
+    expect(page.locator("#events textarea")).to_have_value(re.compile(r"train \d+/400, loss"), timeout=60_000)  # live
+    expect(page.locator("#cancel")).to_be_visible(timeout=60_000)  # something to cancel: the button is there
+    asked = []
+
+    def decline(dialog):
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", decline)
+    page.locator("#cancel").click()
+    expect(page.locator("#cancelled")).to_contain_text("Not cancelled", timeout=60_000)
+    assert asked and f"Cancel job {job}?" in asked[0] and store.get(job).status == "running", asked
 
     page.reload()  # mid-job: nothing is lost, the newest job is shown again
     page.get_by_role("tab", name="Jobs").click()
@@ -211,17 +227,20 @@ def test_in_a_real_browser(space, browser, tmp_path):
     wait_for(lambda: store.get(job).status in ("succeeded", "failed"), 600, "the job to finish")
     assert store.get(job).status == "succeeded", store.get(job).error
     page.locator("#headline").get_by_text("succeeded").wait_for(timeout=60_000)
+    expect(page.locator("#headline")).to_contain_text("published", timeout=60_000)
+    expect(page.locator("#cancel")).to_be_hidden(timeout=60_000)  # nothing left to cancel
+    expect(page.locator("#jobs-table")).to_contain_text("done")
     _shots(page, out, "5-jobs-done")
 
-    page.reload()
+    # no reload: Results and Chat follow the job on their own
     page.get_by_role("tab", name="Results").click()
-    from playwright.sync_api import expect
-
     expect(page.locator("#evals")).to_contain_text("factory_demo_heldout", timeout=60_000)
     page.locator("#link").get_by_text("newcomer/tiny-llama-demo").wait_for(timeout=60_000)
+    expect(page.locator("#link")).to_contain_text("randomly initialised")  # the demo's 0.000 -> x, explained
     _shots(page, out, "6-results")
 
     page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#model input")).to_have_value("newcomer/tiny-llama-demo", timeout=60_000)  # the new model, picked
     page.locator("#prompt textarea").fill("What is this text about? guitar song drums")
     page.locator("#prompt textarea").press("Enter")
     page.locator("#left .message.bot, #left [data-testid='bot']").first.wait_for(timeout=120_000)

@@ -118,12 +118,16 @@ def public_text(text: str) -> str:
 
 
 def recent(events: list[JobEvent], n: int = 8) -> list[str]:
-    """The last events as lines a person reads (progress ticks left out)."""
+    """The last events as lines a person reads: progress ticks left out, except the newest one when it is the
+    newest event (a long stage keeps the list moving: step, loss)."""
     out = []
-    for e in events:
-        if e.kind == "progress":
-            continue
+    for i, e in enumerate(events):
         p = e.payload
+        if e.kind == "progress":
+            if i == len(events) - 1 and p.get("step") is not None:
+                loss = f", loss {p['loss']:.4g}" if isinstance(p.get("loss"), (int, float)) else ""
+                out.append(f"{e.time:%H:%M:%S} {p['stage']} {p['step']}/{p.get('total', '?')}{loss}")
+            continue
         text = (f"status -> {p['status']}" if e.kind == "status" else f"stage {p['stage']}" if e.kind == "stage"
                 else p.get("message", ""))
         out.append(f"{e.time:%H:%M:%S} {public_text(text)}")

@@ -54,7 +54,7 @@ class JobReporter:
         self.stranger = job.front_door != "cli"  # a stranger's job: no worker path in what they see
         self.stop_requested: str | None = None  # 'cancel' | 'preempt' | 'lease-lost'
         self.min_interval_s = min_interval_s
-        self._last_progress = 0.0
+        self._last_progress = float("-inf")  # the first progress event always goes through
         self._stage: str | None = None
         self._stage_start: tuple[float, int] | None = None  # (time, step) when the stage's counting began
 
@@ -77,8 +77,9 @@ class JobReporter:
             last = event.step >= event.total
             if self._stage_start is None or self._stage_start[1] > event.step:
                 self._stage_start = (time.monotonic(), event.step)
-            if not last and time.monotonic() - self._last_progress < self.min_interval_s:
-                return  # progress is throttled; messages and the final step always go through
+            logged = event.loss is not None or event.extra.get("eval_loss") is not None
+            if not (last or logged) and time.monotonic() - self._last_progress < self.min_interval_s:
+                return  # progress is throttled; messages, logged losses and the final step always go through
             self._last_progress = time.monotonic()
             self._write("progress", self._progress_payload(event), progress=event.step / event.total)
         elif event.message:
