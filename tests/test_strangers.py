@@ -263,6 +263,42 @@ def test_the_bounded_renderer_renders_what_the_tokenizer_does_and_stops_what_run
             render(chat)
 
 
+def test_the_renderers_child_dies_on_sigterm_whatever_handler_its_parent_has(tiny_tokenizer):
+    """At exit, multiprocessing terminates daemon children with SIGTERM and then joins them. A child that kept the
+    parent's SIGTERM handler (a worker's graceful stop) survived it, and the parent waited forever at exit
+    (pytest printed its summary and never ended: CI timed out)."""
+    import signal
+
+    from factory.data.chat import BUILTIN_TEMPLATES
+    from factory.data.render_bounds import BoundedRenderer
+
+    before = signal.signal(signal.SIGTERM, lambda *_: None)  # as a Worker leaves it while it runs
+    render = BoundedRenderer(tiny_tokenizer, BUILTIN_TEMPLATES["chatml"])
+    try:
+        render([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+        render._proc.terminate()
+        render._proc.join(120)
+        assert render._proc.exitcode == -signal.SIGTERM
+    finally:
+        render.close()  # SIGKILL if it is still there
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_worker_gives_back_the_signal_handlers_it_took(home):
+    import signal
+
+    from factory.queue.jobs import Store
+    from factory.queue.worker import Worker
+
+    mine = lambda *_: None  # noqa: E731
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        Worker(Store(), "w").run(drain=True)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_the_renderers_child_holds_none_of_its_parents_pipes(tiny_tokenizer):
     """The chat engine keeps a renderer's child for the life of the Space: a pipe the parent opened before it
     (a browser driver's stdin, the page's socket) must close when the parent closes it, not when the child ends.

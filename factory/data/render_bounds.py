@@ -64,6 +64,7 @@ def _serve(conn, tokenizer, template: str, memory: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when it stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # an inherited handler (a worker's graceful stop) would keep it
     close_inherited(conn.fileno())  # a long-lived child of the Space: it must not hold the page's sockets
     limit_memory(memory)
     while True:

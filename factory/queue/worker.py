@@ -215,9 +215,17 @@ class Worker:
 
     def run(self, once: bool = False, max_jobs: int | None = None, drain: bool = False) -> int:
         """Claim and run jobs until told to stop (or, with drain, until none is claimable). Returns how many ran."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        if threading.current_thread() is not threading.main_thread():
+            return self._poll(once, max_jobs, drain)
+        before = signal.signal(signal.SIGTERM, self._on_signal), signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            return self._poll(once, max_jobs, drain)
+        finally:  # a process that runs a worker for a while (a test, an embedding app) gets its handlers back
+            for signum, handler in zip((signal.SIGTERM, signal.SIGINT), before):
+                if handler is not None:  # None: set outside Python, cannot be put back from here
+                    signal.signal(signum, handler)
+
+    def _poll(self, once: bool, max_jobs: int | None, drain: bool) -> int:
         self.log(f"polling {self.store.where} every {self.poll_s:g}s (lease {self.lease_s:g}s)")
         ran, db_down_since = 0, None
         while not self.exiting and (max_jobs is None or ran < max_jobs):
