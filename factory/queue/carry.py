@@ -21,7 +21,6 @@ seconds naming the missing piece.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from factory.base.errors import UserError
+from factory.base.filehash import sha256_of
 
 INLINE_BYTES = 48 * 1024  # every inline piece together, before base64 (a job's environment stays small)
 MAX_BYTES = 2 * 1024**3   # one carried file, uploaded
@@ -58,14 +58,6 @@ class Piece:
     repo_path: str | None = None  # in FACTORY_JOBS_FILES_REPO, when uploaded
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _task_files(task: str) -> list[str]:
     """The $FACTORY_HOME files a shipped eval task reads (its YAML's `{factory_home}/...` paths)."""
     from evals.harness import TASK_DIR
@@ -87,12 +79,10 @@ def _piece(key: str, raw: str, where: list | None) -> Piece:
         what = "a folder" if path.is_dir() else "not on this machine"
         raise UserError(f"{key}: '{raw}' is {what}; the hf-jobs backend carries single files only. Push it to a Hub "
                         "dataset repo and name that instead")
-    home = factory_home()
-    if within(path, home / "evals"):  # the same place there: the shipped tasks' {factory_home} paths still hold
-        dest = (PurePosixPath("evals") / path.resolve().relative_to((home / "evals").resolve()).as_posix()).as_posix()
-        sha = _digest(path)
+    evals, sha = factory_home() / "evals", sha256_of(path)
+    if within(path, evals):  # the same place there: the shipped tasks' {factory_home} paths still hold
+        dest = (PurePosixPath("evals") / path.resolve().relative_to(evals.resolve()).as_posix()).as_posix()
     else:
-        sha = _digest(path)
         dest = f"carried/{sha[:16]}/{path.name}"
     return Piece(key, str(path), dest, sha, path.stat().st_size, where)
 
@@ -147,7 +137,7 @@ def manifest(request, api, user_token: bool) -> tuple[str, list[Piece]]:
     repo = None if inline else os.environ[FILES_REPO_ENV]
     for p in pieces:
         data_path = Path(p.source)
-        if _digest(data_path) != p.sha256:  # changed since submit: the job must see what was checked there
+        if sha256_of(data_path) != p.sha256:  # changed since submit: the job must see what was checked there
             raise UserError(f"{p.key}: '{p.source}' changed after the job was checked; submit it again")
         if inline:
             p.inline = base64.b64encode(data_path.read_bytes()).decode()
@@ -192,7 +182,7 @@ def receive(manifest_json: str, request_text: str, say=print) -> str:
     data = yaml.safe_load(request_text)
     for p in carried["pieces"]:
         target = _inside(home, p["dest"])
-        if target.is_file() and _digest(target) == p["sha256"]:
+        if target.is_file() and sha256_of(target) == p["sha256"]:
             pass
         elif p.get("inline") is not None:
             blob = base64.b64decode(p["inline"])
@@ -209,7 +199,7 @@ def receive(manifest_json: str, request_text: str, say=print) -> str:
                 atomic.write_with(target, lambda f: shutil.copyfileobj(src, f))
         else:
             raise UserError(f"carried file {p['key']}: the manifest gives neither its bytes nor where to fetch them")
-        if _digest(target) != p["sha256"]:
+        if sha256_of(target) != p["sha256"]:
             raise UserError(f"carried file {p['key']}: its SHA-256 is not the one the worker sent; nothing was trained")
         say(f"carried: {p['key']} -> $FACTORY_HOME/{p['dest']} ({p['size']:,} bytes, sha256 {p['sha256'][:12]})")
         if p.get("where"):
