@@ -1,4 +1,4 @@
-"""20 concurrent clients polling a job's page while the job trains: p50/p95 of a status refresh, and the
+"""N concurrent clients (20 by default; try 100) polling a job's page while the job trains: p50/p95 of a status refresh, and the
 database statements one refresh costs.
 
     .venv/bin/python bench/space_load.py [--clients 20] [--refreshes 15]
@@ -47,6 +47,15 @@ def main() -> int:
     store = Store()
     statements = [0]
     event.listen(store.engine, "before_cursor_execute", lambda *a, **k: statements.__setitem__(0, statements[0] + 1))
+    rows = [0]
+    read_events = store.events
+
+    def counted_events(job_id, since=0):
+        out = read_events(job_id, since)
+        rows[0] += len(out)
+        return out
+
+    store.events = counted_events  # event rows a refresh reads: the whole history, or only what is new
     app = module["build"](store)
     app.queue(default_concurrency_limit=8)
     with socket.socket() as s:
@@ -63,13 +72,26 @@ def main() -> int:
         time.sleep(0.5)
 
     latencies: list[float] = []
+    failures: dict[str, int] = {}
     lock = threading.Lock()
 
+    def failed(exc: Exception) -> None:
+        with lock:
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+
     def client_loop():
-        c = Client(url, verbose=False)
+        try:
+            c = Client(url, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - a client that cannot even connect is a result too
+            failed(exc)
+            return
         for _ in range(args.refreshes):
             t0 = time.perf_counter()
-            c.predict(job, api_name="/job")
+            try:
+                c.predict(job, api_name="/job")
+            except Exception as exc:  # noqa: BLE001
+                failed(exc)
+                continue
             with lock:
                 latencies.append(time.perf_counter() - t0)
 
@@ -84,20 +106,26 @@ def main() -> int:
 
     # statements per refresh, counted with the worker between its writes: the refresh's own reads
     c = Client(url, verbose=False)
-    before = statements[0]
+    before, rows_before = statements[0], rows[0]
     sample = 10
     for _ in range(sample):
         c.predict(job, api_name="/job")
     per_refresh = (statements[0] - before) / sample
+    rows_per_refresh = (rows[0] - rows_before) / sample
+    history = len(read_events(job))
 
-    lat = sorted(latencies)
+    lat = sorted(latencies) or [float("nan")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; SQLite queue; "
           f"the job {'was training' if still_training else 'had left training'} during the load")
-    print(f"{args.clients} clients x {args.refreshes} refreshes = {len(lat)} status refreshes in {wall:.1f}s "
+    print(f"{args.clients} clients x {args.refreshes} refreshes: {len(lat)} status refreshes answered in {wall:.1f}s "
           f"({len(lat) / wall:.1f}/s)")
+    if failures:
+        print("failed: " + ", ".join(f"{n} x {kind}" for kind, n in failures.items()) +
+              " (a client's connect or a refresh that timed out)")
     print(f"refresh latency: p50 {statistics.median(lat) * 1000:.0f} ms, p95 {lat[int(0.95 * (len(lat) - 1))] * 1000:.0f} ms, "
           f"max {lat[-1] * 1000:.0f} ms")
     print(f"database statements per refresh: {per_refresh:.1f} (including the worker's writes in the same interval)")
+    print(f"event rows read per refresh: {rows_per_refresh:.1f} (the job had {history} events)")
     store.cancel(job, "hf:loadtest")
     app.close()
     return 0

@@ -37,6 +37,16 @@ def available_tasks() -> list[str]:
     return sorted({p.stem for p in TASK_DIR.glob("*.yaml")} | set(BUILTIN))
 
 
+def home_files(task: str) -> list[str]:
+    """The files under $FACTORY_HOME a shipped task reads (its YAML's `{factory_home}/...` paths), relative."""
+    import re
+
+    spec = TASK_DIR / f"{task}.yaml"
+    if not spec.is_file():
+        return []
+    return re.findall(r"\{factory_home\}/([A-Za-z0-9_./-]+)", spec.read_text(encoding="utf-8"))
+
+
 def _materialise(tasks: list[str], substitutions: dict[str, str], into: Path, max_new_tokens: int) -> None:
     from evals.benchmarks import BUILTIN
     from evals.registry_tasks import write_task

@@ -70,19 +70,22 @@ def test_through_gradio_client(space):
     assert "not a repo id" in local
     assert "Valid" in client.predict(short_demo(module, "hf:newcomer"), api_name="/validate")
 
-    long_job = int(client.predict(short_demo(module, "hf:newcomer", max_steps=5000), api_name="/submit")[1]["value"])
-    queued = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1]["value"])
+    refused, none = client.predict(short_demo(module, "hf:newcomer", hub_model_id="someone/else"), api_name="/submit")
+    assert none is None and "own-namespace" in refused and "newcomer/&lt;name&gt;" in refused  # shown, not eaten
+    long_job = int(client.predict(short_demo(module, "hf:newcomer", max_steps=5000), api_name="/submit")[1])
+    queued = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1])
     assert "cancelled" in client.predict(queued, api_name="/cancel") and store.get(queued).status == "cancelled"
     space["start_worker"]()
     wait_for(lambda: store.get(long_job).stage == "train" and store.get(long_job).progress > 0, 300, "training")
     assert "stopping" in client.predict(long_job, api_name="/cancel")
     wait_for(lambda: store.get(long_job).status == "cancelled", 120, "the running job to stop")
 
-    job = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1]["value"])
+    job = int(client.predict(short_demo(module, "hf:newcomer"), api_name="/submit")[1])
     wait_for(lambda: store.get(job).status in ("succeeded", "failed"), 600, "the demo job")
     assert store.get(job).status == "succeeded", store.get(job).error
     headline, bar, plot, log, error = client.predict(job, api_name="/job")
-    assert "succeeded" in headline and "100%" in bar and not error
+    error = error.get("value") if isinstance(error, dict) else error  # the box is shown only when the job failed
+    assert "succeeded" in headline and f"job {job}: succeeded" in bar and bar.count("width:100.0%") == 7 and not error
     evals, cont, note, card, link = client.predict(job, api_name="/results")
     assert evals["data"][0][0] == "factory_demo_heldout" and evals["data"][0][2] == 20
     assert "newcomer/tiny-llama-demo" in link and "## Evaluation" in card and "overlapped" in note
@@ -202,7 +205,7 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.wait_for_timeout(2500)  # a poll or two: the curve has its points
     page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
     try:
-        page.locator("#progress").get_by_text("train").wait_for(timeout=60_000)
+        page.locator("#progress").get_by_text("stage 3 of 7, train").wait_for(timeout=60_000)  # where in the job
     except Exception:
         page.screenshot(path=str(out / "failed.png"), full_page=True)
         raise AssertionError(f"#progress: {page.locator('#progress').inner_text()!r}; job {store.get(job)}") from None
@@ -235,9 +238,29 @@ def test_in_a_real_browser(space, browser, tmp_path):
     # no reload: Results and Chat follow the job on their own
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#evals")).to_contain_text("factory_demo_heldout", timeout=60_000)
-    page.locator("#link").get_by_text("newcomer/tiny-llama-demo").wait_for(timeout=60_000)
+    page.locator("#link a").get_by_text("newcomer/tiny-llama-demo").wait_for(timeout=60_000)
     expect(page.locator("#link")).to_contain_text("randomly initialised")  # the demo's 0.000 -> x, explained
     _shots(page, out, "6-results")
+
+    # offline, the link opens the model's page in this app (a browser refuses file://), as the user sees it
+    href = page.locator("#link a").first.get_attribute("href")
+    assert href == "model?repo=newcomer/tiny-llama-demo", href
+    with page.context.expect_page() as opened:  # a link in the page's markdown opens a new tab
+        page.locator("#link a").first.click()
+    results_page, page = page, opened.value
+    expect(page.locator("#model-head")).to_contain_text("newcomer/tiny-llama-demo", timeout=60_000)
+    expect(page.locator("#model-files")).to_contain_text("model.safetensors")
+    expect(page.locator("#model-card")).to_contain_text("Evaluation")
+    expect(page.locator("#model-where")).to_contain_text("from_pretrained(folder)")
+    folder = page.locator("#model-where code").first.inner_text()
+    assert Path(folder, "config.json").is_file(), folder  # the folder it names is the model
+    with page.expect_download() as got:
+        page.locator("#model-download").click()
+        page.locator("#model-got a").first.click(timeout=60_000)
+    assert got.value.suggested_filename == "README.md"
+    _shots(page, out, "6b-model-page")
+    page.close()
+    page = results_page
 
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#model input")).to_have_value("newcomer/tiny-llama-demo", timeout=60_000)  # the new model, picked
@@ -247,7 +270,120 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.locator("#right .message.bot, #right [data-testid='bot']").first.wait_for(timeout=120_000)
     _shots(page, out, "7-chat")
     shots = sorted(p.name for p in out.glob("*.png"))
-    assert len(shots) == 14, shots
+    assert len(shots) == 16, shots
+
+
+def _within(shown, stored) -> bool:
+    """Every value the page showed is the queued request's (which adds the defaults)."""
+    if isinstance(shown, dict):
+        return isinstance(stored, dict) and all(_within(v, stored.get(k)) for k, v in shown.items())
+    if isinstance(shown, list):
+        return isinstance(stored, list) and len(shown) == len(stored) and all(map(_within, shown, stored))
+    return shown == stored or (isinstance(shown, (int, float)) and isinstance(stored, (int, float)) and
+                               float(shown) == float(stored))
+
+
+def _editor_text(page) -> str:
+    return page.locator("#editor .cm-content").inner_text()
+
+
+def test_the_form_and_the_yaml_are_one_request(space, browser, tmp_path):
+    """What the newcomer did: paste a dataset id into its field, then Submit. The YAML follows every kind of
+    field change (paste, autofill, typing) with its comments kept, the verdict judges that text, and what
+    is queued is exactly what the page shows."""
+    from playwright.sync_api import expect
+
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots")) / "form"
+    out.mkdir(parents=True, exist_ok=True)
+    store = space["store"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(space["url"])
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    first = _editor_text(page)
+    assert "# The embedded default" in first and "{factory_home}" not in first, first  # comments, no placeholders
+    dataset = page.get_by_label("Dataset (Hub id)")
+    expect(dataset).to_have_value("factory/demo-instructions", timeout=60_000)
+
+    def paste(field, text):
+        page.evaluate("(t) => navigator.clipboard.writeText(t)", text)
+        field.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.press("Control+V")
+
+    paste(dataset, "newcomer/not-a-dataset")  # a paste fires no `input` event
+    expect(page.locator("#editor .cm-content")).to_contain_text("path: newcomer/not-a-dataset", timeout=60_000)
+    expect(page.locator("#findings")).to_contain_text("newcomer/not-a-dataset", timeout=60_000)
+    expect(page.locator("#findings")).to_contain_text("check the", timeout=60_000)
+    assert "Valid" not in page.locator("#findings").inner_text()
+    text = _editor_text(page)
+    assert "# The embedded default" in text and "# The held-out questions" in text  # comments kept
+    assert text.count("\n") == first.count("\n")  # one line changed, none dropped or added
+    _shots(page, out, "pasted-dataset")
+
+    page.get_by_label("Target repo").fill("newcomer/filled-in")  # what an autofill does
+    expect(page.locator("#editor .cm-content")).to_contain_text("hub_model_id: newcomer/filled-in", timeout=60_000)
+
+    page.get_by_role("button", name="Submit").click()  # refused: shown once, where the verdict is
+    expect(page.locator("#findings")).to_contain_text("Not accepted", timeout=60_000)
+    expect(page.locator("#submitted")).to_have_text("")
+    assert page.locator("body").inner_text().count("was not found") == 1
+    assert "factory demo" not in page.locator("#findings").inner_text()  # no terminal commands for a page user
+
+    # the newcomer's case: paste, then straight to Submit. Whatever is queued is the YAML the page shows.
+    paste(dataset, "factory/demo-instructions")
+    page.get_by_role("button", name="Submit").click()
+    queued = page.locator("#submitted").get_by_text("Queued as job")
+    merged = page.locator("#submitted").get_by_text("Not queued")
+    queued.or_(merged).first.wait_for(timeout=60_000)
+    if merged.count():  # the click beat the field's sync: nothing queued, the YAML now shows the paste
+        assert store.list(limit=1) == []
+        expect(page.locator("#editor .cm-content")).to_contain_text("path: factory/demo-instructions")
+        page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Submit").click()
+        queued.wait_for(timeout=60_000)
+    job = store.list(limit=1)[0]
+    shown = yaml.safe_load(_editor_text(page).replace("\u00a0", " "))
+    assert _within(shown, yaml.safe_load(job.request)), (shown, job.request)  # every key as the page showed it
+    assert "path: factory/demo-instructions" in job.request and "newcomer/filled-in" in job.request
+    _shots(page, out, "queued")
+
+    _type_request(page, "")  # an empty editor: the fix is a button on this page
+    expect(page.locator("#findings")).to_contain_text("Restore the example", timeout=60_000)
+    page.get_by_role("button", name="Restore the example").click()
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    assert _editor_text(page).startswith("# The embedded default")
+    expect(dataset).to_have_value("factory/demo-instructions")
+    context.close()
+
+
+def test_on_a_phone(space, browser, tmp_path):
+    """390x844: the header stacks, YAML lines wrap, Submit is on the first screen, the jobs table shows the
+    repo and who submitted it."""
+    from playwright.sync_api import expect
+
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots")) / "phone"
+    out.mkdir(parents=True, exist_ok=True)
+    space["store"].submit(short_demo(space["module"], "hf:newcomer"), "hf:newcomer", "space")  # queued: no worker
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(space["url"])
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    page.screenshot(path=str(out / "new-finetune.png"))
+    assert not page.locator("nav").first.is_visible()  # no menu bar over the header for a page reached by link
+    submit = page.get_by_role("button", name="Submit").bounding_box()
+    assert submit and submit["y"] + submit["height"] <= 844 and submit["x"] + submit["width"] <= 390, submit
+    title = page.get_by_role("heading", name="Model factory").bounding_box()
+    whoami = page.locator("#whoami").bounding_box()
+    assert whoami["y"] >= title["y"] + title["height"] - 1, (title, whoami)  # stacked, not squeezed side by side
+    overflow = page.locator("#editor .cm-scroller").evaluate("e => e.scrollWidth - e.clientWidth")
+    assert overflow <= 1, overflow  # long lines wrap instead of running off the screen
+    page.get_by_role("tab", name="Jobs").click()
+    expect(page.locator("#jobs-table")).to_contain_text("newcomer/tiny-llama-demo", timeout=60_000)
+    for name in ("repo", "by"):
+        cell = page.locator("#jobs-table th").filter(has_text=name).first.bounding_box()
+        assert cell and cell["x"] + cell["width"] <= 390 + 1, (name, cell)
+    page.screenshot(path=str(out / "jobs.png"))
 
 
 def test_the_space_folder_passes_the_hubs_metadata_check(hub, tmp_path, capsys):

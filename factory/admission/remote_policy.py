@@ -222,8 +222,8 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
                             "gated dataset needs your own sign-in); check the id")
     try:
         tokens = estimated_tokens(request, hub)
-    except UserError as exc:
-        raise UserError(f"{source}: limit max_training_tokens: {exc}") from None
+    except UserError as exc:  # the cause first, then the limit it stops
+        raise UserError(f"{source}: {exc} (limit max_training_tokens)") from None
     if tokens > lim.max_training_tokens:
         raise UserError(f"{source}: limit max_training_tokens: this request would train on about {tokens:,} tokens; "
                         f"at most {lim.max_training_tokens:,} are allowed (lower max_steps, num_epochs or sequence_len)")
@@ -298,8 +298,8 @@ def estimated_tokens(request: Request, hub=None) -> int:
         try:
             total += dataset_bytes(hub, spec.path)
         except UserError as exc:  # e.g. a private dataset the factory's own token cannot see
-            raise UserError(f"the size of '{spec.path}' cannot be read to estimate the training tokens ({exc}); "
-                            "set max_steps so the run is bounded") from None
+            raise UserError(f"{exc}; without its size the training tokens cannot be estimated, so set max_steps "
+                            "to bound the run") from None
     return int(total / 4 * request.num_epochs)
 
 

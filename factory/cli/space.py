@@ -43,7 +43,7 @@ def dependencies() -> list[str]:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], "gradio[oauth]>=6,<7", "pandas", "psycopg[binary]>=3.1"]
+    return [*project["dependencies"], "gradio[oauth]>=6,<7", "pandas", "ruamel.yaml>=0.18", "psycopg[binary]>=3.1"]
 
 
 def cmd_space_folder(args) -> int:

@@ -100,9 +100,12 @@ def mark_trainable(report: dict, source: RowSource) -> dict:
 
 def load_benchmarks(specs: list[str], fields: list[str] | None):
     from evals.benchmarks import BenchmarkError, load_benchmark
+    from evals.harness import home_files
 
     from factory.base.home import placeholders
 
+    # a shipped task that reads a file the factory writes (the demo's held-out set) is named bare
+    specs = [f"{s}={{factory_home}}/{home_files(s)[0]}" if "=" not in s and home_files(s) else s for s in specs]
     for key, value in placeholders().items():  # the same placeholders as the eval task files
         specs = [s.replace("{" + key + "}", value) for s in specs]
     try:

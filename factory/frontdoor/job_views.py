@@ -5,9 +5,12 @@ draw from here, so a page reload or a bot restart shows exactly what it showed b
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from factory.queue.jobs import Job, JobEvent
+from factory.run.pipeline import STAGES
 
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda error: out of memory", "cannot allocate memory",
                "defaultcpuallocator: can't allocate")
@@ -16,18 +19,39 @@ OOM_MARKERS = ("out of memory", "outofmemoryerror", "cuda error: out of memory",
 @dataclass(frozen=True)
 class Progress:
     stage: str
-    fraction: float
-    eta_s: float | None
+    fraction: float  # of this stage: each stage counts from 0
+    eta_s: float | None  # for this stage, smoothed
     step: int | None
     total: int | None
+    index: int | None = None  # the stage's place in the job: 1 of len(STAGES)
+    elapsed_s: float | None = None  # in this stage, as of the newest event
 
 
-def progress(job: Job, events: list[JobEvent]) -> Progress:
-    last = next((e.payload for e in reversed(events) if e.kind == "progress"), {})
-    same_stage = last.get("stage") == job.stage
+def progress(job: Job, events: list[JobEvent], now: datetime | None = None) -> Progress:
+    stage_events = [e for e in events if e.payload.get("stage") == job.stage]
+    ticks = [e for e in stage_events if e.kind == "progress"]
+    last = ticks[-1].payload if ticks else {}
+    started = next((e.time for e in reversed(stage_events) if e.kind == "stage"), None)
+    running = job.status == "running"
+    elapsed = ((now or datetime.now(timezone.utc)) - _utc(started)).total_seconds() if started and running else None
     return Progress(job.stage or job.status, 1.0 if job.status == "succeeded" else float(job.progress or 0.0),
-                    last.get("eta_s") if same_stage and job.status == "running" else None,
-                    last.get("step") if same_stage else None, last.get("total") if same_stage else None)
+                    smoothed_eta(ticks) if running else None, last.get("step"), last.get("total"),
+                    STAGES.index(job.stage) + 1 if job.stage in STAGES else None,
+                    max(elapsed, 0.0) if elapsed is not None else None)
+
+
+def smoothed_eta(ticks: list[JobEvent], window: int = 7) -> float | None:
+    """The stage's time left, as of its newest tick: the median of the last estimates, each moved on by the
+    time since it was made. One slow step (an eval pass, a checkpoint) no longer swings it by minutes."""
+    recent_ = [e for e in ticks[-window:] if e.payload.get("eta_s") is not None]
+    if not recent_:
+        return None
+    newest = _utc(recent_[-1].time)
+    return max(statistics.median(e.payload["eta_s"] - (newest - _utc(e.time)).total_seconds() for e in recent_), 0.0)
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def eta_text(seconds: float | None) -> str:
@@ -37,15 +61,17 @@ def eta_text(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def status_line(job: Job, events: list[JobEvent]) -> str:
-    p = progress(job, events)
+def status_line(job: Job, events: list[JobEvent], now: datetime | None = None) -> str:
+    p = progress(job, events, now)
     if job.status in ("queued", "cancelled", "succeeded"):
         return f"job {job.id}: {job.status}" + (f" -> {job.hub_model_id}" if job.hub_model_id else "")
     if job.status == "failed":
         return f"job {job.id}: failed ({first_line(job.error)})"
-    steps = f" {p.step}/{p.total}" if p.step is not None else ""
-    eta = f", about {eta_text(p.eta_s)} left" if p.eta_s is not None else ""
-    return f"job {job.id}: {p.stage}{steps} ({p.fraction:.0%}{eta})"
+    where = f"stage {p.index} of {len(STAGES)}, {p.stage}" if p.index else p.stage
+    if p.step is None:  # a stage that counts no steps (merge, card): how long it has run, not a 0%
+        return f"job {job.id}: {where}" + (f" (running for {eta_text(p.elapsed_s)})" if p.elapsed_s is not None else "")
+    eta = f", about {eta_text(p.eta_s)} left in it" if p.eta_s is not None else ""
+    return f"job {job.id}: {where} {p.step}/{p.total} ({p.fraction:.0%} of this stage{eta})"
 
 
 def loss_points(events: list[JobEvent]) -> list[dict]:

@@ -31,6 +31,8 @@ def model_folder(ref: str, hub: Hub, revision: str | None = None, files: list[st
         return cached_folder(local, factory_home() / "cache" / "gguf"), None
     if not hub.exists(ref):
         where = f"the {hub.name} hub ({hub.root})" if getattr(hub, "root", None) and not hub.reader else hub.name
+        if getattr(hub, "reader", None):  # a stranger at a front door: the id is all they can change
+            raise UserError(f"model '{ref}' is not in {where}; check the base model id")
         raise UserError(f"model '{ref}' is not in {where} nor a model folder on this machine; check the id, "
                         "or run `factory demo` once to create the demo base model")
     return hub.snapshot(ref, "model", revision, files)

@@ -78,11 +78,12 @@ class LocalHub:
                  files: list[str] | None = None) -> tuple[Path, str]:
         rev = revision or self.current(repo_id, repo_type)
         if rev is None or not self._readable(repo_id, repo_type, rev):  # private: as if it did not exist
-            where = f" ({self.root})" if self.reader is None else ""  # a stranger is not told where it lives
-            raise UserError(
-                f"{repo_type} '{repo_id}' is not in the local hub{where}; "
-                "check the id, run `factory demo` to create the demo repos, or set HF_TOKEN to use huggingface.co"
-            )
+            if self.reader is None:  # the operator, at a terminal
+                raise UserError(f"{repo_type} '{repo_id}' is not in the local hub ({self.root}); check the id, run "
+                                "`factory demo` to create the demo repos, or set HF_TOKEN to use huggingface.co")
+            # a stranger at a front door: not told where it lives, nor handed the operator's commands
+            raise UserError(f"{repo_type} '{repo_id}' is not in this factory's hub (it runs offline: only its own "
+                            f"repos can be named); check the {repo_type} id")
         path = self._revision(repo_id, repo_type, rev)
         if not path.is_dir():
             raise UserError(f"{repo_type} '{repo_id}' has no revision '{rev}' in the local hub")

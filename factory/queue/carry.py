@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -58,16 +57,6 @@ class Piece:
     repo_path: str | None = None  # in FACTORY_JOBS_FILES_REPO, when uploaded
 
 
-def _task_files(task: str) -> list[str]:
-    """The $FACTORY_HOME files a shipped eval task reads (its YAML's `{factory_home}/...` paths)."""
-    from evals.harness import TASK_DIR
-
-    spec = TASK_DIR / f"{task}.yaml"
-    if not spec.is_file():
-        return []
-    return re.findall(r"\{factory_home\}/([A-Za-z0-9_./-]+)", spec.read_text(encoding="utf-8"))
-
-
 def _piece(key: str, raw: str, where: list | None) -> Piece:
     from factory.base.home import factory_home, placeholders
     from factory.base.paths import within
@@ -89,6 +78,8 @@ def _piece(key: str, raw: str, where: list | None) -> Piece:
 
 def plan(request) -> list[Piece]:
     """Every local file the request needs on the remote side, or a UserError naming what cannot travel."""
+    from evals.harness import home_files
+
     from factory.admission.grants import local_paths
 
     problems = [f"{key}: '{raw}': {REFUSED[key]}" for key, raw in local_paths(request) if key in REFUSED]
@@ -102,10 +93,12 @@ def plan(request) -> list[Piece]:
         name, eq, raw = b.partition("=")
         if eq:
             pieces.append(_piece(f"contamination.benchmarks ({name})", raw, ["contamination", "benchmarks", j]))
-    for task in request.evals.tasks:
-        for rel in _task_files(task):
+    shipped = [(f"evals.tasks ({t})", t) for t in request.evals.tasks]
+    shipped += [(f"contamination.benchmarks ({b})", b) for b in request.contamination.benchmarks if "=" not in b]
+    for key, task in shipped:
+        for rel in home_files(task):
             if not any(p.dest == rel for p in pieces):
-                pieces.append(_piece(f"evals.tasks ({task})", "{factory_home}/" + rel, None))
+                pieces.append(_piece(key, "{factory_home}/" + rel, None))
     return pieces
 
 

@@ -304,8 +304,9 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
 
     scores = {}
     template = encoded_store.load_template(run.dir / "data" / "encoded")
-    for which, path in (("base", resolved["base_dir"]), ("finetuned", merged["path"])):
-        run.reporter.emit(Event("eval", f"scoring {which} on {', '.join(req.evals.tasks)}"))
+    run.reporter.emit(Event("eval", f"scoring the base, then the finetuned model, on {', '.join(req.evals.tasks)}"))
+    for done, (which, path) in enumerate((("base", resolved["base_dir"]), ("finetuned", merged["path"]))):
+        run.reporter.emit(Event("eval", step=done, total=2))  # models scored of two: a page shows 1/2, not 0%
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.chat_template = template  # same prompt format for both models
@@ -316,6 +317,7 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
                                         check=interrupt.safe_point, render=render).items():
                 scores.setdefault(task, {})[which] = score.as_dict()
         del model
+    run.reporter.emit(Event("eval", step=2, total=2))
     atomic.write_json(run.dir / "eval.json", scores)
     return {"scores": scores}
 
@@ -405,6 +407,9 @@ def _run_stage(run: Run, name: str, fn, results: dict, write_stamp: bool) -> Non
         interrupt.safe_point()
 
 
+STAGES = ("resolve", "data", "train", "merge", "eval", "card", "publish")  # the order execute() runs them in
+
+
 def execute(run: Run, stop_after: str | None = None) -> dict:
     """Run every stage in order (up to stop_after), skipping those already stamped done."""
     run.dir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +426,7 @@ def execute(run: Run, stop_after: str | None = None) -> dict:
                                     results["merge"], results["eval"])),
         ("publish", lambda: stage_publish(run, results["card"])),
     ]
+    assert tuple(name for name, _ in plan) == STAGES
     ranks = Ranks()
     if not ranks.main:
         run.reporter = MainOnly(run.reporter)
