@@ -225,7 +225,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         events = cache.events(job.id)
         p = job_views.progress(job, events)
         bar = stages_bar(job, p) + f"<p>{html.escape(job_views.status_line(job, events))}</p>"
-        points = job_views.loss_points(events)
+        points = job_views.thinned(job_views.loss_points(events))
         frame = pd.DataFrame(points) if points else None  # an empty frame fixes a numeric colour scale (-Infinity)
         log = "\n".join(job_views.recent(events))
         where = {"succeeded": "published", "failed": f"failed in stage {job.stage or '-'}",

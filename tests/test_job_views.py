@@ -42,3 +42,14 @@ def test_a_stage_without_steps_says_how_long_it_has_run_not_zero_percent():
     assert line == "job 7: stage 4 of 7, merge (running for 0m42s)", line
     assert "0%" not in line
     assert job_views.status_line(_job("publish", 1.0, "succeeded"), events) == "job 7: succeeded -> me/x"
+
+
+def test_a_long_curve_is_thinned_evenly_with_its_ends_kept():
+    points = [{"step": i, "loss": 1 / i, "split": "train"} for i in range(1, 5001)]
+    points += [{"step": i, "loss": 0.5, "split": "eval"} for i in range(100, 5001, 100)]
+    out = job_views.thinned(points, most=400)
+    train = [p["step"] for p in out if p["split"] == "train"]
+    assert len(train) == 400 and train[0] == 1 and train[-1] == 5000 and train == sorted(set(train))
+    assert max(b - a for a, b in zip(train, train[1:])) <= 14  # evenly spread: about 5000/400 apart
+    assert [p for p in out if p["split"] == "eval"] == points[5000:]  # 50 eval points: all kept
+    assert job_views.thinned(points[:10]) == points[:10]
