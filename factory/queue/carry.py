@@ -93,8 +93,8 @@ def plan(request) -> list[Piece]:
         name, eq, raw = b.partition("=")
         if eq:
             pieces.append(_piece(f"contamination.benchmarks ({name})", raw, ["contamination", "benchmarks", j]))
-    shipped = [(f"evals.tasks ({t})", t) for t in request.evals.tasks]
-    shipped += [(f"contamination.benchmarks ({b})", b) for b in request.contamination.benchmarks if "=" not in b]
+    shipped = [(f"contamination.benchmarks ({b})", b) for b in request.contamination.benchmarks if "=" not in b]
+    shipped += [(f"evals.tasks ({t})", t) for t in request.evals.tasks]  # a file already carried goes once
     for key, task in shipped:
         for rel in home_files(task):
             if not any(p.dest == rel for p in pieces):
