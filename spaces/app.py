@@ -360,10 +360,16 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         return "", left + [turn], right + [turn]
 
     def chat(model: str, left: list, right: list, temperature: float, max_new_tokens: float, seed: float,
-             profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None):
+             tools_json: str = "", profile: gr.OAuthProfile | None = None, token: gr.OAuthToken | None = None):
+        from factory.frontdoor.tool_schemas import parse
+
         user = who(profile)
         if user is None:
             raise gr.Error("Sign in with Hugging Face to chat.")
+        try:
+            tools = parse(tools_json)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from None
         with chats_lock:
             if active_chats.get(user, 0) >= CHATS_PER_USER:
                 raise gr.Error("You already have a chat reply streaming; wait for it or press Stop.")
@@ -382,7 +388,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                 messages = [{"role": m["role"], "content": _text(m["content"])} for m in history]
                 history.append({"role": "assistant", "content": ""})
                 try:
-                    reply = engine.stream(ref, messages, settings, chat_hub(store, user, ref, secret))
+                    reply = engine.stream(ref, messages, settings, chat_hub(store, user, ref, secret), tools)
                 except UserError as exc:
                     if side == "left":
                         raise
@@ -419,7 +425,9 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                         editor = gr.Code(example_request(local_user()), language="yaml", label="Request (YAML)",
                                          lines=24, elem_id="editor", wrap_lines=True)
                     with gr.Column(scale=2, elem_id="fields"):
-                        synced = gr.State(None)  # the field values the page last filled in from the YAML
+                        # the field values the page last filled in from the YAML; held in the page (not a State
+                        # on the server), so a click sends it with the very editor text and fields it belongs to
+                        synced = gr.JSON(None, visible=False)
                         inputs = []
                         for label, key, kind in FIELDS:
                             if isinstance(kind, list):
@@ -466,6 +474,11 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                 with gr.Row():
                     left = gr.Chatbot(label="Finetuned", height=320, elem_id="left")
                     right = gr.Chatbot(label="Base", height=320, elem_id="right")
+                with gr.Accordion("Tools (JSON schemas, for a tool-calling model)", open=False):
+                    tools_box = gr.Code("", language="json", lines=6, show_label=False, elem_id="tools")
+                    gr.Markdown("A JSON list of functions (`name`, `description`, `parameters`). A model whose chat "
+                                "template takes `tools` gets them there; any other gets them as its system message, "
+                                "as the factory trains tool calling (`field_system: tools`).")
                 with gr.Row():
                     prompt = gr.Textbox(placeholder="Ask both models…", show_label=False, scale=5, elem_id="prompt")
                     send = gr.Button("Send", variant="primary", scale=1)
@@ -498,11 +511,11 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         cancel_btn.click(cancel, picked, cancelled, api_name="cancel", js=CONFIRM_CANCEL)
         turn = prompt.submit(add_turn, [prompt, left, right], [prompt, left, right], queue=False,
                              api_visibility="private")
-        streaming = turn.then(chat, [model, left, right, temperature, max_new, seed], [left, right],
+        streaming = turn.then(chat, [model, left, right, temperature, max_new, seed, tools_box], [left, right],
                               api_name="chat", concurrency_limit=int(os.environ.get("FACTORY_SPACE_CHATS", "2")))
         clicked = send.click(add_turn, [prompt, left, right], [prompt, left, right], queue=False,
                              api_visibility="private")
-        streaming2 = clicked.then(chat, [model, left, right, temperature, max_new, seed], [left, right],
+        streaming2 = clicked.then(chat, [model, left, right, temperature, max_new, seed, tools_box], [left, right],
                                   api_visibility="private", concurrency_limit=int(os.environ.get("FACTORY_SPACE_CHATS", "2")))
         stop.click(None, None, None, cancels=[streaming, streaming2])
         app.load(fields_from_yaml, editor, [*inputs, synced], api_visibility="private")

@@ -91,7 +91,8 @@ def test_through_gradio_client(space):
     assert "newcomer/tiny-llama-demo" in link and "## Evaluation" in card and "overlapped" in note
 
     turn = {"role": "user", "content": [{"type": "text", "text": "What is this text about? guitar song"}]}
-    chat = client.submit("newcomer/tiny-llama-demo", [turn], [turn], 0.0, 16, 0, api_name="/chat")
+    tools = json.dumps([{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}])
+    chat = client.submit("newcomer/tiny-llama-demo", [turn], [turn], 0.0, 16, 0, tools, api_name="/chat")
     updates = list(chat)
     assert len(updates) > 1, chat.exception() or chat.status()  # it streamed
     left, right = updates[-1]
@@ -116,10 +117,11 @@ def test_strangers_through_the_space(space, home, tmp_path):
     assert "Cannot preview" in client.predict(theirs, api_name="/preview")
     turn = {"role": "user", "content": [{"type": "text", "text": "hello"}]}
     folder, _ = LocalHub(home / "hub").snapshot("factory/tiny-llama")
-    for model, seed, word in ((str(folder), 0, "Hub repo id"), ("../runs/x", 0, "Hub repo id"),
-                              ("factory/tiny-llama", 1e30, "seed")):
+    for model, seed, tools, word in ((str(folder), 0, "", "Hub repo id"), ("../runs/x", 0, "", "Hub repo id"),
+                                     ("factory/tiny-llama", 1e30, "", "seed"),
+                                     ("factory/tiny-llama", 0, '[{"description": "x"}]', 'each tool is an object')):
         with pytest.raises(Exception) as refused:
-            client.predict(model, [turn], [turn], 0.0, 8, seed, api_name="/chat")
+            client.predict(model, [turn], [turn], 0.0, 8, seed, tools, api_name="/chat")
         assert word in str(refused.value), str(refused.value)
     assert str(home) not in str(refused.value)
 
@@ -264,6 +266,9 @@ def test_in_a_real_browser(space, browser, tmp_path):
 
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#model input")).to_have_value("newcomer/tiny-llama-demo", timeout=60_000)  # the new model, picked
+    page.get_by_text("Tools (JSON schemas, for a tool-calling model)").click()  # tools reach the models too
+    page.locator("#tools .cm-content").click()
+    page.keyboard.insert_text('[{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]')
     page.locator("#prompt textarea").fill("What is this text about? guitar song drums")
     page.locator("#prompt textarea").press("Enter")
     page.locator("#left .message.bot, #left [data-testid='bot']").first.wait_for(timeout=120_000)

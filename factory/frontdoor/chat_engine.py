@@ -187,20 +187,27 @@ class ChatEngine:
 
     # ---- generation ------------------------------------------------------------------------------
 
-    def _prompt(self, loaded: Loaded, messages: list[dict]):
+    def _prompt(self, loaded: Loaded, messages: list[dict], tools: list[dict] | None = None):
+        text = self._prompt_text(loaded, messages, tools)
+        return loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+
+    def _prompt_text(self, loaded: Loaded, messages: list[dict], tools: list[dict] | None = None) -> str:
+        from factory.frontdoor.tool_schemas import placed
+
         if not messages or messages[-1].get("role") != "user":
             raise UserError("a chat turn ends with the user's message")
+        messages, extra = placed(loaded.template, messages, tools)
         if loaded.render is not None:
             from factory.data.render_bounds import RenderError
 
             try:
-                text = loaded.render(messages, add_generation_prompt=True)
+                text = loaded.render(messages, add_generation_prompt=True, **extra)
             except RenderError as exc:
                 raise UserError(f"the model's chat template refused this conversation ({exc})") from None
         else:
             text = loaded.tokenizer.apply_chat_template(messages, chat_template=loaded.template, tokenize=False,
-                                                        add_generation_prompt=True)
-        return loaded.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+                                                        add_generation_prompt=True, **extra)
+        return text
 
     def _kwargs(self, loaded: Loaded, settings: Settings) -> dict:
         tok = loaded.tokenizer
@@ -211,24 +218,27 @@ class ChatEngine:
             kw.update(do_sample=False, temperature=None, top_p=None)
         return kw
 
-    def generate(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None) -> str:
+    def generate(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None,
+                 tools: list[dict] | None = None) -> str:
         """The whole reply at once (no streamer); the same text that stream() yields for the same seed."""
         import torch
 
         settings = settings.checked(self.token_limit)
         loaded = self.load(ref, hub)
-        inputs = self._prompt(loaded, messages)
+        inputs = self._prompt(loaded, messages, tools)
         with self._generate_lock, torch.no_grad():
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
             out = loaded.model.generate(**inputs, **self._kwargs(loaded, settings))
         return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def stream(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None) -> Generation:
-        """A reply streamed as text chunks, stopped by cancel(), the time limit or the token limit."""
+    def stream(self, ref: str, messages: list[dict], settings: Settings = Settings(), hub=None,
+               tools: list[dict] | None = None) -> Generation:
+        """A reply streamed as text chunks, stopped by cancel(), the time limit or the token limit; `tools`
+        (tool_schemas.parse) go where the model's template reads them."""
         settings = settings.checked(self.token_limit)
         loaded = self.load(ref, hub)
-        inputs = self._prompt(loaded, messages)
+        inputs = self._prompt(loaded, messages, tools)
         cancel, counter = threading.Event(), {}
         return Generation(self._chunks(loaded, inputs, settings, cancel, counter), cancel, counter)
 
