@@ -429,7 +429,11 @@ def test_with_the_jobs_backend_the_page_shows_the_cost_before_and_after_submit(s
     page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
     page.get_by_role("button", name="Preview the label mask").click()
     cost = page.locator("#mask .cost")
-    cost.wait_for(timeout=60_000)
+    try:
+        cost.wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(out / "failed.png"), full_page=True)
+        raise AssertionError(f"#mask: {page.locator('#mask').inner_text()!r}; editor: {_editor_text(page)!r}") from None
     assert cost.inner_text().startswith("Estimated cost on Hugging Face Jobs: about ")
     assert "min on t4-medium (1x T4, $0.60/h): about $" in cost.inner_text()
     _shots(page, out, "preview-with-cost")

@@ -192,9 +192,12 @@ def test_the_local_hub_keeps_private_repos_to_their_owner(home, tmp_path):
     assert operator.exists("org/ops-private") and not alice.exists("org/ops-private")
     assert alice.exists("team/alices") and not bob.exists("team/alices")
     assert bob.exists("org/public")
-    with pytest.raises(UserError, match="not in the local hub;") as refused:
+    with pytest.raises(UserError, match="not in this factory's hub") as refused:
         bob.snapshot("team/alices")
     assert str(home) not in str(refused.value)  # nor where the hub lives
+    assert "factory demo" not in str(refused.value) and "HF_TOKEN" not in str(refused.value)  # nor the operator's commands
+    with pytest.raises(UserError, match="run `factory demo`"):
+        LocalHub(home / "hub").snapshot("team/nothing")  # the operator at a terminal gets them
 
 
 # ---- 4. a template that behaves only on the door's sample -------------------------------------------
