@@ -129,8 +129,7 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
     def yaml_from_fields(text: str, synced, *values):
         """A field the user changed (typed, pasted, autofilled) goes into the YAML, comments kept; a field the
         page filled itself changes nothing, so there is no loop and no lost keystroke in the editor."""
-        which = request_form.edited(values, synced)
-        merged = request_form.write(text, values, which) if which else text
+        merged = request_form.with_edits(text, values, synced)
         if merged is None or merged == text:
             return gr.skip(), gr.skip()
         return merged, request_form.read(merged)
@@ -177,11 +176,10 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
         """Queue exactly the YAML on the page. A field edit the YAML does not show yet is merged into it and
         nothing is queued: the user sees the request that would run, and its verdict, first."""
         keep = gr.skip()
-        which = request_form.edited(values, synced)
-        merged = request_form.write(text, values, which) if which else text
+        merged = request_form.with_edits(text, values, synced)
         if merged is not None and merged != text:
             now, was = request_form.read(merged), request_form.read(text)
-            changed = ", ".join(FIELDS[i][0] for i in which if now[i] != was[i])
+            changed = ", ".join(label for (label, _, _), a, b in zip(FIELDS, now, was) if a != b)
             return keep, (f"**Not queued**: the YAML did not yet show your edit of {changed}. It does now: check the "
                           "request and its verdict above, then press Submit again."), keep, merged, now
         job, message = queue(text, profile, token)

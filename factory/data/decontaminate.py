@@ -104,8 +104,11 @@ def load_benchmarks(specs: list[str], fields: list[str] | None):
 
     from factory.base.home import placeholders
 
-    # a shipped task that reads a file the factory writes (the demo's held-out set) is named bare
-    specs = [f"{s}={{factory_home}}/{home_files(s)[0]}" if "=" not in s and home_files(s) else s for s in specs]
+    def spelled_out(spec: str) -> str:  # a shipped task over a file the factory writes (the demo's) is named bare
+        files = [] if "=" in spec else home_files(spec)
+        return f"{spec}={{factory_home}}/{files[0]}" if files else spec
+
+    specs = [spelled_out(s) for s in specs]
     for key, value in placeholders().items():  # the same placeholders as the eval task files
         specs = [s.replace("{" + key + "}", value) for s in specs]
     try:

@@ -56,6 +56,13 @@ def edited(values, synced) -> list[int]:
             if normal(kind, FIELDS[i][1], value) != was]
 
 
+def with_edits(text: str, values, synced) -> str | None:
+    """The YAML with the fields the user edited since the page filled them (`edited`); None when it is not
+    a mapping."""
+    which = edited(values, synced)
+    return write(text, values, which) if which else text
+
+
 def write(text: str, values, which: list[int]) -> str | None:
     """The YAML with the fields numbered in `which` set to their values, everything else untouched; the
     same text when they already match; None when the text is not a YAML mapping (the user fixes it first)."""
