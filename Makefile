@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export GRADIO_ANALYTICS_ENABLED ?= False
 
-.PHONY: demo demo-real real-model test install install-dev clean space
+.PHONY: demo demo-real demo-dpo real-model test install install-dev clean space
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ real-model: install
 # LoRA on that real model to call tools; prints base vs finetuned. Needs ../shared/data.
 demo-real: real-model
 	$(VENV)/bin/factory demo --real
+
+# DPO of that real model on HH-RLHF's harmless pairs, judged on 200 held-out pairs. Needs ../shared/data.
+demo-dpo: real-model
+	$(VENV)/bin/factory demo --dpo
 
 space: install-dev
 	$(VENV)/bin/factory space --worker

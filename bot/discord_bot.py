@@ -32,7 +32,8 @@ from factory.queue.jobs import Store
 
 FRONT_DOOR = "discord"
 MAX_ATTACHMENT = 64 * 1024
-FORMATS = ["alpaca", "sharegpt", "messages", "completion"]
+FORMATS = ["alpaca", "sharegpt", "messages", "completion", "preference", "kto"]
+METHODS = ["sft", "dpo", "ipo", "orpo", "simpo", "kto"]  # sft: imitate; the others train on preference pairs
 ADAPTERS = ["lora", "qlora"]
 EDIT_EVERY_S = 1.5  # a streamed /chat reply is edited in at most this often (Discord's rate limits)
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
@@ -94,11 +95,16 @@ def denial(interaction: discord.Interaction, need_finetune: bool = False) -> str
 
 
 def options_request(base_model: str, dataset: str, fmt: str, adapter: str, epochs: float, learning_rate: float,
-                    repo_name: str | None, sequence_len: int = 1024) -> str:
-    """The common case as a request (validated like any other afterwards: autocomplete is only a suggestion)."""
+                    repo_name: str | None, sequence_len: int = 1024, method: str = "sft") -> str:
+    """The common case as a request (validated like any other afterwards: autocomplete is only a suggestion). A
+    preference method reads the dataset as pairs (type preference) unless it is KTO's labelled completions."""
+    if method != "sft" and fmt not in ("preference", "kto"):
+        fmt = "preference"
     req = {"base_model": base_model, "datasets": [{"path": dataset, "type": fmt}], "adapter": adapter,
            "lora_target_linear": True, "num_epochs": epochs, "learning_rate": learning_rate,
            "sequence_len": sequence_len}
+    if method != "sft":
+        req["rl"] = method
     if adapter == "qlora":
         req["load_in_4bit"] = True
     ns = os.environ.get("FACTORY_DISCORD_NAMESPACE")
@@ -154,15 +160,19 @@ class FactoryBot:
                                adapter="lora or qlora", epochs="passes over the data", learning_rate="e.g. 0.0002",
                                repo_name="name of the model repo to publish",
                                sequence_len="tokens per packed row (default 1024)",
+                               method="sft imitates the answers; dpo, ipo, orpo, simpo, kto train on "
+                                      "chosen/rejected pairs (the dataset read as pairs)",
                                estimate_only="check the request and show its estimated cost, without queueing it")
         @app_commands.choices(format=[app_commands.Choice(name=f, value=f) for f in FORMATS],
-                              adapter=[app_commands.Choice(name=a, value=a) for a in ADAPTERS])
+                              adapter=[app_commands.Choice(name=a, value=a) for a in ADAPTERS],
+                              method=[app_commands.Choice(name=m, value=m) for m in METHODS])
         async def finetune(interaction: discord.Interaction, request: discord.Attachment | None = None,
                            base_model: str | None = None, dataset: str | None = None, format: str = "alpaca",
                            adapter: str = "lora", epochs: float = 1.0, learning_rate: float = 2e-4,
-                           repo_name: str | None = None, sequence_len: int = 1024, estimate_only: bool = False):
+                           repo_name: str | None = None, sequence_len: int = 1024, estimate_only: bool = False,
+                           method: str = "sft"):
             await bot.finetune(interaction, request, base_model, dataset, format, adapter, epochs, learning_rate,
-                               repo_name, sequence_len, estimate_only)
+                               repo_name, sequence_len, estimate_only, method)
 
         @finetune.autocomplete("base_model")
         async def _bases(interaction: discord.Interaction, current: str):
@@ -204,7 +214,8 @@ class FactoryBot:
             await interaction.followup.send(part, ephemeral=True)
 
     async def finetune(self, interaction, attachment, base_model, dataset, fmt, adapter, epochs, learning_rate,
-                       repo_name, sequence_len: int = 1024, estimate_only: bool = False) -> int | None:
+                       repo_name, sequence_len: int = 1024, estimate_only: bool = False,
+                       method: str = "sft") -> int | None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # Discord wants an answer within 3 s
         if why := denial(interaction, need_finetune=True):
             await self._private(interaction, why)
@@ -219,13 +230,14 @@ class FactoryBot:
                 return None
             text = (await attachment.read()).decode("utf-8", errors="replace")
         elif base_model and dataset:
-            if (fmt not in FORMATS or adapter not in ADAPTERS or not 0 < epochs <= 100 or not 0 < learning_rate < 1
-                    or not 16 <= sequence_len <= 131072):
+            if (fmt not in FORMATS or adapter not in ADAPTERS or method not in METHODS or not 0 < epochs <= 100
+                    or not 0 < learning_rate < 1 or not 16 <= sequence_len <= 131072):
                 await self._private(interaction, f"format must be one of {', '.join(FORMATS)}, adapter one of "
-                                                 f"{', '.join(ADAPTERS)}, epochs in (0, 100], learning_rate in (0, 1), "
-                                                 "sequence_len from 16 to 131072.")
+                                                 f"{', '.join(ADAPTERS)}, method one of {', '.join(METHODS)}, epochs in "
+                                                 "(0, 100], learning_rate in (0, 1), sequence_len from 16 to 131072.")
                 return None
-            text = options_request(base_model, dataset, fmt, adapter, epochs, learning_rate, repo_name, sequence_len)
+            text = options_request(base_model, dataset, fmt, adapter, epochs, learning_rate, repo_name, sequence_len,
+                                   method)
         else:
             await self._private(interaction, "Attach a request .yaml, or give at least base_model and dataset.")
             return None

@@ -44,10 +44,13 @@ def test_a_typo_is_still_an_error_with_a_suggestion():
 
 def test_capabilities_are_refused_once_each_by_name():
     with pytest.raises(UserError) as exc:
-        _req(rl="dpo", rl_beta=0.1, qat={"weight_dtype": "int8"}, processor_type="AutoProcessor")
+        _req(rl="grpo", trl={"beta": 0.1}, qat={"weight_dtype": "int8"}, processor_type="AutoProcessor",
+             reward_model=True)
     lines = str(exc.value).splitlines()
-    assert len(lines) == 4  # the header and one line per capability
-    assert any(line.strip().startswith("preference and reward training") and "rl, rl_beta" in line for line in lines)
+    assert len(lines) == 6  # the header and one line per capability
+    assert any("rl: grpo samples answers" in line and line.endswith("(rl: grpo)") for line in lines)
+    assert any(line.strip().startswith("online RL with generation") and line.endswith("(trl)") for line in lines)
+    assert any(line.strip().startswith("reward models") for line in lines)
     assert any("quantisation-aware training" in line for line in lines)
     assert any("vision and audio models" in line for line in lines)
 

@@ -267,7 +267,8 @@ def test_the_commands_registered_on_start(discord_env, db_url):
     assert set(payload) == {"finetune", "status", "jobs", "cancel", "chat"}
     options = {o["name"]: o for o in payload["finetune"]["options"]}
     assert options["request"]["type"] == discord.AppCommandOptionType.attachment.value
-    assert [c["value"] for c in options["format"]["choices"]] == ["alpaca", "sharegpt", "messages", "completion"]
+    assert [c["value"] for c in options["format"]["choices"]] == ["alpaca", "sharegpt", "messages", "completion",
+                                                                  "preference", "kto"]
     assert options["base_model"].get("autocomplete") is True
 
 
@@ -360,3 +361,37 @@ def test_with_the_jobs_backend_the_queued_message_says_the_cost(discord_env, db_
     run(FactoryBot(store).finetune(bad, Attachment(demo_request(hub_model_id="someone/else")), None, None, "alpaca",
                                    "lora", 1.0, 2e-4, None, estimate_only=True))
     assert "own-namespace" in "".join(private_replies(bad)) and len(store.list()) == 1
+
+
+def test_finetune_offers_the_preference_methods(discord_env, db_url, tmp_path):
+    """/finetune's method option: the dataset is read as pairs and the request trains with that method; a method
+    that is not offered is refused in words; the sync payload lists the choices."""
+    import json
+
+    import yaml
+
+    from bot.discord_bot import METHODS
+    from factory.hub.local import LocalHub
+
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "train.jsonl").write_text("".join(json.dumps(
+        {"prompt": f"q{i}", "chosen": "yes", "rejected": "no"}) + "\n" for i in range(20)))
+    LocalHub(discord_env / "hub").publish("org/pairs", tmp_path / "pairs", "pairs", "dataset")
+
+    store = Store(db_url, Limits(0, 0))
+    bot = FactoryBot(store)
+    command = bot.tree.get_command("finetune").to_dict(bot.tree)
+    method = next(o for o in command["options"] if o["name"] == "method")
+    assert [c["value"] for c in method["choices"]] == METHODS and "pairs" in method["description"]
+    estimate = interaction()
+    assert run(bot.finetune(estimate, None, "factory/tiny-llama", "org/pairs", "alpaca", "lora", 1.0, 2e-4, "dpo-try",
+                            512, True, "dpo")) is None
+    assert private_replies(estimate)[0].startswith("The request is valid."), private_replies(estimate)
+    queued = run(bot.finetune(interaction(), None, "factory/tiny-llama", "org/pairs", "alpaca", "lora", 1.0, 2e-4,
+                              "dpo-try", 512, False, "dpo"))
+    request = yaml.safe_load(store.get(queued).request)
+    assert request["rl"] == "dpo" and request["datasets"][0]["type"] == "preference"
+    wrong = interaction()
+    assert run(bot.finetune(wrong, None, "factory/tiny-llama", "org/pairs", "alpaca", "lora", 1.0, 2e-4, None, 512,
+                            False, "grpo")) is None
+    assert "method one of sft, dpo, ipo, orpo, simpo, kto" in private_replies(wrong)[0]

@@ -54,9 +54,11 @@ def test_unknown_nested_key_has_path_and_line(tmp_path):
 
 
 def test_axolotl_capability_not_supported_is_named(tmp_path):
-    msg = error_of(tmp_path, GOOD + "rl: dpo\n")
-    assert "this config needs what the factory does not do" in msg and "preference and reward training" in msg
-    assert msg.rstrip().endswith("(rl)")
+    msg = error_of(tmp_path, GOOD + "rl: gdpo\n")
+    assert "this config needs what the factory does not do" in msg and "online RL with generation" in msg
+    assert msg.rstrip().endswith("(rl: gdpo)")
+    msg = error_of(tmp_path, GOOD + "rl: dpo\n")  # a method the factory trains, on data that is not pairs
+    assert "rl: dpo trains on chosen/rejected pairs (type: preference" in msg and "not type: alpaca" in msg
 
 
 def test_wrong_type(tmp_path):

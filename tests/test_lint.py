@@ -32,11 +32,19 @@ CASES = {
     "max-steps-overrides-epochs": ({"max_steps": 100, "num_epochs": 3}, FACTS),
     "no-hub-model-id": ({"hub_model_id": None}, FACTS),
     "qlora-gradient-checkpointing": ({"adapter": "qlora", "load_in_4bit": True}, FACTS),
+    "preference-full-high-lr": ({"rl": "dpo", "datasets": [{"path": "o/d", "type": "preference"}], "adapter": None,
+                                 "lora_target_linear": False, "learning_rate": 1e-4}, FACTS),
+    "preference-nothing-held-out": ({"rl": "dpo", "datasets": [{"path": "o/d", "type": "preference"}],
+                                     "val_set_size": 0}, FACTS),
+    "sample-packing-ignored-for-pairs": ({"rl": "orpo", "datasets": [{"path": "o/d", "type": "preference"}],
+                                          "sample_packing": False}, FACTS),
 }
 
 
 def test_sensible_request_is_clean():
     assert lint(parse_request(BASE), FACTS) == []
+    dpo = {**BASE, "rl": "dpo", "datasets": [{"path": "o/d", "type": "preference"}], "learning_rate": 5e-5}
+    assert lint(parse_request(dpo), FACTS) == []
 
 
 def test_every_rule_has_a_case():

@@ -153,6 +153,24 @@ RULES: list[Rule] = [
          "QLoRA is chosen to save memory; activations then dominate, and checkpointing them is the next big saving.",
          lambda r, f: "adapter: qlora without gradient_checkpointing: true"
          if r.adapter == "qlora" and not r.gradient_checkpointing else None),
+    Rule("preference-full-high-lr", "warning",
+         "Preference training moves a full model far faster than imitation does: DPO papers and TRL's examples use "
+         "5e-7 to 5e-6; at SFT learning rates both answers' log-probs collapse and the model degrades.",
+         lambda r, f: f"rl: {r.rl} on a full finetune at learning_rate {r.learning_rate:g}; try 5e-7 to 5e-6 (LoRA "
+                      "takes about 10x more)"
+         if r.rl and not r.adapter and r.learning_rate > 1e-5 else None),
+    Rule("preference-nothing-held-out", "warning",
+         "A preference run is judged on pairs it never trained on; with none held out the card cannot say whether "
+         "the model's preferences moved.",
+         lambda r, f: f"rl: {r.rl} with val_set_size: 0 holds out no pairs; the card will make no claim about "
+                      "preference accuracy (leave val_set_size out for 10%)"
+         if r.rl and r.val_set_size == 0 else None),
+    Rule("sample-packing-ignored-for-pairs", "info",
+         "Preference batches are always packed without padding (each micro-batch's sequences in one row); "
+         "sample_packing does not change that.",
+         lambda r, f: "sample_packing: false has no effect with rl: each micro-batch's pairs are packed into one row "
+                      "without padding, isolated from each other"
+         if r.rl and "sample_packing" in r.model_fields_set and not r.sample_packing else None),
 ]
 
 

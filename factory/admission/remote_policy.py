@@ -183,7 +183,7 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
     if adapter not in lim.adapters:
         raise UserError(f"{source}: limit adapters: a {adapter} finetune is not offered here (allowed: "
                         f"{', '.join(lim.adapters)})")
-    per_step = request.micro_batch_size * request.gradient_accumulation_steps * request.sequence_len
+    per_step = tokens_per_step(request)
     bounds = [("max_sequence_len", request.sequence_len, lim.max_sequence_len, "sequence_len"),
               ("max_epochs", request.num_epochs, lim.max_epochs, "num_epochs"),
               ("max_steps", request.max_steps or 0, lim.max_steps, "max_steps"),
@@ -192,7 +192,8 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
               ("max_lora_r", request.lora_alpha if request.adapter else 0, 4 * lim.max_lora_r, "lora_alpha"),
               ("max_micro_batch_size", request.micro_batch_size, lim.max_micro_batch_size, "micro_batch_size"),
               ("max_batch_tokens", per_step, lim.max_batch_tokens,
-               "micro_batch_size x gradient_accumulation_steps x sequence_len"),
+               "micro_batch_size x gradient_accumulation_steps x sequence_len"
+               + (" x 2 (each pair trains two sequences)" if request.rl else "")),
               ("max_new_tokens", request.evals.max_new_tokens, lim.max_new_tokens, "evals.max_new_tokens"),
               ("max_eval_tasks", len(request.evals.tasks), lim.max_eval_tasks, "the number of evals.tasks"),
               ("max_datasets", len(request.datasets), lim.max_datasets, "the number of datasets"),
@@ -283,10 +284,17 @@ def _num(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
+def tokens_per_step(request: Request) -> int:
+    """The most tokens one optimizer step trains on: a preference pair (or a KTO completion with its KL
+    sequence) is two sequences of up to sequence_len each."""
+    sequences = 2 if request.rl else 1
+    return request.micro_batch_size * request.gradient_accumulation_steps * request.sequence_len * sequences
+
+
 def estimated_tokens(request: Request, hub=None) -> int:
     """An upper estimate of the tokens a run trains on: packed rows are full, so steps x rows x sequence_len
     with max_steps; else the datasets' size in bytes / 4 (about 4 bytes a token) times the epochs."""
-    per_step = request.micro_batch_size * request.gradient_accumulation_steps * request.sequence_len
+    per_step = tokens_per_step(request)
     if request.max_steps:
         return request.max_steps * per_step
     if hub is None:

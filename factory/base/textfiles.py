@@ -115,38 +115,56 @@ def iter_lines(path: Path, what: str = "data file", notes: list | None = None) -
     """Lines with their endings, streamed; a line over MAX_LINE_CHARS comes as a LineTooLong.
 
     The encoding note (UTF-16 and the like) is appended to `notes` when given. An empty file is an error."""
-    with open_binary(path, what) as f:
-        head = f.read(4)
-        if not head:
-            raise UserError(f"{path}: is empty; it should hold a {what}")
-        codec, skip, note = sniff(head, path)
-        if note and notes is not None:
-            notes.append(note)
-        decoder = Decoder(path, codec, skip)
-        pending: list[str] = []
-        size, line, over = 0, 0, False
-        raw = head[skip:]
+    with open_binary(path, what) as raw_file:
+        if path.name.endswith(".gz"):  # a gzipped file (the HH-RLHF release is .jsonl.gz): read through gzip
+            yield from _gzip_lines(raw_file, path, what, notes)
+            return
+        yield from _lines(raw_file, path, what, notes)
+
+
+def _gzip_lines(raw_file, path: Path, what: str, notes: list | None) -> Iterator[str | LineTooLong]:
+    import gzip
+    import zlib
+
+    try:
+        yield from _lines(gzip.GzipFile(fileobj=raw_file), path, what, notes)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: not a readable gzip file ({exc}); it may be truncated: download it again") from None
+
+
+def _lines(f, path: Path, what: str, notes: list | None) -> Iterator[str | LineTooLong]:
+    """The lines of an open binary file (see iter_lines)."""
+    head = f.read(4)
+    if not head:
+        raise UserError(f"{path}: is empty; it should hold a {what}")
+    codec, skip, note = sniff(head, path)
+    if note and notes is not None:
+        notes.append(note)
+    decoder = Decoder(path, codec, skip)
+    pending: list[str] = []
+    size, line, over = 0, 0, False
+    raw = head[skip:]
+    while True:
+        final = not raw
+        text = decoder.decode(raw, final)
+        start = 0
         while True:
-            final = not raw
-            text = decoder.decode(raw, final)
-            start = 0
-            while True:
-                nl = text.find("\n", start)
-                piece = text[start:] if nl < 0 else text[start:nl + 1]
-                size += len(piece)
-                if not over and size > MAX_LINE_CHARS:
-                    over, pending = True, []
-                if not over:
-                    pending.append(piece)
-                if nl < 0:
-                    break
-                line += 1
-                yield LineTooLong(line, size) if over else "".join(pending)
-                pending, size, over = [], 0, False
-                start = nl + 1
-            if final:
+            nl = text.find("\n", start)
+            piece = text[start:] if nl < 0 else text[start:nl + 1]
+            size += len(piece)
+            if not over and size > MAX_LINE_CHARS:
+                over, pending = True, []
+            if not over:
+                pending.append(piece)
+            if nl < 0:
                 break
-            raw = f.read(CHUNK)
-        if size:
             line += 1
             yield LineTooLong(line, size) if over else "".join(pending)
+            pending, size, over = [], 0, False
+            start = nl + 1
+        if final:
+            break
+        raw = f.read(CHUNK)
+    if size:
+        line += 1
+        yield LineTooLong(line, size) if over else "".join(pending)

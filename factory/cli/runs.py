@@ -152,9 +152,10 @@ def cmd_demo(args) -> int:
 
     t0 = time.time()
     hub = LocalHub(hub_root())  # the demo is the offline default, token or not
-    if args.real:
-        from factory.demo import demo_real as demo  # the same steps on the real SmolLM2 base
+    if args.real or args.dpo:
+        from factory.demo import demo_dpo, demo_real  # the same steps on the real SmolLM2 base
 
+        demo = demo_dpo if args.dpo else demo_real
         if args.fresh:
             shutil.rmtree(run_dir_for(load_request(demo.REQUEST)), ignore_errors=True)
         demo.ensure_assets(hub)
@@ -194,4 +195,6 @@ def add_commands(sub) -> None:
     d.add_argument("--fresh", action="store_true", help="rebuild the demo base, data and run from scratch")
     d.add_argument("--real", action="store_true", help="LoRA on the real SmolLM2-135M-Instruct (downloaded once with "
                    "pip, 93 MB) to call tools: a real skill gain, about 15 minutes on 2 cores")
+    d.add_argument("--dpo", action="store_true", help="DPO of the real SmolLM2-135M-Instruct on HH-RLHF's harmless "
+                   "pairs (examples/smollm2-135m-dpo.yaml), judged on 100 held-out pairs: about 15 minutes on 2 cores")
     d.set_defaults(fn=cmd_demo)

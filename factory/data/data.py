@@ -70,7 +70,7 @@ def read_rows(path: Path, notes: list | None = None) -> Iterator[object]:
     cannot be read at all (encoding, binary, truncated, a directory, permissions) raises UserError.
     The encoding note (UTF-16 and the like) is appended to `notes` when given."""
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
         rows = _json_lines(path, notes)
     elif suffix == ".json":
         rows = _json_document(path, notes)
@@ -214,8 +214,11 @@ def _parquet_rows(path: Path) -> Iterator[object]:
 
 
 def repo_data_files(root: Path) -> list[Path]:
-    """The data files of a dataset repo snapshot, in a stable order."""
-    return sorted(p for p in root.rglob("*") if p.suffix in DATA_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    """The data files of a dataset repo snapshot, in a stable order (the factory's own publish manifest is none)."""
+    from factory.hub.protocol import MANIFEST
+
+    return sorted(p for p in root.rglob("*") if p.name.endswith(DATA_SUFFIXES) and not p.name.startswith(".")
+                  and p.name != MANIFEST and p.is_file())
 
 
 def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
@@ -236,7 +239,7 @@ def dataset_files(spec: DatasetSpec, hub: Hub) -> tuple[list[Path], str | None]:
         what = f"data_files {spec.data_files}"
     else:
         split = split_parts(spec.split)[0]
-        chosen = [p for p in files if p.stem.split("-")[0] == split or p.parent.name == split]
+        chosen = [p for p in files if p.name.split(".")[0].split("-")[0] == split or p.parent.name == split]
         if not chosen and split == "train" and len(files) == 1:
             chosen = files
         what = f"split '{split}'"
@@ -341,7 +344,7 @@ def check_report(report: DatasetReport, name: str, type_: str, max_malformed_fra
 def estimated_rows(path: Path) -> int:
     """About how many rows a data file holds, cheaply (for a progress bar's total): its lines, or a
     Parquet file's own count; 0 when it cannot tell without parsing (a .json array)."""
-    suffix = path.suffix.lower()
+    suffix = path.suffix.lower()  # (.gz: compressed lines cannot be counted cheaply: 0)
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq

@@ -28,14 +28,14 @@ training. arc_easy and winogrande are scored on the same seeded items for both m
 they show (small subsets: read the ± column) is what the finetune did to general ability."""
 
 
-def shared_data() -> Path:
-    """../shared/data beside the project, or $FACTORY_SHARED_DATA."""
+def shared_data(needed: str = GLAIVE) -> Path:
+    """The file `needed` in ../shared/data beside the project, or in $FACTORY_SHARED_DATA."""
     default = Path(__file__).resolve().parents[3] / "shared" / "data"
     folder = Path(os.environ.get("FACTORY_SHARED_DATA", default))
-    if not (folder / GLAIVE).is_file():
-        raise UserError(f"the real demo needs {GLAIVE} from the shared data folder, not found under {folder}; "
+    if not (folder / needed).is_file():
+        raise UserError(f"the real demo needs {needed} from the shared data folder, not found under {folder}; "
                         "set FACTORY_SHARED_DATA to the folder that holds it")
-    return folder
+    return folder / needed
 
 
 def is_heldout_item(index: int, row: dict) -> bool:
@@ -65,7 +65,7 @@ def ensure_assets(hub, say=print) -> None:
     from factory.demo.real_model import ensure
 
     ensure(hub, say)
-    data = shared_data()
+    data = shared_data().parents[1]
     os.environ.setdefault("FACTORY_BENCHMARKS_DIR", str(data / "benchmarks"))
     rows = json.loads((data / GLAIVE).read_text())
     train, heldout = split(rows)

@@ -15,7 +15,9 @@ from factory.base.errors import UserError
 
 FIELDS = [  # (label, request key, kind): kind is "text", "number", or the choices of a dropdown
     ("Base model", "base_model", "text"), ("Dataset (Hub id)", "datasets.0.path", "text"),
-    ("Format", "datasets.0.type", ["alpaca", "sharegpt", "messages", "completion"]),
+    ("Format", "datasets.0.type", ["alpaca", "sharegpt", "messages", "completion", "preference", "kto"]),
+    ("Method", "rl", [("supervised (SFT)", ""), ("DPO", "dpo"), ("IPO", "ipo"), ("ORPO", "orpo"), ("SimPO", "simpo"),
+                      ("KTO", "kto")]),  # preference methods need Format preference (kto: or kto)
     ("Adapter", "adapter", ["lora", "qlora"]), ("Epochs", "num_epochs", "number"),
     ("Learning rate", "learning_rate", "number"), ("Sequence length", "sequence_len", "number"),
     ("Target repo", "hub_model_id", "text"),

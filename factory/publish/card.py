@@ -40,6 +40,27 @@ class CardFacts:
     loss_image: str | None = None  # file name beside the card
     extra_tags: list[str] = field(default_factory=list)
     compute: dict | None = None  # Hugging Face Jobs: flavor, price, wall time and cost so far (factory/queue/hf_jobs.py)
+    preference: dict | None = None  # a preference run's held-out table (evals.preference.judge)
+    margin_image: str | None = None  # its reward-margin curve, beside the card
+
+
+RL_NAMES = {"dpo": "DPO", "ipo": "IPO (DPO with the IPO loss)", "orpo": "ORPO", "simpo": "SimPO", "kto": "KTO"}
+
+
+def rl_settings(r: Request) -> str:
+    """The preference method and the settings that shape its loss, as the card and the summary print them."""
+    if r.rl in ("dpo", "ipo"):
+        losses = ["ipo"] if r.rl == "ipo" else (r.dpo_loss_type or ["sigmoid"])
+        weights = f", weights {r.dpo_loss_weights}" if r.dpo_loss_weights else ""
+        smooth = f", label smoothing {r.dpo_label_smoothing:g}" if r.dpo_label_smoothing else ""
+        return f"{RL_NAMES[r.rl]}: beta {r.beta:g}, loss {' + '.join(losses)}{weights}{smooth}; reference: the base"
+    if r.rl == "orpo":
+        return f"ORPO: orpo_alpha {r.beta:g} (odds-ratio weight), NLL on the chosen sequences; no reference model"
+    if r.rl == "simpo":
+        return (f"SimPO: beta {r.beta:g}, gamma {r.simpo_gamma:g}, cpo_alpha {r.cpo_alpha:g} (NLL weight); "
+                "no reference model")
+    return (f"KTO: beta {r.beta:g}, desirable weight {r.kto_desirable_weight:g}, undesirable weight "
+            f"{r.kto_undesirable_weight:g}; reference: the base")
 
 
 def build_card(request: Request, facts: CardFacts) -> str:
@@ -61,13 +82,15 @@ def build_card(request: Request, facts: CardFacts) -> str:
         language=facts.base_language,
         library_name="peft" if adapter_only else "transformers",
         pipeline_tag="text-generation",
-        tags=["factory", request.adapter or "full", *(["packing"] if request.sample_packing else []), *facts.extra_tags],
+        tags=["factory", request.adapter or "full", *([request.rl] if request.rl else []),
+              *(["packing"] if request.sample_packing and not request.rl else []), *facts.extra_tags],
         model_name=request.hub_model_id,
         eval_results=eval_results or None,
     )
     lines = [
         *_intro(request, facts, adapter_only),
         *_usage(request, adapter_only),
+        *(_preference(request, facts) if request.rl else []),
         *_evaluation(facts.scores),
         *_training_data(request, facts.data),
         *_contamination(facts.data.get("contamination")),
@@ -89,7 +112,9 @@ def _intro(request: Request, facts: CardFacts, adapter_only: bool) -> list[str]:
         else f"`{request.base_model}`"
     data = ", ".join(f"`{d.path}`" if not d.is_local else "a local dataset" for d in request.datasets)
     lines = [f"# {request.hub_model_id or 'finetuned model'}", "",
-             f"A {METHOD[request.adapter]} of {base}{rev} on {data}, made with the model factory.",
+             f"A {METHOD[request.adapter]} of {base}{rev} on {data}"
+             + (f", trained on preferences with {RL_NAMES[request.rl]}" if request.rl else "")
+             + ", made with the model factory.",
              ""]
     if adapter_only:
         lines += ["This repository holds only the LoRA adapter: load it on top of the base model.", ""]
@@ -116,6 +141,39 @@ def _usage(request: Request, adapter_only: bool) -> list[str]:
             "```", ""]
 
 
+def _preference(request: Request, facts: CardFacts) -> list[str]:
+    """The held-out pairs' table: how often each model prefers the chosen answer, by how much, and the mean
+    log-probs of both answers (both falling is a known failure of DPO)."""
+    p = facts.preference
+    lines = ["## Preference on held-out pairs (base vs finetuned)", ""]
+    if not p or not p.get("pairs"):
+        return lines + ["No held-out pairs to judge on (`val_set_size: 0`, or KTO completions without a desirable and an "
+                        "undesirable answer to the same held-out prompt), so the card makes no claim about how the "
+                        "model's preferences changed.", ""]
+    unit = "per-token log-prob" if p["per_token"] else "summed log-prob"
+    lines += [f"{p['pairs']} pairs the model never trained on (a seeded `val_set_size` slice of the preference data). "
+              f"A model prefers the chosen answer when its reward, beta x its {unit} of the answer (beta "
+              f"{p['beta']:g}), is higher for chosen than for rejected; ties count a half. Errors are standard errors.",
+              "", "| model | prefers chosen | reward margin | mean log-prob chosen | mean log-prob rejected |",
+              "|---|---:|---:|---:|---:|"]
+    for name in ("base", "finetuned"):
+        m = p["models"][name]
+        lines.append(f"| {name} | {m['accuracy']:.1%} ± {m['accuracy_se']:.1%} | {m['margin']:+.3f} ± {m['margin_se']:.3f} "
+                     f"| {m['logp_chosen']:.2f} | {m['logp_rejected']:.2f} |")
+    imp = p["implicit"]
+    lines += ["", f"DPO's implicit reward of the finetuned model (beta x its log-ratio to the base) ranks chosen over "
+                  f"rejected in {imp['accuracy']:.1%} ± {imp['accuracy_se']:.1%} of the pairs, mean margin "
+                  f"{imp['margin']:+.3f} ± {imp['margin_se']:.3f}."]
+    b, f = p["models"]["base"], p["models"]["finetuned"]
+    if f["logp_chosen"] < b["logp_chosen"] and f["logp_rejected"] < b["logp_rejected"]:
+        lines += ["", "**Note:** the finetuned model gives both the chosen and the rejected answers a lower "
+                      "log-probability than the base did; the margin grew by pushing both down, a known failure of "
+                      "preference training that can make answers worse. Check the chat tab before you use it."]
+    if facts.margin_image:
+        lines += ["", f"![Reward margin during training]({facts.margin_image})"]
+    return lines + [""]
+
+
 def _evaluation(scores: dict) -> list[str]:
     lines = ["## Evaluation (base vs finetuned, same items)", "",
              "Scores with their standard error; `items` is the number of test items scored (a seeded random subset "
@@ -136,6 +194,12 @@ def _training_data(request: Request, data: dict) -> list[str]:
         name = f"`{spec.path}`" if not spec.is_local else "a local file"
         rev = f"`{d['revision'][:12]}`" if d.get("revision") else "-"
         lines.append(f"| {name} | {rev} | {spec.type} | {d['rows']} | {d['used']} | {d['malformed']} | {d['duplicates']} |")
+    if request.rl:
+        unit = data.get("unit", "pairs")
+        return lines + ["", f"{data['train_samples']} training {unit} and {data['eval_samples']} held-out pairs after "
+                            f"{data['dropped']} longer than `sequence_len: {request.sequence_len}` were dropped and "
+                            f"{data.get('same_answer_pairs', 0)} rows whose chosen equals their rejected answer were "
+                            "dropped.", ""]
     return lines + ["", f"{data['train_samples']} training and {data['eval_samples']} evaluation samples after "
                         f"{data['dropped']} over-long samples were dropped and {data['truncated']} truncated "
                         f"(`sequence_len: {request.sequence_len}`)"
@@ -165,11 +229,12 @@ def _contamination(summary: dict | None) -> list[str]:
 
 def _procedure(request: Request, facts: CardFacts) -> list[str]:
     t, r = facts.train, request
-    hyper = {"method": METHOD[r.adapter], "learning rate": f"{r.learning_rate:g} ({r.lr_scheduler}, warmup "
+    hyper = {"method": METHOD[r.adapter] + (f"; {rl_settings(r)}" if r.rl else ""), "learning rate": f"{r.learning_rate:g} ({r.lr_scheduler}, warmup "
              f"{r.warmup_steps if r.warmup_steps is not None else r.warmup_ratio})",
              "epochs / max steps": f"{r.num_epochs:g} / {r.max_steps or '-'}",
              "batch": f"{r.micro_batch_size} per device x {r.gradient_accumulation_steps} accumulation",
-             "sequence length": r.sequence_len, "packing": "on" if r.sample_packing else "off",
+             "sequence length": r.sequence_len,
+             "packing": "each micro-batch's sequences in one row" if r.rl else "on" if r.sample_packing else "off",
              "optimizer": f"{r.optimizer}, weight decay {r.weight_decay:g}, max grad norm {r.max_grad_norm:g}",
              "seed": r.seed}
     if r.adapter:

@@ -1,4 +1,5 @@
-"""The training-loss curve as a small SVG for the model card (no plotting library in the worker image)."""
+"""Training curves (the loss; a preference run's reward margin) as small SVGs for the model card (no plotting
+library in the worker image)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,24 @@ import json
 from pathlib import Path
 
 
-def points(metrics: Path) -> dict[str, list[tuple[float, float]]]:
-    """(step, loss) series from metrics.jsonl: 'train' and, where logged, 'eval'. Later rows win (resumed runs)."""
-    series: dict[str, dict[float, float]] = {"train": {}, "eval": {}}
+LOSS = {"train": "loss", "eval": "eval_loss"}
+MARGIN = {"train": "rewards/margins"}
+
+
+def points(metrics: Path, keys: dict[str, str] = LOSS) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) series from metrics.jsonl, one per split of `keys` (split -> metric) that was logged. Later
+    rows win (resumed runs)."""
+    series: dict[str, dict[float, float]] = {split: {} for split in keys}
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
             row = json.loads(line)
-            if "loss" in row:
-                series["train"][row["step"]] = row["loss"]
-            if "eval_loss" in row:
-                series["eval"][row["step"]] = row["eval_loss"]
+            for split, key in keys.items():
+                if key in row:
+                    series[split][row["step"]] = row[key]
     return {k: sorted(v.items()) for k, v in series.items() if v}
 
 
-def svg(series: dict[str, list[tuple[float, float]]], width: int = 640, height: int = 320) -> str:
+def svg(series: dict[str, list[tuple[float, float]]], width: int = 640, height: int = 320, label: str = "loss") -> str:
     pad = 48
     xs = [x for s in series.values() for x, _ in s]
     ys = [y for s in series.values() for _, y in s]
@@ -35,19 +40,19 @@ def svg(series: dict[str, list[tuple[float, float]]], width: int = 640, height: 
            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
            f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">step ({x0:g} to {x1:g})</text>',
-           f'<text x="12" y="{pad - 12}">loss ({y0:.3g} to {y1:.3g})</text>']
+           f'<text x="12" y="{pad - 12}">{label} ({y0:.3g} to {y1:.3g})</text>']
     for i, (name, s) in enumerate(series.items()):
         out.append(f'<polyline fill="none" stroke="{colours[name]}" stroke-width="2" points="{" ".join(at(x, y) for x, y in s)}"/>')
-        out.append(f'<text x="{width - pad - 80}" y="{pad + 16 * i}" fill="{colours[name]}">{name} loss</text>')
+        out.append(f'<text x="{width - pad - 80}" y="{pad + 16 * i}" fill="{colours[name]}">{name} {label}</text>')
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
-def write(metrics: Path, dest: Path) -> bool:
+def write(metrics: Path, dest: Path, keys: dict[str, str] = LOSS, label: str = "loss") -> bool:
     """Write dest (an .svg); False when there is nothing to plot."""
     from factory.base import atomic
 
-    series = points(metrics)
+    series = points(metrics, keys)
     if not series:
         return False
-    atomic.write_text(dest, svg(series))
+    atomic.write_text(dest, svg(series, label=label))
     return True

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 # Refused when set to anything but an empty or false value: one line per capability, not per key.
 CAPABILITIES: dict[str, tuple[str, ...]] = {
-    "preference and reward training (DPO, KTO, ORPO, GRPO, reward models)": (
-        "rl", "rl_beta", "dpo_beta", "kto_desirable_weight", "kto_undesirable_weight", "orpo_alpha", "reward_model",
-        "process_reward_model", "num_labels", "center_rewards_coefficient", "trl", "vllm", "ebft", "max_completion_length"),
+    "reward models (reward_model, process_reward_model: a scalar head trained on ranked answers)": (
+        "reward_model", "process_reward_model", "num_labels", "center_rewards_coefficient"),
+    "online RL with generation during training (GRPO, GDPO, EBFT: the trl and vllm sections)": (
+        "trl", "vllm", "ebft", "max_completion_length"),
     "vision and audio models (processors, multimodal towers)": (
         "processor_type", "freeze_mm_modules", "image_size", "image_resize_algorithm"),
     "quantisation-aware training and low-bit training formats (QAT, FP8, NVFP4, MXFP4, GPTQ, compressed bases)": (
@@ -124,10 +125,25 @@ def known_template_name(name: str) -> bool:
 
 
 # Implemented under another spelling in the Request.
-RENAMED = {"adam_eps": "adam_epsilon", "model_config": "base_config_overrides"}  # pydantic reserves model_config
+RENAMED = {"adam_eps": "adam_epsilon", "model_config": "base_config_overrides", "dpo_beta": "rl_beta"}  # pydantic reserves model_config
 
 
-PREFERENCE = "preference and reward training (DPO, KTO, ORPO, GRPO, reward models)"
+PREFERENCE = "reward models (reward_model, process_reward_model: a scalar head trained on ranked answers)"
+# rl: values the factory does not train, each with its own reason.
+RL_REFUSED = {
+    "grpo": "online RL with generation during training (rl: grpo samples answers and scores them with reward "
+            "functions; the factory trains on fixed preference data: rl: dpo, ipo, orpo, simpo or kto)",
+    "gdpo": "online RL with generation during training (rl: gdpo, GRPO with several rewards; the factory trains on "
+            "fixed preference data: rl: dpo, ipo, orpo, simpo or kto)",
+    "ebft": "energy-based finetuning (rl: ebft needs generation and a feature network during training)",
+}
+# Axolotl's preference dataset types (prompt_strategies/dpo, orpo and kto): the factory reads them all by their
+# columns, so each is `preference` (pairs) or `kto` (labelled completions); chatml.* and llama3.* also name the
+# template Axolotl hard-codes for them.
+PAIR_STYLES = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
+KTO_STYLES = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
+DPO_SPEED_ONLY = {"dpo_use_weighting", "dpo_padding_free", "dpo_use_liger_kernel", "rl_adapter_ref_model",
+                  "dpo_norm_loss", "use_logits_to_keep"}
 # Dataset `type`s: Axolotl's names for formats the factory reads under its own name.
 DATASET_TYPES = {"chat_template": "messages", "chat_template.default": "messages", "alpaca:chat": "alpaca",
                  "alpaca:phi": "alpaca", "sharegpt": "sharegpt", "messages": "messages", "alpaca": "alpaca",
@@ -170,8 +186,14 @@ def asks_for_nothing(value) -> bool:
 
 def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     """True when the key is taken out of the dict (handled here); False leaves it to the Request."""
+    if key == "rl" and value in RL_REFUSED:
+        compat.refuse(RL_REFUSED[value], f"rl: {value}")
+        return True
     if key in model_fields:
         return False
+    if key in DPO_SPEED_ONLY:
+        (compat.no_effect if asks_for_nothing(value) else compat.ignored_here).append(key)
+        return True
     if key in CAPABILITY_OF:
         if asks_for_nothing(value):
             compat.no_effect.append(key)
@@ -288,16 +310,57 @@ def _kernels(data: dict, compat: Compat) -> None:
         data["cut_cross_entropy"] = True
 
 
+def _preference_type(entry: dict, i: int, compat: Compat, top: dict) -> dict | None:
+    """An Axolotl preference dataset entry under rl: as type preference or kto, or None when its type is not one."""
+    kind, rl = entry.get("type"), top.get("rl")
+    if isinstance(kind, dict):  # user_defined: the field names and formats in the type itself
+        entry = {**{k: v for k, v in entry.items() if k != "type"}, **kind, "type": "kto" if rl == "kto" else "preference"}
+        compat.translated.append(f"datasets[{i}].type: {{...}} -> {entry['type']} (user_defined)")
+        return entry
+    if not isinstance(kind, str) or kind in ("preference", "kto"):
+        return None
+    family, _, style = kind.partition(".")
+    style = style or "default"
+    target = None
+    if kind in ("chat_template.default", "chat_template"):
+        target = "preference"
+        entry = {**entry, "field_prompt": entry.pop("field_messages", None) or "messages"}
+    elif family == "chat_template" and style in ("argilla_chat", "argilla"):
+        target = "preference"  # full conversations in chosen and rejected; the prompt is what they share
+    elif family in ("chatml", "llama3") and rl == "kto" and style in KTO_STYLES:
+        target = "kto"
+    elif family in ("chatml", "llama3") and style in PAIR_STYLES:
+        target = "preference"
+    elif family == "user_defined" and style == "default":
+        target = "kto" if rl == "kto" else "preference"
+    if target is None:
+        return None
+    if family in ("chatml", "llama3") and not top.get("chat_template"):
+        top["chat_template"] = family  # Axolotl hard-codes this template for the type
+        compat.translated.append(f"datasets[{i}].type: {kind} -> chat_template: {family}")
+    compat.translated.append(f"datasets[{i}].type: {kind} -> {target}")
+    return {**entry, "type": target}
+
+
 def _dataset(entry: dict, i: int, compat: Compat, dataset_fields: set[str], top: dict) -> dict:
     entry = dict(entry)
+    if top.get("rl") and (translated := _preference_type(entry, i, compat, top)) is not None:
+        entry = translated
     kind = entry.get("type")
-    if isinstance(kind, str) and kind not in DATASET_TYPES:
-        if kind.startswith(("bradley_terry", "chat_template.argilla", "rwd.", "ebft_", "stepwise")) or kind.endswith(".ultra"):
+    if isinstance(kind, str) and kind not in DATASET_TYPES and kind not in ("preference", "kto"):
+        if kind.startswith(("bradley_terry", "stepwise")):
             compat.refuse(PREFERENCE, f"datasets[{i}].type: {kind}")
+        elif kind.startswith("rwd."):
+            compat.refuse(RL_REFUSED["grpo"], f"datasets[{i}].type: {kind}")
+        elif kind.startswith("ebft_"):
+            compat.refuse(RL_REFUSED["ebft"], f"datasets[{i}].type: {kind}")
+        elif not top.get("rl") and (kind.startswith(("chatml.", "llama3.", "chat_template.argilla", "user_defined."))):
+            compat.refuse("a preference dataset type without rl: (add rl: dpo, ipo, orpo, simpo or kto)",
+                          f"datasets[{i}].type: {kind}")
         else:
             compat.refuse("Axolotl's other prompt formats and custom dataset transforms", f"datasets[{i}].type: {kind}")
         return entry
-    if isinstance(kind, str):
+    if isinstance(kind, str) and kind not in ("preference", "kto"):
         entry["type"] = DATASET_TYPES[kind]
         if kind == "alpaca:phi" and not top.get("chat_template"):
             top["chat_template"] = "phi3"  # Axolotl's phi prompt style is the Phi-3 chat format
@@ -311,7 +374,7 @@ def _dataset(entry: dict, i: int, compat: Compat, dataset_fields: set[str], top:
         if key in dataset_fields:
             continue
         where = f"datasets[{i}].{key}"
-        if key in ("field_chosen", "field_rejected", "chosen_key", "rejected_key"):
+        if key in ("chosen_key", "rejected_key"):
             compat.refuse(PREFERENCE, where)
         elif key in ("field_thinking", "template_thinking_key"):
             compat.refuse("reasoning traces in their own field", where)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from factory.base.errors import UserError
 from factory.base.ids import looks_like_repo_id, repo_id_problem, revision_problem
 
-DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".jsonl.gz")
 MAX_PROBLEMS = 20  # schema errors listed at most (a document of aliases can hold millions)
 MAX_REQUEST_BYTES = 1 << 20  # a request is a page of YAML; front doors accept far less (yaml_guard)
 
@@ -55,7 +55,9 @@ class Strict(BaseModel):
 
 class DatasetSpec(Strict):
     path: str = Field(description="Hub dataset id 'org/name' or a local .json/.jsonl/.parquet/.csv file")
-    type: Literal["alpaca", "sharegpt", "messages", "completion", "jeopardy"] = "alpaca"
+    type: Literal["alpaca", "sharegpt", "messages", "completion", "jeopardy", "preference", "kto"] = Field(
+        "alpaca", description="the row format; preference: chosen/rejected pairs (rl: dpo/ipo/orpo/simpo), kto: "
+        "prompt/completion/label rows (rl: kto)")
     split: str = "train"
     name: str | None = Field(None, description="dataset config name (Hub datasets)")
     field: str | None = Field(None, description="column with the raw text (completion)")
@@ -68,12 +70,41 @@ class DatasetSpec(Strict):
     roles: dict[Role, list[str]] | None = Field(None, description="extra source role names mapped to system/user/assistant")
     drop_system_message: bool = Field(False, description="leave out system turns (conversation formats)")
     data_files: list[str] | None = Field(None, description="the dataset repo's files to read (instead of by split)")
+    # preference rows (type: preference / kto): the columns, found by name when not given
+    field_prompt: str | None = Field(None, description="preference/kto: prompt column (default: the first of prompt, "
+                                     "input, question, instruction)")
+    field_chosen: str | None = Field(None, description="preference: chosen column (default chosen, chosen_response)")
+    field_rejected: str | None = Field(None, description="preference: rejected column (default rejected, "
+                                       "rejected_response)")
+    prompt_format: str | None = Field(None, description="preference/kto: the prompt as raw text, {prompt} and {system} "
+                                      "filled in, instead of the chat template (Axolotl's user_defined)")
+    chosen_format: str | None = Field(None, description="preference: the chosen answer's raw text, {chosen} filled in")
+    rejected_format: str | None = Field(None, description="preference: the rejected answer's raw text, {rejected} filled in")
 
     @field_validator("split")
     @classmethod
     def _split(cls, v: str) -> str:
         if "[" in v and not re.fullmatch(r"[\w.-]+\[(-?\d*%?):(-?\d*%?)\]", v):
             raise ValueError(f"'{v}': a slice is written like train[:20%] or train[100:2000]")
+        return v
+
+    @field_validator("prompt_format", "chosen_format", "rejected_format")
+    @classmethod
+    def _formats(cls, v: str | None, info) -> str | None:
+        allowed = {"prompt_format": {"prompt", "system"}, "chosen_format": {"chosen"},
+                   "rejected_format": {"rejected"}}[info.field_name]
+        if v is None:
+            return v
+        import string
+
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"'{v}' is not a format string ({exc}); write {{braces}} around field names, "
+                             "{{{{ for a literal brace") from None
+        if any(name not in allowed or spec or conv for name, spec, conv in fields):  # no attributes, no widths
+            raise ValueError(f"'{v}' may name only {', '.join('{' + a + '}' for a in sorted(allowed))}, "
+                             "without a format spec or conversion")
         return v
 
     @field_validator("data_files", mode="before")
@@ -233,6 +264,24 @@ class Request(Strict):
     peft_use_rslora: bool = Field(False, description="rank-stabilised LoRA scaling (alpha / sqrt(r))")
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
     bnb_config_kwargs: dict[str, Any] | None = Field(None, description="QLoRA: more BitsAndBytesConfig arguments")
+    # preference training (Axolotl's keys; the defaults are TRL's, as Axolotl passes them through)
+    rl: Literal["dpo", "ipo", "orpo", "simpo", "kto"] | None = Field(
+        None, description="train on preferences instead of imitation: dpo, ipo (DPO with the IPO loss), orpo, simpo, "
+        "kto; datasets then hold chosen/rejected pairs (type: preference) or labelled completions (type: kto)")
+    rl_beta: float | None = Field(None, gt=0, description="DPO/IPO/KTO/SimPO beta (default 0.1; SimPO's paper uses 2.0)")
+    dpo_loss_type: list[Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "nca_pair", "sigmoid_norm"]] | None = (
+        Field(None, min_length=1, description="DPO losses, summed with dpo_loss_weights (default [sigmoid])"))
+    dpo_loss_weights: list[float] | None = Field(None, min_length=1, description="one weight per dpo_loss_type")
+    dpo_label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="robust DPO: the share of labels assumed flipped")
+    orpo_alpha: float | None = Field(None, gt=0, description="ORPO: weight of the odds-ratio term (TRL's beta; "
+                                     "default 0.1)")
+    cpo_alpha: float = Field(1.0, ge=0, description="SimPO: weight of the chosen answers' NLL term (TRL's default 1.0; "
+                             "0 is the SimPO paper's)")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO: target reward margin")
+    kto_desirable_weight: float = Field(1.0, gt=0, description="KTO: weight of desirable completions' loss")
+    kto_undesirable_weight: float = Field(1.0, gt=0, description="KTO: weight of undesirable completions' loss")
+    precompute_ref_log_probs: bool | None = Field(None, description="accepted; the factory always computes the "
+                                                  "reference log-probs once, before training (same values)")
     # optimisation
     micro_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -372,6 +421,14 @@ class Request(Strict):
             raise ValueError(problem)
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preference_held_out(cls, data):
+        """Preference runs are judged on held-out pairs: without a val_set_size, 10% are held out."""
+        if isinstance(data, dict) and data.get("rl") and "val_set_size" not in data:
+            data = {**data, "val_set_size": 0.1}
+        return data
+
     @model_validator(mode="after")
     def _combinations(self) -> "Request":
         if self.adapter == "qlora" and not self.load_in_4bit:
@@ -397,7 +454,45 @@ class Request(Strict):
                              "and fp16: false with it")
         if self.weights_dtype and self.adapter == "qlora":
             raise ValueError("weights_dtype does not apply to adapter: qlora (its base is 4-bit)")
+        self._check_preference()
         return self
+
+    def _check_preference(self) -> None:
+        kinds = {d.type for d in self.datasets}
+        if not self.rl:
+            if kinds & {"preference", "kto"}:
+                raise ValueError("datasets of type preference or kto need rl: dpo, ipo, orpo, simpo or kto")
+            for key in ("rl_beta", "dpo_loss_type", "orpo_alpha", "dpo_loss_weights"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to preference training; add rl: (dpo, ipo, orpo, simpo or kto)")
+            return
+        allowed = {"preference", "kto"} if self.rl == "kto" else {"preference"}
+        wrong = sorted(kinds - allowed)
+        if wrong:
+            what = "pairs (type: preference) or labelled completions (type: kto)" if self.rl == "kto" else \
+                "chosen/rejected pairs (type: preference; KTO's unpaired rows need rl: kto)"
+            raise ValueError(f"rl: {self.rl} trains on {what}, not type: {', '.join(wrong)}")
+        if self.rl == "kto" and self.micro_batch_size < 2:
+            raise ValueError("rl: kto needs a micro_batch_size of at least 2: its KL estimate pairs each prompt with "
+                             "another completion of the same micro-batch (TRL's rule)")
+        if self.dpo_loss_type and self.rl != "dpo":
+            raise ValueError(f"dpo_loss_type applies to rl: dpo (rl: {self.rl} has its own loss)")
+        if self.dpo_loss_weights and len(self.dpo_loss_weights) != len(self.dpo_loss_type or ["sigmoid"]):
+            raise ValueError("dpo_loss_weights needs one weight per dpo_loss_type")
+        if self.orpo_alpha is not None and self.rl != "orpo":
+            raise ValueError("orpo_alpha applies to rl: orpo; the other methods take rl_beta")
+        if self.rl == "orpo" and self.rl_beta is not None:
+            raise ValueError("rl: orpo weighs its odds-ratio term with orpo_alpha, not rl_beta")
+        if self.dpo_label_smoothing and "robust" not in (self.dpo_loss_type or []):
+            raise ValueError("dpo_label_smoothing applies to dpo_loss_type: [robust]")
+        if self.lisa_n_layers or self.unfrozen_parameters:
+            raise ValueError("lisa_n_layers and unfrozen_parameters are for supervised finetuning; leave them out with rl:")
+
+    @property
+    def beta(self) -> float:
+        """The method's temperature: rl_beta, or orpo_alpha for ORPO (TRL's mapping), default 0.1."""
+        value = self.orpo_alpha if self.rl == "orpo" else self.rl_beta
+        return 0.1 if value is None else value
 
     _compat: Any = PrivateAttr(default=None)  # factory.request.axolotl.Compat: the Axolotl keys taken out before validation
 

@@ -129,6 +129,10 @@ def stage_data(run: Run, resolved: dict) -> dict:
     from factory.base.textfiles import open_binary
 
     req = run.request
+    if req.rl:
+        from factory.run.pair_stages import stage_pair_data
+
+        return stage_pair_data(run, resolved)
     tokenizer = load_tokenizer(req, resolved["base_dir"])
     template = resolve_template(req.chat_template, tokenizer)
     files = [dataset_files(spec, run.hub) for spec in req.datasets]  # once: every pass reads the same revision
@@ -265,15 +269,21 @@ def _encode_cached(run: Run, tokenizer, tokenizer_dir: str, template: str, files
 
 def stage_train(run: Run, resolved: dict) -> dict:
     from factory.publish.card import hardware
-    from factory.train.train import train
 
-    template, train_set, eval_set = load_encoded(run)
-    tokenizer = load_tokenizer(run.request, resolved["base_dir"])
-    tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
-    result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
-    run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"
-                                     + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
-                                     + (f" ({Ranks().world} processes)" if Ranks().world > 1 else "")))
+    if run.request.rl:
+        from factory.run.pair_stages import stage_pair_train
+
+        result = stage_pair_train(run, resolved)
+    else:
+        from factory.train.train import train
+
+        template, train_set, eval_set = load_encoded(run)
+        tokenizer = load_tokenizer(run.request, resolved["base_dir"])
+        tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
+        result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
+        run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"
+                                         + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
+                                         + (f" ({Ranks().world} processes)" if Ranks().world > 1 else "")))
     return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
             "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
             "tokens_seen": result.tokens_seen,
@@ -284,8 +294,13 @@ def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
     from factory.train.merge import merge
 
     dest = run.dir / "merged"
-    train = load_encoded(run)[1]
-    probe = [train[i].input_ids for i in range(min(4, len(train)))]  # a few training sequences
+    if run.request.rl:
+        from factory.run.pair_stages import probe as pair_probe
+
+        probe = pair_probe(run)
+    else:
+        train = load_encoded(run)[1]
+        probe = [train[i].input_ids for i in range(min(4, len(train)))]  # a few training sequences
     check = merge(run.request, Path(resolved["base_dir"]), Path(trained["output"]), dest, probe)
     detail = (f"; max |logit diff| vs the {check['against']}: {check['max_abs_logit_diff']:.2e} "
               f"over {check['probe_tokens']} tokens") if check else ""
@@ -295,15 +310,25 @@ def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
 
 def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
     req = run.request
+    preference = None
+    if req.rl:  # held-out pairs first: the figure a preference run is for
+        from factory.run.pair_stages import judge
+
+        preference = judge(run, resolved["base_dir"], merged["path"])
     if not req.evals.tasks:
-        return {"scores": {}}
+        return {"scores": {}, "preference": preference}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from evals.harness import evaluate
     from factory.data.render_bounds import BoundedRenderer
 
     scores = {}
-    template = encoded_store.load_template(run.dir / "data" / "encoded")
+    if req.rl:
+        from factory.run.pair_stages import load_pairs_file
+
+        template = load_pairs_file(run)[0]
+    else:
+        template = encoded_store.load_template(run.dir / "data" / "encoded")
     run.reporter.emit(Event("eval", f"scoring the base, then the finetuned model, on {', '.join(req.evals.tasks)}"))
     for done, (which, path) in enumerate((("base", resolved["base_dir"]), ("finetuned", merged["path"]))):
         run.reporter.emit(Event("eval", step=done, total=2))  # models scored of two: a page shows 1/2, not 0%
@@ -319,7 +344,7 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
         del model
     run.reporter.emit(Event("eval", step=2, total=2))
     atomic.write_json(run.dir / "eval.json", scores)
-    return {"scores": scores}
+    return {"scores": scores, "preference": preference}
 
 
 def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict) -> dict:
@@ -330,10 +355,13 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     adapter_only = run.request.publish.adapter
     folder = Path(trained["output"]) if adapter_only else Path(merged["path"])
     has_curve = loss_curve.write(run.dir / "metrics.jsonl", folder / "loss.svg")
+    has_margin = bool(run.request.rl) and loss_curve.write(run.dir / "metrics.jsonl", folder / "margin.svg",
+                                                           loss_curve.MARGIN, "reward margin")
     facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
                       versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None,
-                      compute=jobs_compute())
+                      compute=jobs_compute(), preference=evaluated.get("preference"),
+                      margin_image="margin.svg" if has_margin else None)
     text = redact(build_card(run.request, facts))
     atomic.write_text(folder / "factory_request.yaml", card_request(run.request))
     atomic.write_text(folder / "README.md", text)

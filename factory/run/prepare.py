@@ -11,8 +11,26 @@ import time
 from factory.request.config import Request
 
 
+def pairs_report(request: Request, run, data_summary: dict, data_seconds: float) -> dict:
+    """A preference run's data: pairs (or KTO completions), their tokens, and the steps they make."""
+    from factory.run.pair_stages import load_pairs_file
+
+    _, train, held = load_pairs_file(run)
+    groups = -(-len(train) // request.micro_batch_size)
+    tokens = sum(len(t.prompt) * (1 if t.rejected is None else 2) + len(t.chosen) + len(t.rejected or [])
+                 for t in train)
+    return {"rows_read": data_summary["rows"], "malformed": data_summary["malformed"],
+            "duplicates": data_summary["duplicates"], "same_answer_pairs": data_summary["same_answer_pairs"],
+            "dropped_over_long": data_summary["dropped"], "unit": data_summary["unit"], "train_samples": len(train),
+            "held_out_pairs": len(held), "real_tokens": tokens, "sequence_len": request.sequence_len,
+            "steps_per_epoch": -(-groups // request.gradient_accumulation_steps), "seconds_data": round(data_seconds, 3),
+            "contamination": data_summary.get("contamination"), "rl": request.rl}
+
+
 def packing_report(request: Request, run, data_summary: dict, data_seconds: float) -> dict:
     """The packing of the run's samples, from their lengths alone (the tokens stay on disk)."""
+    if request.rl:
+        return pairs_report(request, run, data_summary, data_seconds)
     from factory.data import encoded_store
     from factory.train.packing import pack_lengths
 
@@ -47,6 +65,16 @@ def packing_report(request: Request, run, data_summary: dict, data_seconds: floa
 
 
 def print_report(r: dict, out) -> None:
+    if r.get("rl"):
+        print(f"rows read          {r['rows_read']:,} ({r['malformed']} malformed, {r['duplicates']} duplicates, "
+              f"{r['same_answer_pairs']} with chosen = rejected)", file=out)
+        print(f"{r['unit']:18} {r['train_samples']:,} train, {r['held_out_pairs']:,} held-out pairs "
+              f"({r['dropped_over_long']} longer than sequence_len {r['sequence_len']} dropped)", file=out)
+        print(f"real tokens        {r['real_tokens']:,} (both sequences of every {r['rl']} example, one packed row "
+              "per micro-batch, no padding)", file=out)
+        print(f"steps per epoch    {r['steps_per_epoch']:,}", file=out)
+        print(f"time               data {r['seconds_data']:.2f}s", file=out)
+        return
     print(f"rows read          {r['rows_read']:,} ({r['malformed']} malformed, {r['duplicates']} duplicates)", file=out)
     print(f"samples            {r['train_samples']:,} train, {r['eval_samples']:,} eval "
           f"({r['dropped_over_long']} over-long dropped, {r['truncated']} truncated)", file=out)

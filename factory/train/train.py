@@ -305,10 +305,59 @@ class Rows:
         return [self.samples[i] for i in self.bins[self.order[k]]]
 
 
+def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, has_eval: bool, rows_per_batch: int,
+                       include_num_input_tokens_seen: str):
+    """The Trainer's arguments from the request: one pass over rows that already hold every epoch in order.
+    include_num_input_tokens_seen: real tokens trained (packed rows hold no padding: "all"; padded batches count
+    their attention mask: "non_padding")."""
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=rows_per_batch,
+        per_device_eval_batch_size=rows_per_batch,
+        gradient_accumulation_steps=request.gradient_accumulation_steps,
+        num_train_epochs=1,  # one pass over `rows`, which already holds every epoch in its seeded order
+        max_steps=request.max_steps or -1,
+        train_sampling_strategy="sequential",
+        learning_rate=request.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr" if request.cosine_min_lr_ratio is not None else request.lr_scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": request.cosine_min_lr_ratio} if request.cosine_min_lr_ratio is not None else None,
+        warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
+        optim=request.optimizer,
+        adam_beta1=request.adam_beta1,
+        adam_beta2=request.adam_beta2,
+        adam_epsilon=request.adam_epsilon,
+        weight_decay=request.weight_decay,
+        max_grad_norm=request.max_grad_norm,
+        bf16=use_bf16(request),
+        fp16=request.fp16,
+        tf32=request.tf32 if torch.cuda.is_available() else None,  # TF32 exists on NVIDIA GPUs only
+        use_liger_kernel=request.liger_kernel and torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
+        activation_checkpointing=bool(request.gradient_checkpointing),  # the Axolotl key; transformers 5 renamed it
+        gradient_checkpointing_kwargs=request.gradient_checkpointing_kwargs,
+        seed=request.seed,
+        data_seed=request.seed,
+        logging_steps=request.logging_steps,
+        logging_first_step=True,
+        **schedule_args(request, steps_per_epoch, has_eval),
+        report_to=report_to(request),
+        **tracker_args(request),
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen=include_num_input_tokens_seen,
+        **distributed_args(request),
+    )
+
+
 def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Encoded], eval_set: Sequence[Encoded],
           run_dir: Path, reporter: Reporter) -> TrainResult:
     import torch
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer
 
     reporter = MainOnly(reporter)
 
@@ -365,46 +414,8 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
     order = epoch_order(len(train_bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
                         request.seed, shuffle=not request.curriculum_sampling)
     rows = Rows(train_set, train_bins, order)
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=request.micro_batch_size,
-        per_device_eval_batch_size=request.micro_batch_size,
-        gradient_accumulation_steps=request.gradient_accumulation_steps,
-        num_train_epochs=1,  # one pass over `rows`, which already holds every epoch in its seeded order
-        max_steps=request.max_steps or -1,
-        train_sampling_strategy="sequential",
-        learning_rate=request.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr" if request.cosine_min_lr_ratio is not None else request.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": request.cosine_min_lr_ratio} if request.cosine_min_lr_ratio is not None else None,
-        warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
-        optim=request.optimizer,
-        adam_beta1=request.adam_beta1,
-        adam_beta2=request.adam_beta2,
-        adam_epsilon=request.adam_epsilon,
-        weight_decay=request.weight_decay,
-        max_grad_norm=request.max_grad_norm,
-        bf16=use_bf16(request),
-        fp16=request.fp16,
-        tf32=request.tf32 if torch.cuda.is_available() else None,  # TF32 exists on NVIDIA GPUs only
-        use_liger_kernel=request.liger_kernel and torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None,
-        activation_checkpointing=bool(request.gradient_checkpointing),  # the Axolotl key; transformers 5 renamed it
-        gradient_checkpointing_kwargs=request.gradient_checkpointing_kwargs,
-        seed=request.seed,
-        data_seed=request.seed,
-        logging_steps=request.logging_steps,
-        logging_first_step=True,
-        **schedule_args(request, steps_per_epoch, bool(eval_bins)),
-        report_to=report_to(request),
-        **tracker_args(request),
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        prediction_loss_only=True,  # evaluation needs the loss; gathering every logit costs GBs for a large vocabulary
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        # real tokens trained: packed rows hold no padding; padded batches count their attention mask
-        include_num_input_tokens_seen="all" if request.sample_packing else "non_padding",
-        **distributed_args(request),
-    )
+    args = training_arguments(request, ckpt_dir, steps_per_epoch, bool(eval_bins), request.micro_batch_size,
+                              include_num_input_tokens_seen="all" if request.sample_packing else "non_padding")
     from factory.train.loss import cce_loss, kept_logits_loss
 
     loss_func = kept_logits_loss if request.sample_packing else None  # packed rows: logits only where a token is trained
