@@ -14,15 +14,19 @@ The model is SmolLM2-135M-Instruct from the local hub when `make real-model` has
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+# bench/queue.py shares its name with the stdlib module: keep this folder off sys.path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "preference" / "hh_rlhf_harmless_base_test.jsonl.gz"
@@ -30,10 +34,11 @@ HH = ROOT.parent / "shared" / "data" / "preference" / "hh_rlhf_harmless_base_tes
 
 def default_model() -> Path:
     from factory.base.home import hub_root
+    from factory.hub.local import LocalHub
 
-    real = hub_root() / "models" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
-    for candidate in sorted(real.glob("*/config.json")) + sorted(real.glob("config.json")):
-        return candidate.parent
+    hub = LocalHub(hub_root())
+    if hub.exists("HuggingFaceTB/SmolLM2-135M-Instruct"):
+        return hub.snapshot("HuggingFaceTB/SmolLM2-135M-Instruct")[0]
     from factory.demo.tiny import write_base
 
     tiny = Path(tempfile.mkdtemp()) / "tiny"

@@ -406,3 +406,72 @@ def test_the_mask_preview_shows_prompt_chosen_and_rejected(pairs_hub):
     assert "What is 0 plus one?" in prompt and not masked and answer.startswith("7 or so") and trained
     page = as_html(rows)
     assert page.count('class="trained"') == 4 and "row 2: prompt + rejected" in page
+
+
+def test_a_resumed_dpo_run_ends_where_an_uninterrupted_one_does(home, tiny_base, tmp_path, capsys):
+    """The run resumes from its last checkpoint (the reference log-probs computed again, the same values) and ends
+    with the adapter an uninterrupted run trained."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from factory.cli.main import main
+
+    data = _pairs_file(tmp_path)
+    req = tmp_path / "req.yaml"
+    run = tmp_path / "run"
+    req.write_text(yaml.safe_dump({
+        "base_model": str(tiny_base), "rl": "dpo", "datasets": [{"path": data.name, "type": "preference"}],
+        "adapter": "lora", "lora_target_linear": True, "micro_batch_size": 2, "max_steps": 4, "save_steps": 2,
+        "learning_rate": 1e-3, "sequence_len": 128, "output_dir": str(run), "publish": {"enabled": False}}))
+    assert main(["run", str(req)]) == 0
+    whole = load_file(run / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")  # as if the run had died after its step-2 checkpoint
+    shutil.rmtree(run / "adapter")
+    for stage in ("train", "merge", "eval", "card", "publish"):
+        (run / "stages" / f"{stage}.json").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["run", str(req)]) == 0
+    seen = capsys.readouterr()
+    assert "resuming from checkpoint-2" in seen.out + seen.err
+    resumed = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert whole.keys() == resumed.keys()
+    assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) < 1e-6
+
+
+def test_the_job_views_show_the_held_out_pairs_first():
+    from types import SimpleNamespace
+
+    from factory.frontdoor.job_views import eval_rows
+
+    table = {"pairs": 50, "method": "dpo", "models": {
+        "base": {"accuracy": 0.5, "accuracy_se": 0.07, "margin": 0.0, "margin_se": 0.1},
+        "finetuned": {"accuracy": 0.7, "accuracy_se": 0.065, "margin": 0.4, "margin_se": 0.1}}}
+    job = SimpleNamespace(result={"preference": table, "scores": {"arc_easy": {
+        "base": {"metric": "acc", "n": 10, "value": 0.5}, "finetuned": {"metric": "acc", "n": 10, "value": 0.6}}}})
+    rows = eval_rows(job)
+    assert rows[0] == ["held-out pairs (dpo)", "prefers chosen", 50, "0.500 ± 0.070", "0.700 ± 0.065", "+0.200"]
+    assert rows[1][1] == "reward margin" and rows[2][0] == "arc_easy"
+
+
+def test_the_contamination_check_covers_held_out_pairs_too(home, tiny_base, tmp_path, capsys):
+    """Every pair is checked before the split, so a benchmark item in a pair is found wherever the pair lands,
+    and under policy: drop it is neither trained on nor judged on."""
+    from factory.cli.main import main
+
+    items = [{"question": f"Which instrument did the orchestra player number {i} bring to the rainy concert hall today?"}
+             for i in range(3)]
+    (tmp_path / "quiz.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    rows = [{"prompt": f"What is {i} plus one?", "chosen": f"{i + 1}", "rejected": f"{i + 7}"} for i in range(30)]
+    rows += [{"prompt": "Trivia", "chosen": f"A violin. {x['question']}", "rejected": "No idea."} for x in items]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    req = tmp_path / "req.yaml"
+    req.write_text(yaml.safe_dump({
+        "base_model": str(tiny_base), "rl": "dpo", "datasets": [{"path": "pairs.jsonl", "type": "preference"}],
+        "sequence_len": 128, "val_set_size": 0.5, "contamination": {"benchmarks": ["quiz=quiz.jsonl"], "policy": "drop"}}))
+    assert main(["prepare", str(req)]) == 0
+    run = next((home / "runs").iterdir())
+    report = json.loads((run / "data" / "report.json").read_text())
+    assert report["contamination"]["rows_flagged"] == 3 and report["contamination"]["rows_dropped"] == 3
+    pairs = json.loads((run / "data" / "pairs.json").read_text())
+    assert len(pairs["train"]) + len(pairs["held_out"]) == 30  # the three are in neither

@@ -442,3 +442,36 @@ def test_with_the_jobs_backend_the_page_shows_the_cost_before_and_after_submit(s
     assert "min on t4-medium (1x T4, $0.60/h): about $" in page.locator("#submitted").inner_text()
     _shots(page, out, "queued-with-cost")
     assert space["store"].list(limit=1)[0].status == "queued"
+
+
+def test_the_method_field_writes_rl_into_the_request(space, browser, tmp_path):
+    """The form offers the preference methods: choosing DPO writes `rl: dpo` into the YAML (comments kept) and the
+    verdict says what the data must then be; Format preference makes it valid; back to SFT removes the key."""
+    from playwright.sync_api import expect
+
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots")) / "method"
+    out.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(space["url"])
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    lines = _editor_text(page).count("\n")
+
+    def choose(label, option):
+        page.get_by_label(label).click()
+        page.get_by_role("option", name=option, exact=True).click()
+
+    choose("Method", "DPO")
+    expect(page.locator("#editor .cm-content")).to_contain_text("rl: dpo", timeout=60_000)
+    expect(page.locator("#findings")).to_contain_text("rl: dpo trains on chosen/rejected pairs", timeout=60_000)
+    assert "# The embedded default" in _editor_text(page)
+    _shots(page, out, "dpo-chosen")
+    choose("Format", "preference")
+    expect(page.locator("#editor .cm-content")).to_contain_text("type: preference", timeout=60_000)
+    expect(page.locator("#findings")).not_to_contain_text("rl: dpo trains on", timeout=60_000)
+    _shots(page, out, "dpo-preference")
+    choose("Method", "supervised (SFT)")
+    expect(page.locator("#editor .cm-content")).not_to_contain_text("rl:", timeout=60_000)
+    choose("Format", "alpaca")
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    assert _editor_text(page).count("\n") == lines  # back where it started
+    page.close()

@@ -23,6 +23,15 @@ def _summary(run, results: dict, out=None) -> None:
             b, f = pair["base"], pair["finetuned"]
             print(f"{task:24} {f['metric']:12} {f['n']:>5} {_pm(b):>15} {_pm(f):>15} "
                   f"{f['value'] - b['value']:>+7.3f}", file=out)
+    if p := results["eval"].get("preference"):
+        print(f"held-out pairs ({p['method']}, {p['pairs']} pairs; reward = beta x "
+              f"{'per-token' if p['per_token'] else 'summed'} log-prob):", file=out)
+        print(f"{'model':10} {'prefers chosen':>16} {'reward margin':>17} {'logp chosen':>12} {'logp rejected':>14}",
+              file=out)
+        for name in ("base", "finetuned"):
+            m = p["models"][name]
+            print(f"{name:10} {m['accuracy']:>8.1%} ± {m['accuracy_se']:.1%} {m['margin']:>+9.3f} ± {m['margin_se']:.3f} "
+                  f"{m['logp_chosen']:>12.2f} {m['logp_rejected']:>14.2f}", file=out)
     pub = results["publish"]
     print(f"published: {pub.get('repo_id', '-')} @ {pub.get('revision', '-')[:12]} ({pub.get('url', pub.get('skipped'))})", file=out)
     print(f"run folder: {run.dir}", file=out)

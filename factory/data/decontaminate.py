@@ -122,6 +122,17 @@ def summary_line(report: dict) -> str:
                      for name, b in report["benchmarks"].items())
 
 
+def summary_of(contamination: dict | None) -> dict | None:
+    """The contamination report as the data stage's summary keeps it (per benchmark: counts, not the matches)."""
+    if contamination is None:
+        return None
+    return {"policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
+            "rows_dropped": contamination.get("rows_dropped", 0),
+            "malformed_rows_not_checked": contamination["malformed_rows_not_checked"],
+            "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
+                           for n, b in contamination["benchmarks"].items()}}
+
+
 def apply_policy(request: Request, samples: Callable[[], Iterable[Sample]], reporter: Reporter,
                  reports: list | None = None) -> tuple[set[int], dict | None]:
     """Check the samples (a fresh pass over them per call, in load order); warn, stop (block) or name

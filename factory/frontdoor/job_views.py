@@ -108,7 +108,21 @@ def eval_rows(job: Job) -> list[list]:
         b, f = pair.get("base", {}), pair.get("finetuned", {})
         rows.append([task, f.get("metric", ""), f.get("n", ""), _pm(b), _pm(f),
                      f"{f['value'] - b['value']:+.3f}" if "value" in f and "value" in b else ""])
-    return rows
+    return preference_rows(job) + rows
+
+
+def preference_rows(job: Job) -> list[list]:
+    """A preference run's held-out pairs as eval rows: how often each model prefers the chosen answer, and the
+    mean reward margin (the card explains both)."""
+    p = (job.result or {}).get("preference")
+    if not p or not p.get("pairs"):
+        return []
+    b, f = p["models"]["base"], p["models"]["finetuned"]
+    name = f"held-out pairs ({p.get('method', 'preference')})"
+    return [[name, "prefers chosen", p["pairs"], f"{b['accuracy']:.3f} ± {b['accuracy_se']:.3f}",
+             f"{f['accuracy']:.3f} ± {f['accuracy_se']:.3f}", f"{f['accuracy'] - b['accuracy']:+.3f}"],
+            [name, "reward margin", p["pairs"], f"{b['margin']:.3f} ± {b['margin_se']:.3f}",
+             f"{f['margin']:.3f} ± {f['margin_se']:.3f}", f"{f['margin'] - b['margin']:+.3f}"]]
 
 
 def _pm(score: dict) -> str:

@@ -162,6 +162,7 @@ def summary(run, results: dict) -> dict:
     """A finished run as a job's result: where it was published, its scores and losses."""
     published = results["publish"]
     return {"run_dir": str(run.dir), "published": published, "scores": results["eval"]["scores"],
+            "preference": results["eval"].get("preference"),
             "train_loss": results["train"].get("train_loss"), "eval_loss": results["train"].get("eval_loss"),
             "contamination": results["data"].get("contamination"),
             "card_url": card_url(published) if "url" in published else None}

@@ -21,7 +21,7 @@ PAIRS_FILE = "pairs.json"
 def stage_pair_data(run, resolved: dict) -> dict:
     from factory.data.chat import in_process, resolve_template
     from factory.data.data import dataset_files
-    from factory.data.decontaminate import apply_policy
+    from factory.data.decontaminate import apply_policy, summary_of
     from factory.data.pair_data import load_pairs, prepare
     from factory.data.render_bounds import BoundedRenderer
 
@@ -51,12 +51,7 @@ def stage_pair_data(run, resolved: dict) -> dict:
         "dropped": data.counts["over_long"], "truncated": 0,
         "train_tokens": sum(t.longest() for t in data.train),
         "datasets": [r.as_dict() for r in reports],
-        "contamination": None if contamination is None else {
-            "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
-            "rows_dropped": contamination.get("rows_dropped", 0),
-            "malformed_rows_not_checked": contamination["malformed_rows_not_checked"],
-            "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
-                           for n, b in contamination["benchmarks"].items()}},
+        "contamination": summary_of(contamination),
     }
     atomic.write_json(run.dir / "data" / "report.json", summary)
     for r in reports:

@@ -125,7 +125,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
     split, any contamination drop, and the sequence_len and min_sample_len policies."""
     from factory.data.chat import resolve_template
     from factory.data.data import check_held_out, dataset_files, estimated_rows, split_rows, stream
-    from factory.data.decontaminate import apply_policy
+    from factory.data.decontaminate import apply_policy, summary_of
     from factory.base.textfiles import open_binary
 
     req = run.request
@@ -191,12 +191,7 @@ def stage_data(run: Run, resolved: dict) -> dict:
         "target_tokens": int(trained_counts[train].sum()),
         "datasets": [r.as_dict() for r in reports],
         "encoding": {k: v for k, v in cache.items() if k != "path"},  # where the cache lives is this machine's business
-        "contamination": None if contamination is None else {
-            "policy": contamination["policy"], "rows_flagged": contamination["rows_flagged"],
-            "rows_dropped": contamination.get("rows_dropped", 0),
-            "malformed_rows_not_checked": contamination["malformed_rows_not_checked"],
-            "benchmarks": {n: {k: b[k] for k in ("items", "contaminated", "rate", "by_method")}
-                           for n, b in contamination["benchmarks"].items()}},
+        "contamination": summary_of(contamination),
     }
     encoded_store.save_selection(run.dir / "data" / "encoded", Path(cache["path"]), template, cut, train, evalset)
     atomic.write_json(run.dir / "data" / "report.json", summary)

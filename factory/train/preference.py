@@ -19,7 +19,7 @@ from factory.base.progress import Event, MainOnly, Reporter
 from factory.request.config import Request
 from factory.train.preference_loss import Answers, dpo, kto, orpo, simpo
 from factory.train.train import (TrainResult, _progress_callback, epoch_order, last_complete_checkpoint, load_base,
-                                 training_arguments, wrap_adapter)
+                                 training_arguments, world_size, wrap_adapter)
 
 NEEDS_REFERENCE = ("dpo", "ipo", "kto")
 
@@ -205,7 +205,7 @@ def train_preference(request: Request, model_dir: Path, tokenizer, examples: lis
                                                       "the model's starting weights") + ", computed once"))
         refs, kl_refs = reference_logps(model, examples, bins, request.rl, fresh, reporter)
     ckpt_dir = run_dir / "checkpoints"
-    per_step = request.gradient_accumulation_steps
+    per_step = request.gradient_accumulation_steps * world_size()  # groups per optimizer step, every process
     steps_per_epoch = max(1, -(-len(bins) // per_step))
     order = epoch_order(len(bins), request.num_epochs, request.max_steps and request.max_steps * per_step,
                         request.seed, shuffle=not request.curriculum_sampling)
