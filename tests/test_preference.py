@@ -240,6 +240,12 @@ def test_the_shared_preference_files_read_as_pairs(shared):
     assert hh_pair.prompt[0][0] == "user" and hh_pair.prompt[-1][0] == "user" and hh_pair.chosen != hh_pair.rejected
     multi = [p for p in pairs[:295] if len(p.prompt) > 1]
     assert multi and all(p.prompt[-1][0] == "user" for p in multi)  # multi-turn ShareGPT prompts end with the user
+    kto_file = shared / "chat_messages" / "llamafactory_kto_en_demo.json"  # LLaMA-Factory's KTO: messages + label
+    kto = parse_request({"base_model": "o/m", "rl": "kto", "micro_batch_size": 2,
+                         "datasets": [{"path": str(kto_file), "type": "kto"}]})
+    completions, (r_kto,) = load_pairs(kto, [([kto_file], None)])
+    assert r_kto.rows == 300 and r_kto.malformed == 0 and r_kto.used + r_kto.duplicates == 300
+    assert {c.label for c in completions} == {True, False} and all(c.prompt[-1][0] == "user" for c in completions)
 
 
 # ---- each method, end to end -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ The shapes people publish are told apart by their columns, not by a name per sha
 (text or message lists, the prompt explicit or shared by two full conversations), Axolotl's dpo/orpo/kto prompt
 strategies (chatml.*, llama3.*, chat_template.*, user_defined: prompt, input, question or instruction; chosen or
 chosen_response; a system column), LLaMA-Factory's ShareGPT pairs (conversations plus a chosen and a rejected
-turn), HH-RLHF transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") and KTO's prompt/completion/label.
+turn), HH-RLHF transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...") and KTO's prompt/completion/label
+(LLaMA-Factory's KTO rows: messages and a label).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from factory.request.config import DatasetSpec
 PROMPT_COLUMNS = ("prompt", "input", "question", "instruction")
 CHOSEN_COLUMNS = ("chosen", "chosen_response")
 REJECTED_COLUMNS = ("rejected", "rejected_response")
-COMPLETION_COLUMNS = ("completion", "response", "output")
+COMPLETION_COLUMNS = ("completion", "response", "output", "messages")  # messages: LLaMA-Factory's KTO rows
 ROLES = {**SHAREGPT_ROLES, **MESSAGES_ROLES}
 
 

@@ -109,6 +109,7 @@ def batch_loss(request: Request, model, inputs: dict) -> tuple[object, dict]:
     k = packed.n // 2
     chosen = Answers(sums[:k], counts[:k], None if ref is None else ref[:k])
     rejected = Answers(sums[k:], counts[k:], None if ref is None else ref[k:])
+    extra = {}
     if rl in ("dpo", "ipo"):
         types = ["ipo"] if rl == "ipo" else (request.dpo_loss_type or ["sigmoid"])
         loss, rc, rr = dpo(chosen, rejected, beta, types, request.dpo_loss_weights or [1.0] * len(types),
@@ -121,13 +122,11 @@ def batch_loss(request: Request, model, inputs: dict) -> tuple[object, dict]:
             loss, rc, rr = orpo(chosen, rejected, beta, nll)
         else:
             loss, rc, rr = simpo(chosen, rejected, beta, request.simpo_gamma, request.cpo_alpha, nll)
-        figures_nll = nll.item()
-    figures = {"rewards/chosen": rc.mean().item(), "rewards/rejected": rr.mean().item(),
-               "rewards/margins": (rc - rr).mean().item(), "rewards/accuracies": (rc > rr).float().mean().item(),
-               "logps/chosen": chosen.logps.detach().mean().item(), "logps/rejected": rejected.logps.detach().mean().item()}
-    if rl in ("orpo", "simpo"):
-        figures["nll"] = figures_nll
-    return loss, figures
+        extra["nll"] = nll.item()
+    return loss, {"rewards/chosen": rc.mean().item(), "rewards/rejected": rr.mean().item(),
+                  "rewards/margins": (rc - rr).mean().item(), "rewards/accuracies": (rc > rr).float().mean().item(),
+                  "logps/chosen": chosen.logps.detach().mean().item(), "logps/rejected": rejected.logps.detach().mean().item(),
+                  **extra}
 
 
 def reference_logps(model, examples: list, bins: list[list[int]], rl: str, fresh_adapter: bool, reporter: Reporter):
