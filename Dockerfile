@@ -14,10 +14,13 @@ WORKDIR /opt/factory
 COPY pyproject.toml README.md ./
 COPY factory ./factory
 COPY evals ./evals
-# CUDA torch from PyPI, then the project with the GPU extra (flash-attn builds against it).
-RUN pip install --upgrade pip packaging ninja wheel \
+# CUDA torch from PyPI, then the project with the GPU extra (flash-attn builds against it) and llama.cpp for
+# GGUF export (export.gguf: it quantizes and runs the files on the CPU; built for AVX2, not the build host).
+RUN apt-get update && apt-get install -y --no-install-recommends cmake build-essential && rm -rf /var/lib/apt/lists/* \
+    && pip install --upgrade pip packaging ninja wheel scikit-build-core \
     && pip install "torch>=2.4" \
-    && pip install --no-build-isolation ".[gpu]"
+    && CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+       pip install --no-build-isolation ".[gpu,gguf]"
 
 VOLUME /data
 CMD ["factory", "--help"]

@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q "$(TORCH)" -e .
 	touch $@
 
+# llama-cpp-python compiles llama.cpp from its sdist (about 4 min on 2 cores; pip caches the wheel).
+# Not -march=native: a VM may advertise AMX that it does not grant, and the Q8_0/Q4_0 kernels then die
+# with SIGILL; AVX2 runs on every x86-64 server of the last decade. No multimodal library (text only).
+LLAMA_CMAKE ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF $(if $(filter x86_64,$(shell uname -m)),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

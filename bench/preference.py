@@ -32,18 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "preference" / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 
-def default_model() -> Path:
-    from factory.base.home import hub_root
-    from factory.hub.local import LocalHub
-
-    hub = LocalHub(hub_root())
-    if hub.exists("HuggingFaceTB/SmolLM2-135M-Instruct"):
-        return hub.snapshot("HuggingFaceTB/SmolLM2-135M-Instruct")[0]
-    from factory.demo.tiny import write_base
-
-    tiny = Path(tempfile.mkdtemp()) / "tiny"
-    write_base(tiny)
-    return tiny
 
 
 def pairs(model: Path, n: int, sequence_len: int):
@@ -133,7 +121,9 @@ def main() -> None:
     ap.add_argument("--sequence-len", type=int, default=512)
     ap.add_argument("--side", choices=["factory", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    model = args.model or default_model()
+    from factory.demo.real_model import real_or_tiny
+
+    model = args.model or real_or_tiny()
     if args.side:
         print(json.dumps(side(args.side, model, args.pairs, args.steps, args.micro_batch, args.sequence_len)))
         return

@@ -76,6 +76,9 @@ def result_embed(job: Job) -> discord.Embed:
         url = (job.result or {}).get("published", {}).get("url")
         embed = discord.Embed(title=f"Job {job.id} succeeded: {job.hub_model_id}", url=url if url and url.startswith("http") else None,
                               description=f"Published: {url}" if url else "Not published.", colour=0x2ECC71)
+        gguf, files = job_views.gguf_files(job)
+        if gguf:  # first: what most people run a small model with, ahead of a long eval table
+            embed.add_field(name=f"GGUF for llama.cpp / Ollama: {gguf['repo_id']}", value="\n".join(files), inline=False)
         for task, metric, n, base, tuned, delta in job_views.eval_rows(job):
             embed.add_field(name=f"{task} ({metric}, {n} items)", value=f"base {base}\nfinetuned {tuned}\ndelta {delta}")
         embed.add_field(name="Benchmark contamination", value=job_views.contamination_note(job), inline=False)

@@ -282,9 +282,13 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                    "guaranteed and the gain is simply the finetuned score; the held-out items are generated like "
                    "the training rows. In Chat, the base's replies are noise for the same reason. For a real "
                    "pretrained model learning a real skill: `factory demo --real`.") if random_base else ""
+        gguf, files = job_views.gguf_files(job)
+        gguf_text = ("\n\n**GGUF** for llama.cpp, Ollama and LM Studio, "
+                     + published_where(gguf["repo_id"], gguf["url"]).replace("Published", "published", 1)
+                     + "\n" + "".join(f"\n- {line}" for line in files)) if gguf else ""
         return (pd.DataFrame(job_views.eval_rows(job), columns=headers),
                 pd.DataFrame(job_views.contamination_rows(job), columns=["benchmark", "items", "overlap", "rate"]),
-                job_views.contamination_note(job), body, published_where(job.hub_model_id, url) + honesty)
+                job_views.contamination_note(job), body, published_where(job.hub_model_id, url) + gguf_text + honesty)
 
     def chat_models(profile: gr.OAuthProfile | None = None):
         user = who(profile)
@@ -315,7 +319,8 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
 
     def model_view(request: gr.Request, profile: gr.OAuthProfile | None = None):
         """/model?repo=owner/name: a model of the local hub, as the user may see it."""
-        from factory.frontdoor.model_page import local_model, size_text
+        from factory.base.sizes import size_text
+        from factory.frontdoor.model_page import local_model
         from factory.hub.local import LocalHub
 
         repo = (request.query_params.get("repo") or "").strip()

@@ -315,6 +315,19 @@ def test_the_longest_outputs_fit_discords_limits():
     assert all(len(p) <= render.MESSAGE for p in parts) and "".join(parts).endswith("token4999")
 
 
+def test_the_result_embed_lists_the_gguf_files_with_the_ollama_command():
+    gguf = {"repo_id": "org/x-GGUF", "url": "https://huggingface.co/org/x-GGUF", "revision": "abc",
+            "files": [{"file": "x-Q8_0.gguf", "type": "q8_0", "bytes": 145_000_000, "perplexity": 7.1234},
+                      {"file": "x-Q4_K_M.gguf", "type": "q4_k_m", "bytes": 105_000_000, "perplexity": 7.5}]}
+    job = Job(1, "", "org/x", "discord:1", "discord", "succeeded", "publish", 1.0, 1, None, None, False, None,
+              None, None, None, {"scores": {}, "published": {"url": "https://huggingface.co/org/x", "gguf": gguf}}, None)
+    embed = render.result_embed(job)
+    field = next(f for f in embed.fields if f.name.startswith("GGUF"))
+    assert "org/x-GGUF" in field.name
+    assert "Q8_0: x-Q8_0.gguf (145.0 MB, perplexity 7.123, `ollama run hf.co/org/x-GGUF:Q8_0`)" in field.value
+    assert "`ollama run hf.co/org/x-GGUF:Q4_K_M`" in field.value
+
+
 def test_chat_streams_by_edits_and_splits_long_replies(discord_env, tiny_base, db_url, monkeypatch):
     from factory.frontdoor.chat_engine import ChatEngine
 

@@ -80,7 +80,7 @@ def test_full_finetune_of_local_completion_data(home, tiny_base, tmp_path, capsy
     assert main(["run", str(req)]) == 0
     run = next((home / "runs").iterdir())
     stages = {p.stem for p in (run / "stages").iterdir()}
-    assert stages == {"resolve", "data", "train", "merge", "eval", "card", "publish"}
+    assert stages == {"resolve", "data", "train", "merge", "eval", "export", "card", "publish"}
     meta = yaml.safe_load((run / "README.md").read_text().split("---")[1])
     assert "datasets" not in meta  # local files are never named as Hub datasets
     assert str(tmp_path) not in (run / "README.md").read_text()

@@ -111,7 +111,7 @@ def test_a_job_runs_on_hf_jobs_publishes_and_leaks_no_token(jobs_hub, home, tmp_
     # The job's life as the front doors read it: the same events as a local run, after the launch.
     events = store.events(job_id)
     stages = [e.payload["stage"] for e in events if e.kind == "stage"]
-    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "card", "publish"]
+    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "export", "card", "publish"]
     launch = next(e.payload["message"] for e in events if e.kind == "message" and "launched" in e.payload.get("message", ""))
     assert f"launched Hugging Face job {job.remote_job} on t4-small (1x T4, $0.40/h" in launch
     train = [e.payload for e in events if e.kind == "progress" and e.payload["stage"] == "train"]
@@ -170,7 +170,7 @@ def test_a_killed_worker_is_replaced_without_a_second_launch(jobs_hub, home, tmp
     events = store.events(job_id)
     assert any("re-attached to Hugging Face job" in e.payload.get("message", "") for e in events)
     stages = [e.payload["stage"] for e in events if e.kind == "stage" and e.payload["stage"] != "launch"]
-    assert stages == ["resolve", "data", "train", "merge", "eval", "card", "publish"]  # none recorded twice
+    assert stages == ["resolve", "data", "train", "merge", "eval", "export", "card", "publish"]  # none recorded twice
     assert job.remote_seen > seen_by_a
     statuses = [e.payload for e in events if e.kind == "status"]
     assert "resumed_after_lost_worker" in statuses[-2] and statuses[-1]["status"] == "succeeded"
@@ -290,7 +290,7 @@ def test_a_two_gpu_flavor_runs_one_process_per_gpu_and_reports_once(jobs_hub, ho
     assert remote.spec["command"][:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
     events = store.events(job_id)
     stages = [e.payload["stage"] for e in events if e.kind == "stage"]
-    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "card", "publish"]
+    assert stages == ["launch", "resolve", "data", "train", "merge", "eval", "export", "card", "publish"]
     assert sum(line.startswith('{"factory_event"') and '"result"' in line for _, line in remote.logs) == 1
     trained = [e.payload["message"] for e in events if e.kind == "message" and " steps in " in e.payload["message"]]
     assert len(trained) == 1 and trained[0].endswith("(2 processes)")

@@ -33,13 +33,13 @@ def test_one_slow_step_does_not_swing_the_time_left():
 def test_the_status_line_says_which_stage_of_the_job_and_that_the_percentage_is_the_stages():
     events = [JobEvent(1, 7, T0, "stage", {"stage": "train"}), _tick(2, 30.0, 30, 70.0)]
     line = job_views.status_line(_job("train", 0.3), events)
-    assert line.startswith("job 7: stage 3 of 7, train 30/100 (30% of this stage, about 1m10s left in it)"), line
+    assert line.startswith("job 7: stage 3 of 8, train 30/100 (30% of this stage, about 1m10s left in it)"), line
 
 
 def test_a_stage_without_steps_says_how_long_it_has_run_not_zero_percent():
     events = [JobEvent(1, 7, T0, "stage", {"stage": "merge"})]
     line = job_views.status_line(_job("merge", 0.0), events, now=T0 + timedelta(seconds=42))
-    assert line == "job 7: stage 4 of 7, merge (running for 0m42s)", line
+    assert line == "job 7: stage 4 of 8, merge (running for 0m42s)", line
     assert "0%" not in line
     assert job_views.status_line(_job("publish", 1.0, "succeeded"), events) == "job 7: succeeded -> me/x"
 

@@ -21,7 +21,7 @@ from conftest import missing  # tests/ is on sys.path under pytest
 from factory.base.errors import UserError
 from factory.queue.jobs import Limits, Store
 
-STAGES = ["resolve", "data", "train", "merge", "eval", "card", "publish"]
+STAGES = ["resolve", "data", "train", "merge", "eval", "export", "card", "publish"]
 
 
 @pytest.fixture

@@ -38,7 +38,16 @@ CASES = {
                                      "val_set_size": 0}, FACTS),
     "sample-packing-ignored-for-pairs": ({"rl": "orpo", "datasets": [{"path": "o/d", "type": "preference"}],
                                           "sample_packing": False}, FACTS),
+    "gguf-architecture": ({"export": {"gguf": ["q8_0"]}}, Facts(config={"architectures": ["GPT2LMHeadModel"]})),
 }
+MACHINE_CASES = {"gguf-engine"}  # about this machine, not the request: test_gguf_engine_rule
+
+
+def test_gguf_engine_rule(monkeypatch):
+    monkeypatch.setattr("factory.publish.gguf_export.llama_cpp_available", lambda: False)
+    found = {f.rule: f for f in lint(parse_request({**BASE, "export": {"gguf": ["q8_0", "q4_k_m"]}}), FACTS)}
+    assert found["gguf-engine"].severity == "error" and "q4_k_m" in found["gguf-engine"].message
+    assert "gguf-engine" not in {f.rule for f in lint(parse_request({**BASE, "export": {"gguf": ["q8_0"]}}), FACTS)}
 
 
 def test_sensible_request_is_clean():
@@ -48,7 +57,7 @@ def test_sensible_request_is_clean():
 
 
 def test_every_rule_has_a_case():
-    assert {r.id for r in RULES} == set(CASES)
+    assert {r.id for r in RULES} == set(CASES) | MACHINE_CASES
     assert len(RULES) >= 10
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from factory.base.errors import UserError
-from factory.frontdoor.model_page import download_copy, local_model, size_text
+from factory.base.sizes import size_text
+from factory.frontdoor.model_page import download_copy, local_model
 from factory.hub.local import LocalHub
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from factory.frontdoor.job_views import STAGES
 from test_jobs import wait_for  # tests/ is on sys.path under pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_through_gradio_client(space):
     assert store.get(job).status == "succeeded", store.get(job).error
     headline, bar, plot, log, error = client.predict(job, api_name="/job")
     error = error.get("value") if isinstance(error, dict) else error  # the box is shown only when the job failed
-    assert "succeeded" in headline and f"job {job}: succeeded" in bar and bar.count("width:100.0%") == 7 and not error
+    assert "succeeded" in headline and f"job {job}: succeeded" in bar and bar.count("width:100.0%") == len(STAGES) and not error
     evals, cont, note, card, link = client.predict(job, api_name="/results")
     assert evals["data"][0][0] == "factory_demo_heldout" and evals["data"][0][2] == 20
     assert "newcomer/tiny-llama-demo" in link and "## Evaluation" in card and "overlapped" in note
@@ -188,7 +189,7 @@ def test_in_a_real_browser(space, browser, tmp_path):
     _shots(page, out, "2-refused")
 
     # long enough that the Jobs tab can be looked at while it trains (40 steps end within a poll or two)
-    _type_request(page, short_demo(module, "hf:newcomer", max_steps=400))
+    _type_request(page, short_demo(module, "hf:newcomer", max_steps=400, export={"gguf": ["q8_0"]}))
     page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
     page.get_by_role("button", name="Preview the label mask").click()
     page.locator("#mask .trained").first.wait_for(timeout=60_000)
@@ -207,7 +208,7 @@ def test_in_a_real_browser(space, browser, tmp_path):
     page.wait_for_timeout(2500)  # a poll or two: the curve has its points
     page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
     try:
-        page.locator("#progress").get_by_text("stage 3 of 7, train").wait_for(timeout=60_000)  # where in the job
+        page.locator("#progress").get_by_text("stage 3 of 8, train").wait_for(timeout=60_000)  # where in the job
     except Exception:
         page.screenshot(path=str(out / "failed.png"), full_page=True)
         raise AssertionError(f"#progress: {page.locator('#progress').inner_text()!r}; job {store.get(job)}") from None
@@ -240,8 +241,13 @@ def test_in_a_real_browser(space, browser, tmp_path):
     # no reload: Results and Chat follow the job on their own
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#evals")).to_contain_text("factory_demo_heldout", timeout=60_000)
-    page.locator("#link a").get_by_text("newcomer/tiny-llama-demo").wait_for(timeout=60_000)
+    page.locator("#link a").get_by_text("newcomer/tiny-llama-demo", exact=True).wait_for(timeout=60_000)
     expect(page.locator("#link")).to_contain_text("randomly initialised")  # the demo's 0.000 -> x, explained
+    # the GGUF companion repo, each file with its size, perplexity and the command that runs it
+    expect(page.locator("#link")).to_contain_text("ollama run hf.co/newcomer/tiny-llama-demo-GGUF:Q8_0")
+    expect(page.locator("#link")).to_contain_text("tiny-llama-demo-Q8_0.gguf")
+    assert page.locator("#link a").get_by_text("newcomer/tiny-llama-demo-GGUF").get_attribute("href") == \
+        "model?repo=newcomer/tiny-llama-demo-GGUF"
     _shots(page, out, "6-results")
 
     # offline, the link opens the model's page in this app (a browser refuses file://), as the user sees it
@@ -474,4 +480,9 @@ def test_the_method_field_writes_rl_into_the_request(space, browser, tmp_path):
     choose("Format", "alpaca")
     page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
     assert _editor_text(page).count("\n") == lines  # back where it started
+    choose("GGUF export", "Q4_K_M (small)")  # the form offers the export: the list is written into the YAML
+    expect(page.locator("#editor .cm-content")).to_contain_text("- q4_k_m", timeout=60_000)
+    assert "export:" in _editor_text(page) and "# The embedded default" in _editor_text(page)
+    page.locator("#findings").get_by_text("Valid").wait_for(timeout=60_000)
+    _shots(page, out, "gguf-chosen")
     page.close()

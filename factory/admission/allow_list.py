@@ -72,6 +72,7 @@ STRANGER = {  # key: what keeps it safe
     "publish.enabled": "a switch", "publish.private": "a switch", "publish.adapter": "a switch",
     "publish.into_existing": "in the submitter's own namespace only",
     "publish.writers": "identities (hf:<user>, discord:<id>, api:<name>) that may publish new revisions",
+    "export.gguf": "types among the operator's gguf_types, at most max_gguf_files",
     "compute.flavor": "among the operator's flavors", "compute.timeout": "at most max_timeout",
 }
 

@@ -6,7 +6,7 @@ the request; they report. An `error` finding makes `factory validate` exit 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from factory.request.axolotl import PARALLELISM
@@ -27,6 +27,31 @@ class Facts:
     max_positions: int | None = None
     has_chat_template: bool | None = None
     train_rows: int | None = None
+    config: dict | None = field(default=None, compare=False)  # the base's config.json
+
+
+def _gguf_problem(r: Request, f: Facts) -> str | None:
+    if not r.export.gguf or f.config is None:
+        return None
+    from factory.base.errors import UserError
+    from factory.publish.gguf_export import check_model
+
+    try:
+        check_model(f.config, f"the base model {r.base_model}")
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _gguf_engine(r: Request) -> str | None:
+    from factory.base.errors import UserError
+    from factory.publish.gguf_export import check_engine
+
+    try:
+        check_engine(r.export.gguf)
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -165,6 +190,13 @@ RULES: list[Rule] = [
          lambda r, f: f"rl: {r.rl} with val_set_size: 0 holds out no pairs; the card will make no claim about "
                       "preference accuracy (leave val_set_size out for 10%)"
          if r.rl and r.val_set_size == 0 else None),
+    Rule("gguf-architecture", "error",
+         "llama.cpp runs an architecture only when its tensors and settings are written the way its graph for that "
+         "architecture reads them; a file written for another would load and answer nonsense, or not load at all.",
+         _gguf_problem),
+    Rule("gguf-engine", "error",
+         "Q4_0 and the k-quants are made by llama.cpp's quantizer; without it the export would fail after training.",
+         lambda r, f: _gguf_engine(r)),
     Rule("sample-packing-ignored-for-pairs", "info",
          "Preference batches are always packed without padding (each micro-batch's sequences in one row); "
          "sample_packing does not change that.",
@@ -190,4 +222,4 @@ def facts_from_folder(config: dict | None, tokenizer_config: dict | None, chat_t
     if tokenizer_config is not None:
         has_template = bool(tokenizer_config.get("chat_template")) or chat_template_file
     return Facts(model_type=config.get("model_type"), max_positions=config.get("max_position_embeddings"),
-                 has_chat_template=has_template)
+                 has_chat_template=has_template, config=config or None)

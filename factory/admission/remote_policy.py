@@ -51,6 +51,8 @@ class RemoteLimits:
     max_datasets: int = 8
     max_added_tokens: int = 64
     max_token_chars: int = 64
+    max_gguf_files: int = 3  # export.gguf: each type is a whole copy of the model on disk and in the upload
+    gguf_types: tuple[str, ...] = ("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")  # f32: operator only
 
     @classmethod
     def load(cls) -> "RemoteLimits":
@@ -199,10 +201,14 @@ def check_request(request: Request, submitter: str, source: str, limits: RemoteL
               ("max_datasets", len(request.datasets), lim.max_datasets, "the number of datasets"),
               ("max_added_tokens", len(request.tokens or []), lim.max_added_tokens, "the number of tokens"),
               ("max_token_chars", max(map(len, [*(request.tokens or []), *(request.special_tokens or {}).values()]),
-                                      default=0), lim.max_token_chars, "the longest added token")]
+                                      default=0), lim.max_token_chars, "the longest added token"),
+              ("max_gguf_files", len(request.export.gguf), lim.max_gguf_files, "the number of export.gguf types")]
     for name, value, bound, key in bounds:
         if value > bound:
             raise UserError(f"{source}: limit {name}: {key} is {_num(value)}; this factory allows at most {_num(bound)}")
+    if other := [t for t in request.export.gguf if t not in lim.gguf_types]:
+        raise UserError(f"{source}: limit gguf_types: GGUF {', '.join(other)} is not offered here "
+                        f"(allowed: {', '.join(lim.gguf_types)})")
     if request.evals.tasks:
         if request.evals.limit is None or request.evals.limit > lim.max_eval_items:
             raise UserError(f"{source}: limit max_eval_items: set evals.limit to at most {lim.max_eval_items} "

@@ -25,6 +25,7 @@ examples:
   factory contamination --data train.jsonl --benchmark gsm8k    benchmark items in a training set
   factory chat MODEL --base auto    talk to a finetuned model and its base, side by side
   factory import FILE.gguf --as ORG/NAME    a GGUF model (llama.cpp, Ollama) into the local hub
+  factory export ORG/NAME --gguf q8_0       a model as GGUF files (+ Ollama Modelfile) for llama.cpp
   factory space --worker            the web app on http://127.0.0.1:7860, running its own jobs
   factory bot                       the Discord bot (DISCORD_TOKEN, FACTORY_DISCORD_GUILDS)
   factory submit my.yaml            put it in the job queue instead; `factory worker` runs queued jobs
@@ -35,7 +36,7 @@ State lives under $FACTORY_HOME (default ~/.factory): hub/ (the local hub), runs
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from factory.cli import bot, chat, contamination, evaluate, imports, jobs, requests, runs, space
+    from factory.cli import bot, chat, contamination, evaluate, export, imports, jobs, requests, runs, space
 
     p = argparse.ArgumentParser(prog="factory", description="Finetune open LLMs from one YAML request and ship them to the Hub.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     contamination.add_command(sub)
     jobs.add_commands(sub)
     imports.add_command(sub)
+    export.add_command(sub)
     return p
 
 
 # Commands that do long work handle Ctrl-C themselves (factory/base/interrupt.py): the first stops the work at its
 # next safe point, a second at once. The worker handles it in its own way (the job goes back to the queue).
-LONG_WORK = ("run", "prepare", "demo", "eval", "contamination", "import")
+LONG_WORK = ("run", "prepare", "demo", "eval", "contamination", "import", "export")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,12 @@ def _summary(run, results: dict, out=None) -> None:
                   f"{m['logp_chosen']:>12.2f} {m['logp_rejected']:>14.2f}", file=out)
     pub = results["publish"]
     print(f"published: {pub.get('repo_id', '-')} @ {pub.get('revision', '-')[:12]} ({pub.get('url', pub.get('skipped'))})", file=out)
+    for f in (results.get("export") or {}).get("files", []):
+        ppl = f", perplexity {f['perplexity']:.3f}" if f.get("perplexity") is not None else ""
+        print(f"GGUF {f['type'].upper():7} {f['file']} ({f['bytes'] / 1e6:.1f} MB{ppl})", file=out)
+    if g := pub.get("gguf"):
+        print(f"GGUF published: {g['repo_id']} @ {g['revision'][:12]} ({g['url']}); "
+              f"ollama run hf.co/{g['repo_id']}:{g['files'][0]['type'].upper()}", file=out)
     print(f"run folder: {run.dir}", file=out)
     print("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items())
           + f" (total {sum(run.timings.values()):.1f}s)", file=out)
@@ -176,6 +182,8 @@ def cmd_demo(args) -> int:
         demo.ensure_assets(hub, Console())
     request = _check(str(demo.REQUEST), hub=hub)
     code = _execute(request, hub=hub)
+    if code == 0 and args.real and not args.dpo:  # the exported file answers the same held-out calls
+        demo.gguf_answers(run_dir_for(request))
     print(f"demo wall time: {time.time() - t0:.1f}s")
     print(demo.WHAT_IT_SHOWS)
     return code

@@ -79,3 +79,51 @@ def ensure_assets(hub, say=print) -> None:
             hub.publish(DATASET_ID, Path(tmp), "factory demo --real: glaive tool-call rows", repo_type="dataset")
         say(f"wrote {len(train)} training rows as dataset {DATASET_ID} into the local hub")
     atomic.write_text(factory_home() / "evals" / HELDOUT, "".join(json.dumps(r) + "\n" for r in heldout))
+
+
+def gguf_answers(run_dir: Path, say=print) -> None:
+    """The held-out tool calls answered by the exported Q8_0 file in llama.cpp and by the merged model in
+    transformers: the same prompts, greedy, 48 new tokens, the same check (the first JSON "name")."""
+    import re
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evals import gguf_runs
+
+    export = json.loads((run_dir / "export.json").read_text()) if (run_dir / "export.json").is_file() else None
+    if not export or not gguf_runs.available():
+        say("GGUF: not scored (no export in this run, or llama-cpp-python is not installed)")
+        return
+    gguf = next(f for f in export["files"] if f["type"] == "q8_0")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "merged")
+    items = [json.loads(x) for x in (factory_home() / "evals" / HELDOUT).read_text().splitlines() if x.strip()]
+    prompts = [tokenizer.apply_chat_template([{"role": "system", "content": it["meta"]["system"]},
+                                             {"role": "user", "content": it["question"]}],
+                                            add_generation_prompt=True, tokenize=False) for it in items]
+    prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    stop = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+
+    def right(ids, item) -> bool:
+        found = re.search(r'"name"\s*:\s*"([^"]+)"', tokenizer.decode(ids, skip_special_tokens=True))
+        return bool(found) and found.group(1) == item["meta"]["answer"]
+
+    llm = gguf_runs.load(Path(export["folder"]) / gguf["file"], n_ctx=2048)
+    t0 = time.time()
+    by_gguf = [right(gguf_runs.greedy(llm, p, 48, stop), it) for p, it in zip(prompts, items)]
+    gguf_s = time.time() - t0
+    llm.close()
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32)
+    t0 = time.time()
+    by_merged = []
+    with torch.no_grad():
+        for p, it in zip(prompts, items):
+            out = model.generate(torch.tensor([p]), max_new_tokens=48, do_sample=False,
+                                 eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
+            by_merged.append(right(out[0, len(p):].tolist(), it))
+    merged_s = time.time() - t0
+    n = len(items)
+    say(f"GGUF {gguf['file']} ({gguf['bytes'] / 1e6:.1f} MB) in llama.cpp: {sum(by_gguf)}/{n} held-out tool calls "
+        f"right ({sum(by_gguf) / n:.1%}, {gguf_s:.0f} s); the merged model in transformers: {sum(by_merged)}/{n} "
+        f"({sum(by_merged) / n:.1%}, {merged_s:.0f} s); same prompts, greedy, 48 new tokens")

@@ -81,3 +81,21 @@ def ensure(hub=None, say=print) -> str:
         f"source sha256 {source['sha256'][:16]}..., dequantised from {source['quantisation']})")
     return rev
 
+
+
+def real_or_tiny() -> Path:
+    """For benchmarks: SmolLM2's folder when `make real-model` has imported it into the local hub, else the demo's
+    tiny base written to a temporary folder."""
+    import tempfile
+
+    from factory.base.home import hub_root
+    from factory.hub.local import LocalHub
+
+    hub = LocalHub(hub_root())
+    if hub.exists(REPO_ID):
+        return hub.snapshot(REPO_ID)[0]
+    from factory.demo.tiny import write_base
+
+    tiny = Path(tempfile.mkdtemp()) / "tiny"
+    write_base(tiny)
+    return tiny

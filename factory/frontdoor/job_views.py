@@ -125,6 +125,22 @@ def preference_rows(job: Job) -> list[list]:
              f"{f['margin']:.3f} ± {f['margin_se']:.3f}", f"{f['margin'] - b['margin']:+.3f}"]]
 
 
+def gguf_files(job: Job) -> tuple[dict | None, list[str]]:
+    """The companion GGUF repo a finished job published ({repo_id, url, ...}) and one line per file:
+    type, size, perplexity, and the Ollama command that runs it."""
+    from factory.base.sizes import size_text
+
+    g = ((job.result or {}).get("published") or {}).get("gguf")
+    if not g:
+        return None, []
+    lines = []
+    for f in g.get("files", []):
+        ppl = f" perplexity {f['perplexity']:.3f}," if f.get("perplexity") is not None else ""
+        lines.append(f"{f['type'].upper()}: {f['file']} ({size_text(f['bytes'])},{ppl} "
+                     f"`ollama run hf.co/{g['repo_id']}:{f['type'].upper()}`)")
+    return g, lines
+
+
 def _pm(score: dict) -> str:
     if "value" not in score:
         return ""

@@ -21,6 +21,8 @@ FIELDS = [  # (label, request key, kind): kind is "text", "number", or the choic
     ("Adapter", "adapter", ["lora", "qlora"]), ("Epochs", "num_epochs", "number"),
     ("Learning rate", "learning_rate", "number"), ("Sequence length", "sequence_len", "number"),
     ("Target repo", "hub_model_id", "text"),
+    ("GGUF export", "export.gguf.0", [("none", ""), ("Q8_0 (near-lossless)", "q8_0"), ("Q4_K_M (small)", "q4_k_m"),
+                                      ("Q5_K_M", "q5_k_m"), ("F16", "f16")]),  # the first type; more in the YAML
 ]
 
 
@@ -117,7 +119,15 @@ def _set(data, key: str, value) -> None:
             node[part] = [{}] if nxt.isdigit() else {}
         node = node[part]
     last = parts[-1]
-    if value is None:
+    if isinstance(node, list):  # export.gguf.0: an item of a list
+        i = int(last)
+        if value is None:
+            del node[i:i + 1]
+        elif i < len(node):
+            node[i] = value
+        else:
+            node.append(value)
+    elif value is None:
         if isinstance(node, dict):
             node.pop(last, None)
     else:

@@ -42,6 +42,7 @@ class CardFacts:
     compute: dict | None = None  # Hugging Face Jobs: flavor, price, wall time and cost so far (factory/queue/hf_jobs.py)
     preference: dict | None = None  # a preference run's held-out table (evals.preference.judge)
     margin_image: str | None = None  # its reward-margin curve, beside the card
+    gguf: dict | None = None  # the export stage's files and perplexities (factory/run/export_stage.py)
 
 
 RL_NAMES = {"dpo": "DPO", "ipo": "IPO (DPO with the IPO loss)", "orpo": "ORPO", "simpo": "SimPO", "kto": "KTO"}
@@ -90,6 +91,7 @@ def build_card(request: Request, facts: CardFacts) -> str:
     lines = [
         *_intro(request, facts, adapter_only),
         *_usage(request, adapter_only),
+        *_gguf(request, facts.gguf),
         *(_preference(request, facts) if request.rl else []),
         *_evaluation(facts.scores),
         *_training_data(request, facts.data),
@@ -139,6 +141,21 @@ def _usage(request: Request, adapter_only: bool) -> list[str]:
             "output = model.generate(**inputs, max_new_tokens=128)",
             "print(tokenizer.decode(output[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))",
             "```", ""]
+
+
+def _gguf(request: Request, gguf: dict | None) -> list[str]:
+    """Where the GGUF files are and the one command that runs them."""
+    if not gguf:
+        return []
+    from factory.base.sizes import size_text
+
+    repo = f"{request.hub_model_id or 'this-repo'}-GGUF"
+    first = next((f for f in gguf["files"] if f["type"] == "q8_0"), gguf["files"][0])
+    files = ", ".join(f"{f['type'].upper()} ({size_text(f['bytes'])})" for f in gguf["files"])
+    engine = (gguf.get("measured") or {}).get("engine")
+    measured = f"; its card has each file's perplexity, measured in {engine}" if engine else ""
+    return ["## GGUF (llama.cpp, Ollama, LM Studio)", "", f"`{repo}` holds this model as GGUF files: {files}"
+            f"{measured}. To run it:", "", "```bash", f"ollama run hf.co/{repo}:{first['type'].upper()}", "```", ""]
 
 
 def _preference(request: Request, facts: CardFacts) -> list[str]:

@@ -182,6 +182,37 @@ class PublishSpec(Strict):
                                "in its manifest")
 
 
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")  # factory/publish/gguf_export.TYPES
+
+
+class ExportSpec(Strict):
+    """Files written beside the merged model and published as a companion repo (<name>-GGUF)."""
+    gguf: list[str] = Field(default_factory=list, description="GGUF quantisation types for llama.cpp, Ollama and LM "
+                            "Studio: f16, bf16, q8_0 (the factory writes these), q4_0, q4_k_m, q5_k_m, q6_k (llama.cpp's "
+                            "quantizer); empty: no export")
+
+    @field_validator("gguf", mode="before")
+    @classmethod
+    def _gguf(cls, v):
+        if v is None or v == []:
+            return []
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError("export.gguf is a list of types, e.g. [q8_0, q4_k_m]")
+        out = []
+        for t in v:
+            key = str(t).strip().lower()
+            if key not in GGUF_TYPES:
+                close = difflib.get_close_matches(key, GGUF_TYPES, n=1)
+                raise ValueError(f"GGUF type {t!r} is not one the factory can write"
+                                 + (f"; did you mean '{close[0]}'?" if close else "")
+                                 + f" (types: {', '.join(GGUF_TYPES)})")
+            if key not in out:
+                out.append(key)
+        return out
+
+
 class ComputeSpec(Strict):
     """Where the job runs when the operator's backend is Hugging Face Jobs (FACTORY_BACKEND=hf-jobs)."""
     flavor: str | None = Field(None, description="a Jobs hardware flavor (t4-small, a10g-large, h200x8, ...); "
@@ -358,6 +389,7 @@ class Request(Strict):
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     distributed: DistributedSpec = Field(default_factory=DistributedSpec)
     publish: PublishSpec = Field(default_factory=PublishSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
 
     @field_validator("base_model")
@@ -447,6 +479,11 @@ class Request(Strict):
             raise ValueError("an adapter needs lora_target_modules (e.g. [q_proj, v_proj]) or lora_target_linear: true")
         if self.publish.adapter and not self.adapter:
             raise ValueError("publish.adapter: true needs an adapter (adapter: lora or qlora); a full finetune has none")
+        if self.export.gguf and self.hub_model_id and (problem := repo_id_problem(self.hub_model_id + "-GGUF")):
+            raise ValueError(f"export.gguf publishes {self.hub_model_id}-GGUF beside the model: {problem}")
+        if self.export.gguf and self.publish.adapter:
+            raise ValueError("export.gguf converts the merged model, and publish.adapter: true publishes no merged "
+                             "model; drop one of them")
         if self.bf16 is True and self.fp16:
             raise ValueError("bf16 and fp16 are both true; choose one")
         if self.weights_dtype and (self.bf16 is True or self.fp16):

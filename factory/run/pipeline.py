@@ -1,4 +1,4 @@
-"""The one place that knows the stage order: resolve, data, train, merge, eval, card, publish.
+"""The one place that knows the stage order: resolve, data, train, merge, eval, export, card, publish.
 
 Each stage writes its artifact into the run folder atomically and a stamp in stages/; a re-run of
 the same request (same run folder) skips the stages whose stamp exists and resumes training from
@@ -26,6 +26,7 @@ from factory.hub.choose import model_folder
 from factory.base.progress import Event, MainOnly, Reporter
 from factory.base.redact import redact
 from factory.train.tokens import cache_part, load_tokenizer
+from factory.run.export_stage import stage_export
 
 
 @dataclass
@@ -114,6 +115,10 @@ def stage_resolve(run: Run) -> dict:
         from huggingface_hub import ModelCard
 
         meta = ModelCard.load(base_dir / "README.md").data.to_dict()
+    if req.export.gguf:  # a tokenizer llama.cpp would split differently is refused now, not after training
+        from factory.publish.gguf_export import check_folder
+
+        check_folder(base_dir, req.export.gguf)
     atomic.write_text(run.dir / "request.yaml", req.sanitized_yaml())
     run.reporter.emit(Event("resolve", f"hub: {run.hub.name}; base {req.base_model} @ {base_rev or 'local folder'}"))
     return {"base_dir": str(base_dir), "base_revision": base_rev, "base_license": meta.get("license"),
@@ -342,7 +347,8 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
     return {"scores": scores, "preference": preference}
 
 
-def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict) -> dict:
+def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict,
+               exported: dict) -> dict:
     """Card, loss curve and the sanitised request, written into the folder that will be published."""
     from factory.publish import loss_curve
     from factory.publish.card import CardFacts, build_card, card_request
@@ -356,7 +362,8 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
                       versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None,
                       compute=jobs_compute(), preference=evaluated.get("preference"),
-                      margin_image="margin.svg" if has_margin else None)
+                      margin_image="margin.svg" if has_margin else None,
+                      gguf=exported if exported.get("files") else None)
     text = redact(build_card(run.request, facts))
     atomic.write_text(folder / "factory_request.yaml", card_request(run.request))
     atomic.write_text(folder / "README.md", text)
@@ -377,7 +384,7 @@ def jobs_compute() -> dict | None:
     return {**c, "wall_min": wall_min, "usd": math.ceil(wall_min) * c["usd_per_hour"] / 60}
 
 
-def stage_publish(run: Run, carded: dict) -> dict:
+def stage_publish(run: Run, carded: dict, resolved: dict, exported: dict) -> dict:
     req = run.request
     if not req.publish.enabled:
         interrupt.commit()  # the run is complete without a publish: its end is the point of no return
@@ -391,7 +398,24 @@ def stage_publish(run: Run, carded: dict) -> dict:
     atomic.write_json(run.dir / "published.json", info)
     run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
                                        + ("" if result.created else " (unchanged; no new revision)")))
+    if exported.get("files"):  # after the model it points to: the companion repo of its GGUF files
+        info["gguf"] = publish_gguf(run, exported, result, resolved.get("base_license"))
+        atomic.write_json(run.dir / "published.json", info)
     return info
+
+
+def publish_gguf(run: Run, exported: dict, model, license: str | None) -> dict:
+    from factory.run.export_stage import gguf_folder, gguf_repo_id
+
+    req = run.request
+    folder = gguf_folder(run, exported, model.repo_id, model.url, license)
+    result = run.hub.publish(gguf_repo_id(model.repo_id), folder, f"factory: GGUF files of run {run.dir.name}",
+                             private=req.publish.private, into_existing=req.publish.into_existing,
+                             identity=run.identity, writers=req.publish.writers)
+    run.reporter.emit(Event("publish", f"{result.repo_id} @ {result.revision[:12]} -> {result.url}"
+                                       + ("" if result.created else " (unchanged; no new revision)")))
+    return {"repo_id": result.repo_id, "revision": result.revision, "url": result.url,
+            "files": [{k: f[k] for k in ("file", "type", "bytes", "perplexity") if k in f} for f in exported["files"]]}
 
 
 class Ranks:
@@ -430,7 +454,7 @@ def _run_stage(run: Run, name: str, fn, results: dict, write_stamp: bool) -> Non
         interrupt.safe_point()
 
 
-STAGES = ("resolve", "data", "train", "merge", "eval", "card", "publish")  # the order execute() runs them in
+STAGES = ("resolve", "data", "train", "merge", "eval", "export", "card", "publish")  # the order execute() runs them in
 
 
 def execute(run: Run, stop_after: str | None = None) -> dict:
@@ -445,9 +469,10 @@ def execute(run: Run, stop_after: str | None = None) -> dict:
         ("train", lambda: stage_train(run, results["resolve"])),
         ("merge", lambda: stage_merge(run, results["resolve"], results["train"])),
         ("eval", lambda: stage_eval(run, results["resolve"], results["merge"])),
+        ("export", lambda: stage_export(run, results["resolve"], results["merge"])),
         ("card", lambda: stage_card(run, results["resolve"], results["data"], results["train"],
-                                    results["merge"], results["eval"])),
-        ("publish", lambda: stage_publish(run, results["card"])),
+                                    results["merge"], results["eval"], results["export"])),
+        ("publish", lambda: stage_publish(run, results["card"], results["resolve"], results["export"])),
     ]
     assert tuple(name for name, _ in plan) == STAGES
     ranks = Ranks()
