@@ -81,6 +81,33 @@ def write_tasks(tasks: list[str], into: Path, *, limit: int | None = None, seed:
     return samples
 
 
+def task_inputs(tasks: list[str], *, limit: int | None = None, seed: int = 1234,
+                substitutions: dict[str, str] | None = None, max_new_tokens: int = 256) -> dict[str, dict]:
+    """What decides each task's items, as `evaluate` would score them: the sha256 of its definition and
+    data (its YAML as lm-eval reads it, its registry items, the files it reads from the factory's home)
+    and the seeded document ids (None: every document)."""
+    import hashlib
+
+    substitutions = substitutions or {}
+    with tempfile.TemporaryDirectory(prefix="factory-tasks-") as tmp:
+        samples = write_tasks(tasks, Path(tmp), limit=limit, seed=seed, substitutions=substitutions,
+                              max_new_tokens=max_new_tokens)
+        out = {}
+        for name in tasks:
+            h = hashlib.sha256()
+            for path in sorted(Path(tmp).glob(f"{name}.*")):
+                text = path.read_text(encoding="utf-8").replace(tmp, "{tmp}")
+                for key, value in substitutions.items():
+                    text = text.replace(value, "{" + key + "}")
+                h.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+            home = substitutions.get("factory_home")
+            for rel in home_files(name) if home else ():
+                p = Path(home) / rel
+                h.update(rel.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"(absent)") + b"\0")
+            out[name] = {"sha256": h.hexdigest(), "items": samples[name] if samples else None}
+    return out
+
+
 def lm_eval_command(model_dir: Path, tasks: list[str], task_dir: Path, samples_file: Path | None, *, seed: int = 1234,
                     batch_size: int = 16, apply_chat_template: bool = True, output: Path | None = None) -> list[str]:
     """lm-eval's own command line for what `evaluate` does in process (same tasks, items, seeds, batching)."""

@@ -455,7 +455,8 @@ def build(store: Store | None = None, engine: ChatEngine | None = None) -> gr.Bl
                     cancel_btn = gr.Button("Cancel job", variant="stop", visible=False, elem_id="cancel")
                 headline = gr.Markdown(elem_id="headline")
                 bar = gr.HTML(elem_id="progress")
-                plot = gr.LinePlot(x="step", y="loss", color="split", title="Loss", height=260, elem_id="loss")
+                plot = gr.LinePlot(x="step", y="loss", color="split", height=260, elem_id="loss",
+                                   title="Loss (and held-out task scores during training, 0 to 1)")
                 with gr.Row():
                     log = gr.Textbox(label="Last events", lines=8, elem_id="events", min_width=320)
                     error = gr.Textbox(label="Error", lines=8, elem_id="error", min_width=320, visible=False)

@@ -67,6 +67,19 @@ def tiny_base(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def demo_hub(home, monkeypatch):
+    """The embedded default's tiny base, dataset and held-out eval file in a fresh local hub."""
+    from factory.base.progress import Silent
+    from factory.demo import demo
+    from factory.hub.local import LocalHub
+
+    monkeypatch.setenv("FACTORY_HUB", "local")
+    hub = LocalHub(home / "hub")
+    demo.ensure_assets(hub, Silent())
+    return hub
+
+
 # ---- job queue databases -------------------------------------------------------------------------
 
 PG_URL = os.environ.get("FACTORY_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

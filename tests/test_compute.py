@@ -26,18 +26,6 @@ def prices(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def demo_hub(home, monkeypatch):
-    from factory.demo import demo
-    from factory.hub.local import LocalHub
-    from factory.base.progress import Silent
-
-    monkeypatch.setenv("FACTORY_HUB", "local")
-    hub = LocalHub(home / "hub")
-    demo.ensure_assets(hub, Silent())
-    return hub
-
-
 def test_timeouts_are_written_as_the_jobs_api_writes_them():
     from factory.request.durations import timeout_seconds
 

@@ -418,10 +418,12 @@ def test_a_stranger_cannot_publish_over_anothers_repo_in_a_shared_namespace(loca
     ({"save_steps": 1, "save_total_limit": 500}, "limit save_total_limit"),
     ({"save_steps": 1, "max_steps": 4000}, "limit max_checkpoints"),
     ({"val_set_size": 0.1, "eval_steps": 1, "max_steps": 4000}, "limit max_evaluations"),
+    ({"val_set_size": 0.1, "eval_steps": 100, "max_steps": 4000,  # 40 evaluations x 500 held-out items
+      "evals": {"tasks": ["factory_demo_heldout"], "limit": 500}}, "limit max_training_eval_items"),
     ({"tokens": [f"<t{i}>" for i in range(1000)]}, "limit max_added_tokens"),
     ({"seed": 10**30}, "seed"),
 ], ids=["micro-batch", "batch-tokens", "max-new-tokens", "keep-every-checkpoint", "checkpoint-every-step",
-        "evaluate-every-step", "thousand-tokens", "huge-seed"])
+        "evaluate-every-step", "score-at-every-evaluation", "thousand-tokens", "huge-seed"])
 def test_unbounded_work_is_refused(over, word, local_hub, store):
     with pytest.raises(UserError, match=word):
         store.submit(_dump(good(**over)), "hf:alice", "space")

@@ -48,6 +48,7 @@ class RemoteLimits:
     max_eval_tasks: int = 8
     max_checkpoints: int = 20  # saves over the whole run (each is a copy of the trainable weights and optimizer)
     max_evaluations: int = 50  # eval-loss passes over the whole run
+    max_training_eval_items: int = 2000  # held-out task items scored at those evaluations, all tasks together
     max_datasets: int = 8
     max_added_tokens: int = 64
     max_token_chars: int = 64
@@ -284,6 +285,13 @@ def _check_repeats(request: Request, steps: int, lim: RemoteLimits, source: str)
     if evaluations > lim.max_evaluations:
         raise UserError(f"{source}: limit max_evaluations: this request would evaluate about {evaluations:,} times; at "
                         f"most {lim.max_evaluations} are allowed (raise eval_steps or lower evals_per_epoch)")
+    during = request.evals.limit if request.evals.during_training_limit is None else request.evals.during_training_limit
+    scored = evaluations * len(request.evals.tasks) * (during or 0) if request.val_set_size else 0
+    if scored > lim.max_training_eval_items:
+        raise UserError(f"{source}: limit max_training_eval_items: this request would score about {scored:,} held-out "
+                        f"items during training ({evaluations:,} evaluations x {len(request.evals.tasks)} tasks x "
+                        f"{during:,} items); at most {lim.max_training_eval_items:,} are allowed (set "
+                        "evals.during_training_limit lower, or 0 for none, or evaluate less often)")
 
 
 def _num(x: float) -> str:

@@ -23,6 +23,10 @@ def _summary(run, results: dict, out=None) -> None:
             b, f = pair["base"], pair["finetuned"]
             print(f"{task:24} {f['metric']:12} {f['n']:>5} {_pm(b):>15} {_pm(f):>15} "
                   f"{f['value'] - b['value']:>+7.3f}", file=out)
+        for task, pair in scores.items():
+            if when := pair["base"].get("cached"):
+                print(f"{task}: base: cached from {when} (an earlier job on this machine, same base, items and settings)",
+                      file=out)
     if p := results["eval"].get("preference"):
         print(f"held-out pairs ({p['method']}, {p['pairs']} pairs; reward = beta x "
               f"{'per-token' if p['per_token'] else 'summed'} log-prob):", file=out)

@@ -75,7 +75,8 @@ def status_line(job: Job, events: list[JobEvent], now: datetime | None = None) -
 
 
 def loss_points(events: list[JobEvent]) -> list[dict]:
-    """[{step, loss, split}] from the training progress events: train loss, and eval loss where logged."""
+    """[{step, loss, split}] from the training progress events: train loss, eval loss where logged, and each
+    held-out task's score at the evaluations during training (split "<task> score")."""
     points, seen = [], set()
     for e in events:
         if e.kind != "progress" or e.payload.get("stage") != "train":
@@ -85,6 +86,10 @@ def loss_points(events: list[JobEvent]) -> list[dict]:
             if e.payload.get(key) is not None and (split, step) not in seen:
                 seen.add((split, step))
                 points.append({"step": step, "loss": float(e.payload[key]), "split": split})
+        for task, value in (e.payload.get("scores") or {}).items():
+            if (task, e.payload.get("step")) not in seen:
+                seen.add((task, e.payload.get("step")))
+                points.append({"step": e.payload.get("step"), "loss": float(value), "split": f"{task} score"})
     return points
 
 

@@ -42,6 +42,7 @@ class CardFacts:
     compute: dict | None = None  # Hugging Face Jobs: flavor, price, wall time and cost so far (factory/queue/hf_jobs.py)
     preference: dict | None = None  # a preference run's held-out table (evals.preference.judge)
     margin_image: str | None = None  # its reward-margin curve, beside the card
+    score_image: str | None = None  # held-out task scores at the evaluations during training, beside the card
     gguf: dict | None = None  # the export stage's files and perplexities (factory/run/export_stage.py)
 
 
@@ -201,6 +202,11 @@ def _evaluation(scores: dict) -> list[str]:
         lines.append(f"| {task} | {f['metric']} | {f['n']} | {plus_minus(b)} | {plus_minus(f)} | {f['value'] - b['value']:+.3f} |")
     if not scores:
         lines.append("| (no eval tasks in the request) | | | | | |")
+    cached = [(task, pair["base"]["cached"]) for task, pair in scores.items() if pair["base"].get("cached")]
+    if cached:
+        lines.append("")
+        lines += [f"- {task}, base: cached from {when} (scored by an earlier job with the same base revision, items, "
+                  "chat template, generation settings and library versions)" for task, when in cached]
     return lines + [""]
 
 
@@ -279,8 +285,15 @@ def _procedure(request: Request, facts: CardFacts) -> list[str]:
         lines.append(f"- merge: {'into the 4-bit base dequantised to the compute dtype; ' if r.adapter == 'qlora' else ''}"
                      f"largest |logit difference| from the {m['against']} it was trained with: "
                      f"{m['max_abs_logit_diff']:.2e} over {m['probe_tokens']} tokens")
+    if kept := t.get("kept"):
+        better = "higher" if kept["greater_is_better"] else "lower"
+        lines.append(f"- kept checkpoint: step {kept['step']} of {kept['last_step']}, the best {kept['metric']} "
+                     f"({kept['value']:.4f}; {better} is better) of the evaluations during training "
+                     "(load_best_model_at_end); the later steps were discarded")
     if facts.loss_image:
         lines += ["", f"![Training loss]({facts.loss_image})"]
+    if facts.score_image:
+        lines += ["", f"![Held-out task scores during training]({facts.score_image})"]
     return lines + [""]
 
 

@@ -11,6 +11,11 @@ LOSS = {"train": "loss", "eval": "eval_loss"}
 MARGIN = {"train": "rewards/margins"}
 
 
+def scores(tasks: list[str]) -> dict[str, str]:
+    """Each held-out task's score at the evaluations during training (metrics.jsonl's eval_<task>)."""
+    return {task: f"eval_{task}" for task in tasks}
+
+
 def points(metrics: Path, keys: dict[str, str] = LOSS) -> dict[str, list[tuple[float, float]]]:
     """(step, value) series from metrics.jsonl, one per split of `keys` (split -> metric) that was logged. Later
     rows win (resumed runs)."""
@@ -34,7 +39,10 @@ def svg(series: dict[str, list[tuple[float, float]]], width: int = 640, height: 
     def at(x: float, y: float) -> str:
         return f"{pad + (x - x0) / (x1 - x0) * (width - 2 * pad):.1f},{height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad):.1f}"
 
-    colours = {"train": "#1f77b4", "eval": "#d62728"}
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    colours = {"train": palette[0], "eval": palette[1]}
+    for i, name in enumerate(n for n in series if n not in colours):  # a held-out task's score, one colour each
+        colours[name] = palette[2 + i % 4]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',

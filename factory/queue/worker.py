@@ -77,7 +77,7 @@ class JobReporter:
             last = event.step >= event.total
             if self._stage_start is None or self._stage_start[1] > event.step:
                 self._stage_start = (time.monotonic(), event.step)
-            logged = event.loss is not None or event.extra.get("eval_loss") is not None
+            logged = event.loss is not None or any(event.extra.get(k) is not None for k in ("eval_loss", "scores"))
             if not (last or logged) and time.monotonic() - self._last_progress < self.min_interval_s:
                 return  # progress is throttled; messages, logged losses and the final step always go through
             self._last_progress = time.monotonic()
@@ -99,7 +99,7 @@ class JobReporter:
         if event.loss is not None:
             payload["loss"] = event.loss
             payload["loss_step"] = event.extra.get("step", event.step)  # the step the loss was logged at
-        for key in ("eval_loss", "tokens_per_s"):
+        for key in ("eval_loss", "tokens_per_s", "scores"):  # scores: held-out task scores during training
             if event.extra.get(key) is not None:
                 payload[key] = event.extra[key]
         return {k: v for k, v in payload.items() if v is not None}

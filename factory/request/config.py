@@ -134,6 +134,8 @@ class EvalSpec(Strict):
     limit: int | None = Field(None, ge=1, description="a seeded random subset of this many items per task")
     seed: int = Field(1234, ge=0, lt=2**32)
     max_new_tokens: int = Field(256, ge=1, description="generation budget for generative tasks (gsm8k)")
+    during_training_limit: int | None = Field(None, ge=0, description="items per task scored at each evaluation "
+                                              "during training (eval_steps/evals_per_epoch; default: limit; 0: none)")
 
 
 class ContaminationSpec(Strict):
@@ -354,7 +356,12 @@ class Request(Strict):
     eval_steps: int | None = Field(None, ge=1, description="eval loss every N steps (needs val_set_size)")
     evals_per_epoch: int | None = Field(None, ge=1, description="eval loss this many times per epoch (instead of eval_steps)")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many evaluations without a "
-                                                "better eval loss (keeps the best checkpoint)")
+                                                "better metric_for_best_model (keeps the best checkpoint)")
+    load_best_model_at_end: bool = Field(False, description="keep the checkpoint with the best metric_for_best_model "
+                                         "(needs eval_steps or evals_per_epoch)")
+    metric_for_best_model: str = Field("eval_loss", description="eval_loss, or an evals.tasks name: its score at each "
+                                       "evaluation during training")
+    greater_is_better: bool | None = Field(None, description="default: false for eval_loss, true for a task's score")
     loss_watchdog_threshold: float | None = Field(None, gt=0, description="stop the run when the training loss stays "
                                                   "above this for loss_watchdog_patience logged steps")
     loss_watchdog_patience: int = Field(3, ge=1)
@@ -491,8 +498,35 @@ class Request(Strict):
                              "and fp16: false with it")
         if self.weights_dtype and self.adapter == "qlora":
             raise ValueError("weights_dtype does not apply to adapter: qlora (its base is 4-bit)")
+        self._check_best_metric()
         self._check_preference()
         return self
+
+    def _check_best_metric(self) -> None:
+        metric = self.metric_for_best_model.removeprefix("eval_")
+        metric = None if metric == "loss" else metric
+        if metric is not None and metric not in self.evals.tasks:
+            raise ValueError(f"metric_for_best_model '{self.metric_for_best_model}' is neither eval_loss nor one of "
+                             f"evals.tasks ({', '.join(self.evals.tasks) or 'none'})")
+        if metric is not None and self.rl:
+            raise ValueError(f"metric_for_best_model '{metric}': held-out task scores during training are for "
+                             "supervised runs; a preference run keeps the best by eval_loss")
+        if metric is not None and self.evals.during_training_limit == 0:
+            raise ValueError(f"metric_for_best_model '{metric}' is scored during training, and "
+                             "evals.during_training_limit: 0 turns that off")
+        if (self.load_best_model_at_end or metric is not None) and not (self.eval_steps or self.evals_per_epoch
+                                                                        or self.early_stopping_patience):
+            raise ValueError("load_best_model_at_end and metric_for_best_model choose among evaluations during "
+                             "training: set eval_steps or evals_per_epoch (and val_set_size)")
+        if (self.load_best_model_at_end or metric is not None) and not self.val_set_size:
+            raise ValueError("evaluations during training need an eval split: set val_set_size (e.g. 0.05)")
+
+    @property
+    def best_metric(self) -> tuple[str, bool]:
+        """The Trainer's metric name for the kept checkpoint, and whether greater is better."""
+        key = "eval_" + self.metric_for_best_model.removeprefix("eval_")  # a task's score is logged as eval_<task>
+        greater = self.greater_is_better if self.greater_is_better is not None else key != "eval_loss"
+        return key, greater
 
     def _check_preference(self) -> None:
         kinds = {d.type for d in self.datasets}

@@ -26,6 +26,7 @@ from factory.hub.choose import model_folder
 from factory.base.progress import Event, MainOnly, Reporter
 from factory.base.redact import redact
 from factory.train.tokens import cache_part, load_tokenizer
+from factory.run import base_scores
 from factory.run.export_stage import stage_export
 
 
@@ -280,14 +281,39 @@ def stage_train(run: Run, resolved: dict) -> dict:
         template, train_set, eval_set = load_encoded(run)
         tokenizer = load_tokenizer(run.request, resolved["base_dir"])
         tokenizer.chat_template = template  # the trained tokenizer carries the template it was trained with
-        result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter)
+        result = train(run.request, Path(resolved["base_dir"]), tokenizer, train_set, eval_set, run.dir, run.reporter,
+                       score=_scorer(run, resolved, template))
         run.reporter.emit(Event("train", f"{result.steps} steps in {result.seconds:.1f} s, train loss {result.train_loss:.4f}"
                                          + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
                                          + (f" ({Ranks().world} processes)" if Ranks().world > 1 else "")))
     return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
             "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
             "tokens_seen": result.tokens_seen,
-            "packing_efficiency": result.packing_efficiency, "hardware": hardware()}
+            "packing_efficiency": result.packing_efficiency, "hardware": hardware(), "kept": getattr(result, "kept", None)}
+
+
+def _scorer(run: Run, resolved: dict, template: str | None):
+    """score(model) -> {task: value} on the request's held-out tasks (evals.during_training_limit items of
+    each, default evals.limit) for the evaluations during training; None when there is nothing to score."""
+    req = run.request
+    limit = req.evals.limit if req.evals.during_training_limit is None else req.evals.during_training_limit
+    if not req.evals.tasks or limit == 0:
+        return None
+
+    def score(model) -> dict[str, float]:
+        from evals.harness import evaluate
+        from factory.data.render_bounds import BoundedRenderer
+
+        tokenizer = load_tokenizer(req, resolved["base_dir"])  # its own: lm-eval sets padding on the one it gets
+        tokenizer.chat_template = template
+        render = BoundedRenderer(tokenizer, template) if run.identity is not None else None
+        with render or contextlib.nullcontext():
+            scores = evaluate(model, tokenizer, req.evals.tasks, limit=limit, seed=req.evals.seed,
+                              substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens,
+                              check=interrupt.safe_point, render=render)
+        return {task: s.value for task, s in scores.items()}
+
+    return score
 
 
 def stage_merge(run: Run, resolved: dict, trained: dict) -> dict:
@@ -322,29 +348,55 @@ def stage_eval(run: Run, resolved: dict, merged: dict) -> dict:
     from evals.harness import evaluate
     from factory.data.render_bounds import BoundedRenderer
 
-    scores = {}
     if req.rl:
         from factory.run.pair_stages import load_pairs_file
 
         template = load_pairs_file(run)[0]
     else:
         template = encoded_store.load_template(run.dir / "data" / "encoded")
-    run.reporter.emit(Event("eval", f"scoring the base, then the finetuned model, on {', '.join(req.evals.tasks)}"))
-    for done, (which, path) in enumerate((("base", resolved["base_dir"]), ("finetuned", merged["path"]))):
+    scores = {task: {} for task in req.evals.tasks}  # the request's order, whichever model is scored first
+    keyed, hits = _base_cache(run, resolved, template)
+    for task, hit in hits.items():
+        scores[task]["base"] = {**hit["score"], "cached": hit["computed"]}
+        run.reporter.emit(Event("eval", f"{task}: base score cached from {hit['computed']} (same base, items, settings)"))
+    todo = [("base", resolved["base_dir"], [t for t in req.evals.tasks if t not in hits]),
+            ("finetuned", merged["path"], req.evals.tasks)]
+    run.reporter.emit(Event("eval", f"scoring {'the base, then ' if todo[0][2] else ''}the finetuned model "
+                                    f"on {', '.join(req.evals.tasks)}"))
+    for done, (which, path, tasks) in enumerate(todo):
         run.reporter.emit(Event("eval", step=done, total=2))  # models scored of two: a page shows 1/2, not 0%
+        if not tasks:
+            continue
         model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(path)
         tokenizer.chat_template = template  # same prompt format for both models
         render = BoundedRenderer(tokenizer, template) if run.identity is not None else None  # a stranger's template
         with render or contextlib.nullcontext():
-            for task, score in evaluate(model, tokenizer, req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed,
+            for task, score in evaluate(model, tokenizer, tasks, limit=req.evals.limit, seed=req.evals.seed,
                                         substitutions=run.substitutions, max_new_tokens=req.evals.max_new_tokens,
                                         check=interrupt.safe_point, render=render).items():
-                scores.setdefault(task, {})[which] = score.as_dict()
+                scores[task][which] = score.as_dict()
+                if which == "base":
+                    base_scores.store(keyed, task, score.as_dict())
         del model
     run.reporter.emit(Event("eval", step=2, total=2))
     atomic.write_json(run.dir / "eval.json", scores)
     return {"scores": scores, "preference": preference}
+
+
+def _base_cache(run: Run, resolved: dict, template: str | None) -> tuple[dict, dict]:
+    """Each task's base-score key, and the tasks whose base score an earlier job on this machine computed."""
+    from evals.harness import task_inputs
+
+    req = run.request
+    base_dir = Path(resolved["base_dir"])
+    model = base_scores.model_identity(base_dir, run.hub.name, req.base_model, resolved.get("base_revision"))
+    tasks = task_inputs(req.evals.tasks, limit=req.evals.limit, seed=req.evals.seed, substitutions=run.substitutions,
+                        max_new_tokens=req.evals.max_new_tokens)
+    settings = {"seed": req.evals.seed, "max_new_tokens": req.evals.max_new_tokens, "apply_chat_template": True,
+                "bounded_render": run.identity is not None}
+    keyed = base_scores.keys(model, base_scores.dtype_of(base_dir), template, tasks, settings)
+    return keyed, base_scores.cached(keyed)
 
 
 def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict, evaluated: dict,
@@ -358,11 +410,14 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     has_curve = loss_curve.write(run.dir / "metrics.jsonl", folder / "loss.svg")
     has_margin = bool(run.request.rl) and loss_curve.write(run.dir / "metrics.jsonl", folder / "margin.svg",
                                                            loss_curve.MARGIN, "reward margin")
+    has_scores = loss_curve.write(run.dir / "metrics.jsonl", folder / "scores.svg",
+                                  loss_curve.scores(run.request.evals.tasks), "held-out score")
     facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
                       versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None,
                       compute=jobs_compute(), preference=evaluated.get("preference"),
                       margin_image="margin.svg" if has_margin else None,
+                      score_image="scores.svg" if has_scores else None,
                       gguf=exported if exported.get("files") else None)
     text = redact(build_card(run.request, facts))
     atomic.write_text(folder / "factory_request.yaml", card_request(run.request))

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class TrainResult:
     tokens: int  # real tokens in one epoch of the training set
     packing_efficiency: float | None
     tokens_seen: int = 0  # real tokens trained on, all processes and resumed runs included, padding excluded
+    kept: dict | None = None  # the checkpoint kept at the end (load_best_model_at_end): step, metric, value
 
 
 def use_bf16(request: Request) -> bool:
@@ -204,6 +205,40 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
     return Progress()
 
 
+def _score_callback(score: Callable, reporter: Reporter, metrics_path: Path):
+    """At each evaluation during training, the held-out task scores of the model as it is, beside the eval loss:
+    written to metrics.jsonl as eval_<task>, and into the evaluation's metrics, where the kept-checkpoint
+    choice and early stopping (callbacks after this one) read them."""
+    from transformers import TrainerCallback
+
+    class Scores(TrainerCallback):
+        training = True
+
+        def on_train_end(self, args, state, control, **kw):
+            self.training = False  # the evaluation after training is of the kept model, not a new point
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            if not self.training or metrics is None:
+                return
+            was_training = model.training
+            model.eval()
+            try:
+                values = {f"eval_{task}": value for task, value in score(model).items()}
+            finally:
+                model.train(was_training)
+            metrics.update(values)
+            reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
+                                extra={"scores": {k.removeprefix("eval_"): v for k, v in values.items()}}))
+            reporter.emit(Event("train", f"step {state.global_step}: " + ", ".join(
+                f"{k.removeprefix('eval_')} {v:.3f}" for k, v in values.items())
+                + (f", eval loss {metrics['eval_loss']:.4f}" if "eval_loss" in metrics else "")))
+            if state.is_world_process_zero:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps({"step": state.global_step, **values}) + "\n")
+
+    return Scores()
+
+
 def _safe_point_on_every_rank() -> None:
     """A safe point between two steps. Under several processes, a stop asked of any of them (Ctrl-C reaches
     each at a slightly different moment) stops all of them after the same step: the others would wait
@@ -355,7 +390,8 @@ def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, h
 
 
 def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Encoded], eval_set: Sequence[Encoded],
-          run_dir: Path, reporter: Reporter) -> TrainResult:
+          run_dir: Path, reporter: Reporter, score: Callable | None = None) -> TrainResult:
+    """score(model) -> {task: value}, when given, runs at each evaluation during training."""
     import torch
     from transformers import PrinterCallback, Trainer
 
@@ -443,6 +479,16 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
         from factory.train.train_options import lisa
 
         trainer.add_callback(lisa(request, model, reporter))
+    if score is not None and args.eval_strategy == "steps":
+        if world_size() > 1:  # lm-eval would run on each process's shard of the model
+            if request.best_metric[0] != "eval_loss":
+                from factory.base.errors import UserError
+
+                raise UserError(f"metric_for_best_model '{request.metric_for_best_model}' is scored during "
+                                "training, which runs on one process only; use eval_loss with several processes")
+            reporter.emit(Event("train", "held-out task scores during training: not under several processes"))
+        else:
+            trainer.add_callback(_score_callback(score, reporter, run_dir / "metrics.jsonl"))
     if request.early_stopping_patience and eval_bins:
         from transformers import EarlyStoppingCallback
 
@@ -461,5 +507,12 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(final)
+    kept = None
+    if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+        kept = {"step": int(Path(trainer.state.best_model_checkpoint).name.rpartition("-")[2]),
+                "metric": args.metric_for_best_model, "value": float(trainer.state.best_metric),
+                "greater_is_better": bool(args.greater_is_better), "last_step": out.global_step}
+        reporter.emit(Event("train", f"kept the checkpoint of step {kept['step']} of {out.global_step}: best "
+                                     f"{kept['metric']} {kept['value']:.4f}"))
     return TrainResult(final, out.global_step, seconds, float(out.training_loss), eval_loss,
-                       sum(train_lengths), efficiency, seen)
+                       sum(train_lengths), efficiency, seen, kept)

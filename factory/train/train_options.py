@@ -106,9 +106,10 @@ def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dic
     if has_eval and (every or request.early_stopping_patience):
         every = every or save_steps
         out.update(eval_strategy="steps", eval_steps=every)
-        if request.early_stopping_patience:  # the best checkpoint is kept and loaded at the end
-            out.update(save_steps=every, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-                       greater_is_better=False)
+        if request.early_stopping_patience or request.load_best_model_at_end:  # the best checkpoint is loaded at the end
+            metric, greater = request.best_metric
+            out.update(save_steps=every, load_best_model_at_end=True, metric_for_best_model=metric,
+                       greater_is_better=greater)
     return out
 
 
