@@ -289,7 +289,7 @@ def stage_train(run: Run, resolved: dict) -> dict:
     return {"output": str(result.output), "steps": result.steps, "seconds": result.seconds,
             "train_loss": result.train_loss, "eval_loss": result.eval_loss, "tokens": result.tokens,
             "tokens_seen": result.tokens_seen,
-            "packing_efficiency": result.packing_efficiency, "hardware": hardware(), "kept": getattr(result, "kept", None)}
+            "packing_efficiency": result.packing_efficiency, "hardware": hardware(), "kept": result.kept}
 
 
 def _scorer(run: Run, resolved: dict, template: str | None):
