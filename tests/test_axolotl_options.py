@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from factory.cli.main import main
+from factory.base.errors import UserError
 
 
 def _request(tmp_path: Path, base: Path, rows: int = 48, **keys) -> Path:
@@ -169,7 +170,7 @@ def test_min_sample_len_drops_the_short_samples_and_says_how_many(tmp_path, home
 
 
 def test_lr_quadratic_warmup_follows_step_over_warmup_squared(tmp_path, home, tiny_base):
-    from factory.train.train_options import quadratic_warmup_cosine
+    from factory.train.schedules import quadratic_warmup_cosine
 
     req = _request(tmp_path, tiny_base, max_steps=8, warmup_steps=4, lr_quadratic_warmup=True, learning_rate=1e-3)
     assert main(["run", str(req)]) == 0
@@ -289,3 +290,127 @@ def test_an_mlflow_folder_store_is_named_before_the_run_not_failed_at_its_first_
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the operator opted back in
     assert not [f for f in lint(parse_request({**base, "mlflow_tracking_uri": "./mlruns"}), Facts())
                 if f.rule == "tracker-unavailable"]
+
+
+def _one_cycle_rates(total: int, warmup: int, lr: float, **kwargs) -> list[float]:
+    import torch
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
+                                                **{"pct_start": warmup / total, "anneal_strategy": "cos", **kwargs})
+    rates = []
+    for _ in range(total):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+def _polynomial_rates(total: int, warmup: int, lr: float, power: float) -> list[float]:
+    import torch
+    from transformers import get_polynomial_decay_schedule_with_warmup
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = get_polynomial_decay_schedule_with_warmup(opt, warmup, total, power=power)
+    rates = []
+    for _ in range(total):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+@pytest.mark.parametrize("keys", [
+    {"lr_scheduler": "rex", "cosine_min_lr_ratio": 0.1},
+    {"lr_scheduler": "cosine", "cosine_min_lr_ratio": 0.2, "cosine_constant_lr_ratio": 0.5},
+    {"lr_scheduler": "one_cycle", "lr_scheduler_kwargs": {"div_factor": 10}},
+    {"lr_scheduler": "polynomial", "lr_scheduler_kwargs": {"power": 2.0}},
+], ids=["rex", "cosine-floor-constant", "one_cycle", "polynomial"])
+def test_axolotls_learning_rate_schedules_are_followed_step_by_step(tmp_path, home, tiny_base, keys):
+    """Each logged step trained at the rate Axolotl's schedule (or torch's/transformers' own) gives it."""
+    from factory.train import schedules
+
+    req = _request(tmp_path, tiny_base, max_steps=8, warmup_steps=2, learning_rate=1e-3, **keys)
+    assert main(["run", str(req)]) == 0
+    logged = [json.loads(x) for x in (_run_dir(home) / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["learning_rate"] for r in sorted(logged, key=lambda r: r["step"]) if "learning_rate" in r]
+    assert len(lrs) == 8
+    kind = keys["lr_scheduler"]
+    if kind == "rex":
+        expected = [1e-3 * schedules.rex(s, 2, 8, 0.1) for s in range(8)]
+    elif kind == "cosine":
+        expected = [1e-3 * schedules.cosine_floor_constant(s, 2, 8, 0.2, 0.5) for s in range(8)]
+        assert expected[4:] == [pytest.approx(2e-4)] * 4  # the floor from half the steps on
+    elif kind == "one_cycle":
+        expected = _one_cycle_rates(8, 2, 1e-3, div_factor=10)
+    else:
+        expected = _polynomial_rates(8, 2, 1e-3, power=2.0)
+    assert lrs == [pytest.approx(e, abs=1e-12) for e in expected], (lrs, expected)
+    assert len(set(round(x, 12) for x in lrs)) > 3  # a shape, not a constant
+
+
+def test_rex_matches_axolotls_formula_at_known_points():
+    from factory.train.schedules import rex
+
+    assert rex(0, 2, 10, 0.0) == 0.0 and rex(1, 2, 10, 0.0) == 0.5 and rex(2, 2, 10, 0.0) == 1.0
+    assert rex(6, 2, 10, 0.0) == pytest.approx((1 - 0.5) / (1 - 0.25))  # z = 1/2
+    assert rex(10, 2, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_schedule_keys_are_checked_before_training():
+    from factory.request.config import parse_request
+
+    base = {"base_model": "org/base", "datasets": [{"path": "org/data"}]}
+    for keys, message in [
+        ({"lr_scheduler": "one_cycle", "lr_scheduler_kwargs": {"power": 2}}, "not power"),
+        ({"cosine_constant_lr_ratio": 0.5}, "cosine_constant_lr_ratio needs lr_scheduler: cosine and cosine_min_lr_ratio"),
+        ({"optimizer": "galore_adamw"}, "optim_target_modules"),
+        ({"loraplus_lr_ratio": 16}, "add adapter: lora"),
+    ]:
+        with pytest.raises(UserError) as err:
+            parse_request({**base, **keys})
+        assert message in str(err.value), (keys, str(err.value))
+
+
+def test_peft_options_reach_the_adapter(tiny_base):
+    """peft_layers_to_transform, lora_rank_pattern/alpha_pattern and peft_init_lora_weights build the adapter
+    peft would build from the same LoraConfig."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from factory.request.config import parse_request
+    from factory.train.train import wrap_adapter
+
+    request = parse_request({"base_model": str(tiny_base), "datasets": [{"path": "org/data"}], "adapter": "lora",
+                             "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"],
+                             "peft_layers_to_transform": [0], "lora_rank_pattern": {"v_proj": 2},
+                             "lora_alpha_pattern": {"v_proj": 2}, "peft_init_lora_weights": "gaussian"})
+    torch.manual_seed(0)
+    model = wrap_adapter(request, AutoModelForCausalLM.from_pretrained(tiny_base))
+    lora = {n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A}
+    assert lora and all(".layers.0." in n for n in lora), sorted(lora)  # layer 0 only
+    q = next(m for n, m in lora.items() if n.endswith("q_proj"))
+    v = next(m for n, m in lora.items() if n.endswith("v_proj"))
+    assert q.r["default"] == 4 and v.r["default"] == 2 and v.scaling["default"] == 1.0 and q.scaling["default"] == 2.0
+    assert float(q.lora_B["default"].weight.detach().abs().sum()) == 0.0  # gaussian init: A random, B zero
+    assert model.peft_config["default"].init_lora_weights == "gaussian"
+
+
+def test_loraplus_gives_b_matrices_ratio_times_the_learning_rate(tmp_path, tiny_base):
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from factory.request.config import parse_request
+    from factory.train.train import wrap_adapter
+    from factory.train.train_options import with_loraplus
+
+    request = parse_request({"base_model": str(tiny_base), "datasets": [{"path": "org/data"}], "adapter": "lora",
+                             "lora_target_linear": True, "loraplus_lr_ratio": 16, "learning_rate": 1e-4})
+    model = wrap_adapter(request, AutoModelForCausalLM.from_pretrained(tiny_base))
+    trainer = with_loraplus(Trainer, request)(model=model, args=TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-4, use_cpu=True, report_to=[]))
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    a = [rate[id(p)] for n, p in named.items() if "lora_A" in n]
+    b = [rate[id(p)] for n, p in named.items() if "lora_B" in n]
+    assert a and b and set(a) == {1e-4} and all(x == pytest.approx(1.6e-3) for x in b)

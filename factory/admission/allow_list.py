@@ -35,6 +35,8 @@ STRANGER = {  # key: what keeps it safe
     "datasets[].prompt_format": "a format naming {prompt} and {system} only, no format specs (schema)",
     "datasets[].chosen_format": "a format naming {chosen} only (schema)",
     "datasets[].rejected_format": "a format naming {rejected} only (schema)",
+    "datasets[].field_thinking": "a message key", "datasets[].template_thinking_key": "a message key",
+    "datasets[].split_thinking": "a switch",
     "rl": "dpo, ipo, orpo, simpo or kto (schema); both sequences of a pair count toward max_batch_tokens",
     "rl_beta": "a positive number", "dpo_loss_type": "loss names (schema)", "dpo_loss_weights": "numbers",
     "dpo_label_smoothing": "below 0.5 (schema)", "orpo_alpha": "a positive number", "cpo_alpha": "a number",
@@ -49,6 +51,10 @@ STRANGER = {  # key: what keeps it safe
     "lora_target_modules": "a list of module names (a regular expression is the operator's)",
     "lora_target_linear": "a switch", "lora_modules_to_save": "a list of module names",
     "lora_target_parameters": "a list of parameter names", "peft_use_rslora": "a switch", "peft_use_dora": "a switch",
+    "lora_fan_in_fan_out": "a switch", "peft_layers_to_transform": "layer indices",
+    "peft_trainable_token_indices": "token indices", "peft_ensure_weight_tying": "a switch",
+    "peft_autocast_adapter_dtype": "a switch", "loraplus_lr_ratio": "a positive number",
+    "loraplus_lr_embedding": "a positive number", "cosine_constant_lr_ratio": "a fraction",
     "micro_batch_size": "at most max_micro_batch_size, and max_batch_tokens a step",
     "gradient_accumulation_steps": "max_batch_tokens a step", "num_epochs": "at most max_epochs",
     "max_steps": "at most max_steps", "learning_rate": "below 1 (schema)", "lr_scheduler": "a schedule name",
@@ -101,6 +107,13 @@ OPERATOR = {  # key: why a stranger may not set it
         "use_trackio", "trackio_project_name", "trackio_run_name", "trackio_space_id", "mlflow_experiment_name",
         "mlflow_run_name", "use_tensorboard")},
     "mlflow_tracking_uri": "sends the run's metrics to a server the request names",
+    "lr_scheduler_kwargs": "is passed through to the scheduler on the worker",
+    "optim_args": "is passed through to the optimizer on the worker",
+    "optim_target_modules": "holds module names and patterns matched on the worker",
+    "peft_layers_pattern": "names a module path of the model on the worker",
+    "lora_rank_pattern": "holds regular expressions matched on the worker (and ranks beyond max_lora_r)",
+    "lora_alpha_pattern": "holds regular expressions matched on the worker",
+    "peft_init_lora_weights": "starts the adapter with an SVD or data pass (pissa, olora, eva) costing the worker's time",
 }
 
 AXOLOTL_NAMES = {"base_config_overrides": "model_config"}  # what an Axolotl config calls an operator key

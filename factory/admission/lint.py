@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from factory.request.axolotl import PARALLELISM
+from factory.request.axolotl_tables import PARALLELISM
 from factory.request.config import Request
 
 Severity = Literal["error", "warning", "info"]

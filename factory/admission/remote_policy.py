@@ -80,7 +80,8 @@ def check_raw(data: object, source: str) -> None:
     if not isinstance(data, dict):
         return
     from factory.admission.allow_list import OPERATOR
-    from factory.request.axolotl import RENAMED, asks_for_nothing
+    from factory.request.axolotl import asks_for_nothing
+    from factory.request.axolotl_tables import RENAMED
 
     def refuse(key: str, why: str):
         raise UserError(f"{source}: operator-only: `{key}` {why}; requests from front doors may not set it")

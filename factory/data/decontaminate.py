@@ -14,7 +14,9 @@ from factory.base.progress import Event, Reporter
 
 
 def sample_text(sample: Sample) -> str:
-    return sample.text if sample.text is not None else "\n".join(c for _, c in sample.messages)
+    if sample.text is not None:
+        return sample.text
+    return "\n".join([c for _, c in sample.messages] + [t for _, t in sample.thinking])
 
 
 def row_strings(row: object) -> str:

@@ -235,7 +235,9 @@ def encode_batch(samples: list[Sample], tokenizer, template: str, train_on_input
                 texts[i] = rendered[k] if rendered is not None else _render_one(render, samples[i].as_dicts())
                 continue
             found = None
-            if rendered is not None and one_render:
+            if samples[i].thinking:  # the trace renders outside the reply: the prefix method spans both
+                pass
+            elif rendered is not None and one_render:
                 out = _written_back(rendered[k], turns)
                 if out is not None:
                     texts[i] = out[0]
@@ -343,7 +345,7 @@ def encode_all(samples: list[Sample], tokenizer, template: str, train_on_inputs:
                ) -> tuple[EncodedArrays, dict]:
     """Every sample of a list encoded, in order, held in memory (encode_stream does the work)."""
     parts: list[EncodedArrays] = []
-    chunks = (Chunk("samples", [(s.messages, s.text) for s in samples[i:i + CHUNK]])
+    chunks = (Chunk("samples", [s.item() for s in samples[i:i + CHUNK]])
               for i in range(0, len(samples), CHUNK))
     stats = encode_stream(chunks, tokenizer, template, train_on_inputs, lambda _c, _o, encoded: parts.append(encoded),
                           None, processes, progress, total=len(samples))

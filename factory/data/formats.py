@@ -37,13 +37,24 @@ class Sample:
 
     messages: tuple[tuple[str, str], ...] = ()
     text: str | None = None
+    thinking: tuple[tuple[int, str], ...] = ()  # (message index, reasoning trace) of assistant turns that have one
+    thinking_key: str = "reasoning_content"  # the message key the chat template reads the trace from
 
     def key(self) -> str:
         """Exact-duplicate key."""
-        return self.text if self.text is not None else "\x1e".join(f"{r}\x1f{c}" for r, c in self.messages)
+        if self.text is not None:
+            return self.text
+        return "\x1e".join(f"{r}\x1f{c}" for r, c in self.messages) + "".join(f"\x1d{i}\x1f{t}" for i, t in self.thinking)
 
     def as_dicts(self) -> list[dict[str, str]]:
-        return [{"role": r, "content": c} for r, c in self.messages]
+        out = [{"role": r, "content": c} for r, c in self.messages]
+        for i, trace in self.thinking:
+            out[i][self.thinking_key] = trace
+        return out
+
+    def item(self) -> tuple:
+        """The sample as plain values for a chunk sent to a worker process (Sample(*item) rebuilds it)."""
+        return (self.messages, self.text, self.thinking, self.thinking_key) if self.thinking else (self.messages, self.text)
 
 
 def kind(value: object) -> str:
@@ -111,7 +122,7 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
     if not isinstance(turns, list) or not turns:
         raise Malformed(f"field '{column}' is an empty conversation" if turns == [] else
                         f"field '{column}' is {kind(turns)}, not a list of turns")
-    out = []
+    out, thinking = [], []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise Malformed(f"turn {i} is {kind(turn)}, not an object")
@@ -122,6 +133,14 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
             raise Malformed(f"turn {i} has unknown role '{role}' (known: {', '.join(sorted(roles))}; map more with `roles:`)")
         if not isinstance(content, str):
             raise Malformed(f"turn {i} '{content_key}' is {kind(content)}, not text")
+        if roles[role] == "assistant":
+            trace = turn.get(spec.field_thinking or "reasoning_content")
+            if spec.split_thinking and trace is None:
+                content, trace = _split_thinking(content)
+            if trace is not None and not isinstance(trace, str):
+                raise Malformed(f"turn {i} '{spec.field_thinking or 'reasoning_content'}' is {kind(trace)}, not text")
+            if trace is not None and not _blank(trace):
+                thinking.append((len(out), trace))
         if _blank(content):
             raise Malformed(f"turn {i} ({role}) is empty")
         out.append((roles[role], content))
@@ -130,9 +149,29 @@ def _conversation(row: dict, spec: DatasetSpec, column: str, role_key: str, cont
     system = _string(row, spec.field_system, required=False)  # e.g. LLaMA-Factory's `system` or `tools` column
     if not _blank(system) and out[0][0] != "system":
         out.insert(0, ("system", system))
+        thinking = [(k + 1, t) for k, t in thinking]
     if spec.drop_system_message:
-        out = [t for t in out if t[0] != "system"]
-    return Sample(messages=tuple(out))
+        kept = [k for k, t in enumerate(out) if t[0] != "system"]
+        thinking = [(kept.index(k), t) for k, t in thinking]
+        out = [out[k] for k in kept]
+    return Sample(messages=tuple(out), thinking=tuple(thinking),
+                  thinking_key=spec.template_thinking_key or "reasoning_content")
+
+
+THINKING_TAGS = (("<think>", "</think>"), ("<reasoning>", "</reasoning>"), ("<|begin_of_thought|>", "<|end_of_thought|>"))
+
+
+def _split_thinking(content: str) -> tuple[str, str | None]:
+    """Axolotl's split_thinking: a reasoning trace between the first pair of known tags is taken out of the reply
+    (content, trace); Bespoke's <|begin_of_solution|> tags around the rest are dropped."""
+    for start, end in THINKING_TAGS:
+        a, b = content.find(start), content.find(end)
+        if a != -1 and b > a:
+            trace, rest = content[a + len(start):b].strip(), content[b + len(end):].lstrip()
+            if "<|begin_of_solution|>" in rest and "<|end_of_solution|>" in rest:
+                rest = rest.split("<|begin_of_solution|>", 1)[1].split("<|end_of_solution|>", 1)[0].strip()
+            return rest, trace
+    return content, None
 
 
 def normalise(row: object, spec: DatasetSpec) -> Sample:

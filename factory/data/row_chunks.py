@@ -65,7 +65,7 @@ class Chunk:
 def judge(chunk: Chunk, spec: DatasetSpec | None) -> tuple[list | None, list[Sample]]:
     """Each row's outcome (its digest when usable, else why it is malformed) and the usable samples, in order."""
     if chunk.kind == "samples":
-        return chunk.digests, [Sample(messages, text) for messages, text in chunk.items]
+        return chunk.digests, [Sample(*item) for item in chunk.items]
     outcomes: list = []
     samples: list[Sample] = []
     parse = chunk.kind == "lines"
@@ -98,7 +98,7 @@ def chunks(request: Request, hub: Hub | None, reports: list[DatasetReport],
         files = resolved[i] if resolved else dataset_files(spec, hub)
         if split_parts(spec.split)[1] is not None:  # a slice: which rows are in it is known once they are judged
             for part in _parts(load_samples(spec, hub, report, files), size):
-                yield Chunk("samples", [(s.messages, s.text) for s in part], i, digests=[digest(s) for s in part])
+                yield Chunk("samples", [s.item() for s in part], i, digests=[digest(s) for s in part])
         else:
             paths, report.revision = files
             for path in paths:

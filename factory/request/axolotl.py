@@ -3,109 +3,20 @@ and which need a capability the factory does not have. Applied to the raw YAML d
 Request sees it, so the Request stays strict: an unknown key is still an error with a 'did you mean'.
 
 Every key this lets through without a Request field is listed back by `factory validate` ("accepted,
-no effect" / "ignored on this machine"), so nothing is dropped silently.
+no effect" / "ignored on this machine"), so nothing is dropped silently. The tables are axolotl_tables.py;
+a key in neither them nor the Request is unknown, and the error says which Axolotl release the factory knows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Refused when set to anything but an empty or false value: one line per capability, not per key.
-CAPABILITIES: dict[str, tuple[str, ...]] = {
-    "reward models (reward_model, process_reward_model: a scalar head trained on ranked answers)": (
-        "reward_model", "process_reward_model", "num_labels", "center_rewards_coefficient"),
-    "online RL with generation during training (GRPO, GDPO, EBFT: the trl and vllm sections)": (
-        "trl", "vllm", "ebft", "max_completion_length"),
-    "vision and audio models (processors, multimodal towers)": (
-        "processor_type", "freeze_mm_modules", "image_size", "image_resize_algorithm"),
-    "quantisation-aware training and low-bit training formats (QAT, FP8, NVFP4, MXFP4, GPTQ, compressed bases)": (
-        "qat", "fp8", "fp8_enable_fsdp_float8_all_gather", "nvfp4_merge_aware", "model_quantization_config",
-        "model_quantization_config_kwargs", "gptq", "gptq_groupsize", "gptq_model_v1",
-        "llmcompressor", "use_onebitllms", "dsv4_fp4_grouped_mode"),
-    "mixture-of-experts kernels and expert parallelism": (
-        "expert_parallel_size", "expert_parallel_num_nvl_bytes", "expert_parallel_token_capacity",
-        "llama4_linearized_experts"),
-    "diffusion language models": ("diffusion",),
-    "learning-rate schedules other than cosine (with a floor or a quadratic warmup), linear and constant (eta_min)": (
-        "eta_min",),
-    "ReLoRA and jagged-restart schedules": (
-        "relora", "relora_steps", "relora_prune_ratio", "relora_cpu_offload", "jagged_restart_steps",
-        "jagged_restart_warmup_steps", "jagged_restart_anneal_steps"),
-    "partial unfreezing and model surgery": (
-        "reinit_weights", "peft", "lora_fan_in_fan_out"),
-    "streaming and pretraining datasets": (
-        "pretraining_dataset", "pretrain_multipack_attn"),
-    "NEFTune noise, RoPE scaling and shifted-sparse attention": (
-        "noisy_embedding_alpha", "neftune_noise_alpha", "rope_scaling", "s2_attention"),
-    "Mistral's own tokenizer library (mistral-common)": ("tokenizer_use_mistral_common",),
-}
-VISION = "vision and audio models (processors, multimodal towers)"
-CAPABILITY_OF = {k: cap for cap, keys in CAPABILITIES.items() for k in keys}
-
-# Speed or memory only: the model trained is the same without them. Ignored, and listed so by validate.
-SPEED_ONLY = {
-    "liger_rms_norm", "liger_glu_activation", "liger_layer_norm", "liger_rope", "liger_fused_linear_cross_entropy",
-    "liger_rms_norm_gated", "liger_cross_entropy", "lora_mlp_kernel", "lora_qkv_kernel",
-    "lora_o_kernel", "use_kernels", "tiled_mlp", "fused_attn_kernel", "flash_attn_fuse_mlp", "flash_attn_rms_norm",
-    "flash_attn_cross_entropy", "gemma4_hybrid_attn_impl", "use_glm_dsa_kernels", "torch_compile",
-    "torch_compile_mode", "flex_attn_compile_kwargs", "activation_offloading", "experimental_skip_move_to_device",
-    "low_cpu_mem_usage", "ddp_find_unused_parameters", "torchdistx_path", "flash_optimum", "save_safetensors",
-    "save_only_model", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
-    "skip_prepare_dataset", "group_by_length", "eval_batch_size", "plugins", "sample_packing_eff_est",
-    "sample_packing_seq_len_multiplier", "total_num_tokens", "max_packed_sequence_len",
-    "quantize_moe_experts", "use_scattermoe", "use_sonicmoe", "experts_implementation", "resize_token_embeddings_to_32x",
-    "streaming", "streaming_multipack_buffer_size",  # SFT datasets are downloaded and read whole instead of streamed
-}
-# Tensor, context and sequence parallelism split one sample or one layer over GPUs: the same arithmetic as data
-# parallelism, with less memory per GPU. The factory shards data-parallel only (FSDP, DeepSpeed): ignored, and lint
-# warns that each GPU then holds whole sequences and whole layers.
-PARALLELISM = {"tensor_parallel_size", "context_parallel_size", "context_parapllel_size", "dp_replicate_size",
-               "sequence_parallel_degree", "ring_attn_func", "heads_k_stride"}
-# Reporting during training to places the factory does not report to: the model trained is the same.
-LOGGING_ONLY = {
-    "use_swanlab", "swanlab_project", "swanlab_experiment_name", "swanlab_description", "swanlab_mode",
-    "swanlab_log_completions", "swanlab_completion_log_interval", "swanlab_completion_max_buffer", "swanlab_workspace",
-    "swanlab_log_model", "use_otel_metrics", "otel_metrics_host", "otel_metrics_port", "do_causal_lm_eval",
-    "eval_causal_lm_metrics", "eval_max_new_tokens", "eval_table_size", "debug",
-}
-# Axolotl's Modal and Ray launchers: where Axolotl would run the job; the factory's operator decides that
-# (its workers, or Hugging Face Jobs; `accelerate launch` for several GPUs).
-LAUNCHER = {"gpu", "gpu_count", "memory", "timeout", "memory_preprocess", "timeout_preprocess", "volumes", "secrets",
-            "branch", "dockerfile_commands", "project_name", "use_ray", "ray_num_workers", "resources_per_worker"}
-
-# Keys whose listed values are what the factory does anyway.
-SAME_AS_FACTORY: dict[str, tuple] = {
-    "strict": (False,),
-    "remove_unused_columns": (False,),
-    "eval_sample_packing": (True, False),  # packed evaluation isolates samples: the eval loss is the same either way
-    "pad_to_sequence_len": (True, False),  # packed rows hold no padding; unpacked batches pad to their longest row
-    "tokenizer_use_fast": (True,),
-    "tokenizer_legacy": (True, False),
-    "hf_use_auth_token": (True, False),  # the token is the operator's, never the request's
-    "use_wandb": (False,),
-    "ddp": (True, False),
-    "float16": (False,), "bfloat16": (False,),
-    "hub_strategy": ("end", None),
-    "dataset_exact_deduplication": (True,),  # the factory always drops exact duplicates
-    "auto_resume_from_checkpoints": (True,),  # re-running a request resumes it
-    "is_llama_derived_model": (True, False), "is_mistral_derived_model": (True, False),
-    "is_qwen_derived_model": (True, False), "push_dataset_to_hub": (None, ""),
-    "test_value": (True, False),
-}
-# model_type / tokenizer_type: the factory takes the class from the base model's own files.
-CLASS_KEYS = ("model_type", "tokenizer_type", "tokenizer_config", "torch_dtype", "device_map")
-
-# chat_template names: Axolotl's spelling of a template the factory ships, and the names of Axolotl's copies
-# of a model family's own template (the base model's tokenizer carries the same one: the factory uses it).
-TEMPLATE_ALIASES = {"phi_3": "phi3", "phi3": "phi3", "chatml": "chatml", "llama3": "llama3", "mistral": "mistral",
-                    "zephyr": "zephyr"}
-TEMPLATE_FAMILIES = {
-    "alpaca", "aya", "cohere", "command_a", "deepseek_v2", "deepseek_v3", "exaone", "exaone4", "falcon_h1", "gemma",
-    "gemma3", "gemma3n", "gemma4", "gemma4_unified", "granite", "internlm2", "jamba", "llama2", "llama3_2_vision",
-    "llama4", "llava", "metharme", "mistral_v1", "mistral_v2v3", "mistral_v3_tekken", "mistral_v7_tekken", "phi_35",
-    "phi_4", "pixtral", "qwen2_vl", "qwen3", "qwen3_5", "qwen_25", "seed_oss", "smolvlm2", "lfm2", "lfm2vl", "gpt_oss",
-    "olmo", "apertus", "arcee", "ernie", "hunyuan", "kimi", "magistral", "devstral", "voxtral", "glm4", "glm4_moe",
-}
+from factory.request import axolotl_keys
+from factory.request.axolotl_tables import (ASSISTANT_ROLES, CAPABILITY_OF, CLASS_KEYS, DATASET_CAPABILITY_OF,
+                                            DATASET_SPEED_ONLY, DATASET_TYPES, DPO_SPEED_ONLY,
+                                            KTO_STYLES, LAUNCHER, LOGGING_ONLY, PAIR_STYLES, PARALLELISM, PREFERENCE,
+                                            RENAMED, RL_REFUSED, SAME_AS_FACTORY, SPEED_ONLY, TEMPLATE_ALIASES,
+                                            TEMPLATE_FAMILIES, VISION, ZERO_IS_OFF)
 
 
 def template_choice(name: str) -> tuple[str | None, str | None]:
@@ -122,33 +33,6 @@ def known_template_name(name: str) -> bool:
     return (name in TEMPLATE_ALIASES or name in TEMPLATE_FAMILIES or name == "tokenizer_default"
             or (name.startswith("tokenizer_default_fallback_")
                 and TEMPLATE_ALIASES.get(name.removeprefix("tokenizer_default_fallback_")) is not None))
-
-
-# Implemented under another spelling in the Request.
-RENAMED = {"adam_eps": "adam_epsilon", "model_config": "base_config_overrides", "dpo_beta": "rl_beta"}  # pydantic reserves model_config
-
-
-PREFERENCE = "reward models (reward_model, process_reward_model: a scalar head trained on ranked answers)"
-# rl: values the factory does not train, each with its own reason.
-RL_REFUSED = {
-    "grpo": "online RL with generation during training (rl: grpo samples answers and scores them with reward "
-            "functions; the factory trains on fixed preference data: rl: dpo, ipo, orpo, simpo or kto)",
-    "gdpo": "online RL with generation during training (rl: gdpo, GRPO with several rewards; the factory trains on "
-            "fixed preference data: rl: dpo, ipo, orpo, simpo or kto)",
-    "ebft": "energy-based finetuning (rl: ebft needs generation and a feature network during training)",
-}
-# Axolotl's preference dataset types (prompt_strategies/dpo, orpo and kto): the factory reads them all by their
-# columns, so each is `preference` (pairs) or `kto` (labelled completions); chatml.* and llama3.* also name the
-# template Axolotl hard-codes for them.
-PAIR_STYLES = ("default", "argilla", "argilla_chat", "icr", "intel", "prompt_pairs", "ultra")
-KTO_STYLES = ("argilla", "argilla_chat", "intel", "prompt_pairs", "ultra")
-DPO_SPEED_ONLY = {"dpo_use_weighting", "dpo_padding_free", "dpo_use_liger_kernel", "rl_adapter_ref_model",
-                  "dpo_norm_loss", "use_logits_to_keep"}
-# Dataset `type`s: Axolotl's names for formats the factory reads under its own name.
-DATASET_TYPES = {"chat_template": "messages", "chat_template.default": "messages", "alpaca:chat": "alpaca",
-                 "alpaca:phi": "alpaca", "sharegpt": "sharegpt", "messages": "messages", "alpaca": "alpaca",
-                 "completion": "completion", "jeopardy": "jeopardy"}
-ASSISTANT_ROLES = {"assistant", "gpt", "model"}
 
 
 @dataclass
@@ -181,12 +65,13 @@ class Compat:
 
 
 def asks_for_nothing(value) -> bool:
-    return value is None or value is False or value == "" or value == [] or value == {}
+    return value is None or value is False or value == "" or value == [] or value == {} or (
+        isinstance(value, (int, float)) and value == 0)
 
 
 def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     """True when the key is taken out of the dict (handled here); False leaves it to the Request."""
-    if key == "rl" and value in RL_REFUSED:
+    if key == "rl" and isinstance(value, str) and value in RL_REFUSED:
         compat.refuse(RL_REFUSED[value], f"rl: {value}")
         return True
     if key in model_fields:
@@ -203,6 +88,10 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     if key in SAME_AS_FACTORY and (asks_for_nothing(value) or value in SAME_AS_FACTORY[key]):
         compat.no_effect.append(key)
         return True
+    if key in SAME_AS_FACTORY and key != "hub_strategy":
+        compat.refuse(f"{key} other than {' or '.join(map(str, SAME_AS_FACTORY[key]))} (what the factory does)",
+                      f"{key}: {value!r}")
+        return True
     if key == "hub_strategy":  # every_save, checkpoint, all_checkpoints
         compat.refuse("pushing checkpoints to the Hub during training (the factory publishes the finished model)",
                       f"hub_strategy: {value}")
@@ -216,21 +105,17 @@ def _classify(key: str, value, compat: Compat, model_fields: set[str]) -> bool:
     if key in SPEED_ONLY or key in LOGGING_ONLY or key in LAUNCHER:
         (compat.no_effect if asks_for_nothing(value) else compat.ignored_here).append(key)
         return True
-    if key == "dp_shard_size" and value in (1, None):
+    if key == "dp_shard_size" and (value == 1 or asks_for_nothing(value)):
         compat.no_effect.append(f"{key}: {value}")
         return True
     if key in PARALLELISM:
         (compat.no_effect if asks_for_nothing(value) or value == 1 else compat.ignored_here).append(key)
         return True
-    if key == "cosine_constant_lr_ratio":
-        if value in (0, None):
-            compat.no_effect.append(f"{key}: {value}")
-        else:
-            compat.refuse("learning-rate schedules other than cosine (with a floor or a quadratic warmup), linear and constant (eta_min)",
-                          f"{key}: {value}")
-        return True
     if key.startswith(("wandb_", "mlflow_", "trackio_", "comet_")) and asks_for_nothing(value):
         compat.no_effect.append(key)
+        return True
+    if key in axolotl_keys.TOP or key in axolotl_keys.PLUGIN:  # Axolotl's key, with a value no rule above takes
+        compat.refuse("values of Axolotl keys the factory does not take", f"{key}: {value!r}")
         return True
     return False
 
@@ -258,6 +143,8 @@ def _distributed(data: dict, compat: Compat) -> None:
     if isinstance(shard, int) and shard > 1:  # (tensor/context parallel sizes beside it are ignored: PARALLELISM)
         data.pop("dp_shard_size")
         data.setdefault("fsdp_version", 2)  # sharded data parallel over all processes is FSDP
+    if "fsdp_final_state_dict_type" in data:  # the factory always saves one full safetensors folder at the end
+        compat.no_effect.append(f"fsdp_final_state_dict_type: {data.pop('fsdp_final_state_dict_type')}")
     ds, fsdp_keys = data.pop("deepspeed", None), {k: data.pop(k) for k in ("fsdp", "fsdp_config", "fsdp_version") if k in data}
     wants_fsdp = any(not asks_for_nothing(v) for v in fsdp_keys.values())
     for k, v in fsdp_keys.items():
@@ -288,10 +175,52 @@ def _distributed(data: dict, compat: Compat) -> None:
                                  "settings are the factory's own)")
 
 
+def _relative(data: dict, compat: Compat) -> None:
+    """Axolotl keys whose meaning depends on another key: no effect where they agree with it, translated or
+    refused where they do not."""
+    if "chat_template_jinja" in data:  # Axolotl: chat_template: jinja, and the Jinja string in this key
+        jinja = data.pop("chat_template_jinja")
+        if asks_for_nothing(jinja):
+            compat.no_effect.append("chat_template_jinja")
+        elif data.get("chat_template") in (None, "jinja", "tokenizer_default"):
+            data["chat_template"] = jinja
+            compat.translated.append("chat_template_jinja -> chat_template (the Jinja string)")
+        else:
+            compat.refuse("two chat templates at once (chat_template names one, chat_template_jinja gives another)",
+                          f"chat_template: {data['chat_template']}, chat_template_jinja")
+    if "eval_strategy" in data:  # the Trainer's key (and evaluation_strategy, its older name)
+        value = data.pop("eval_strategy")
+        value = "no" if value is False else value  # YAML reads a bare `no` as false
+        cadence = data.get("eval_steps") or data.get("evals_per_epoch")
+        if asks_for_nothing(value) or value == "steps" or (value == "no" and not cadence):
+            compat.no_effect.append(f"eval_strategy: {value}")
+        elif value == "epoch" and not cadence:
+            data["evals_per_epoch"] = 1
+            compat.translated.append("eval_strategy: epoch -> evals_per_epoch: 1")
+        else:
+            compat.refuse("an eval_strategy that contradicts eval_steps/evals_per_epoch", f"eval_strategy: {value}")
+    if "float32" in data:  # the dtype the weights load in: float32 is the factory's unless bf16/fp16 train
+        value = data.pop("float32")
+        if asks_for_nothing(value) or not (data.get("bf16") is True or data.get("fp16") is True):
+            compat.no_effect.append(f"float32: {value}")
+        else:
+            compat.refuse("loading the weights in another dtype than training uses", "float32: true with bf16/fp16")
+    for key, same_as in (("base_model_config", "base_model"), ("eval_sequence_len", "sequence_len")):
+        if key in data:
+            value = data.pop(key)
+            if asks_for_nothing(value) or value == data.get(same_as):
+                compat.no_effect.append(f"{key} (the same as {same_as})")
+            else:
+                compat.refuse({"base_model_config": "a model config from another repo than the weights",
+                               "eval_sequence_len": "evaluating at another sequence length than training"}[key],
+                              f"{key}: {value}")
+
+
 def _kernels(data: dict, compat: Compat) -> None:
     """Liger (by plugin or liger_* switch) becomes liger_kernel, the Cut Cross Entropy plugin (or key)
     cut_cross_entropy: each applied where CUDA and its package are present."""
     plugins = data.get("plugins") or []
+    plugins = plugins if isinstance(plugins, list) else [plugins]
     liger = any(k.startswith("liger_") and data.get(k) for k in list(data)) or any("liger" in str(p).lower() for p in plugins)
     for k in [k for k in data if k.startswith("liger_")]:
         data.pop(k)
@@ -376,27 +305,36 @@ def _dataset(entry: dict, i: int, compat: Compat, dataset_fields: set[str], top:
         where = f"datasets[{i}].{key}"
         if key in ("chosen_key", "rejected_key"):
             compat.refuse(PREFERENCE, where)
-        elif key in ("field_thinking", "template_thinking_key"):
-            compat.refuse("reasoning traces in their own field", where)
         elif key in ("step_separator", "train_on_last_step_only", "max_completion_length"):
             compat.refuse(PREFERENCE, where)
         elif key == "roles_to_train":
-            if value is None or set(value) <= ASSISTANT_ROLES:
+            if asks_for_nothing(value) or (isinstance(value, list) and set(map(str, value)) <= ASSISTANT_ROLES):
                 compat.no_effect.append(where)
             else:
                 compat.refuse("training on turns of other roles than the assistant's", f"{where}: {value}")
-        elif key == "train_on_eos":
+        elif key in ("train_on_eos", "train_on_eot"):
             if value in (None, "turn"):
                 compat.no_effect.append(where)  # the factory trains each assistant turn's end token
             else:
-                compat.refuse("train_on_eos other than 'turn'", f"{where}: {value}")
+                compat.refuse(f"{key} other than 'turn'", f"{where}: {value}")
+        elif key in ("chat_template", "chat_template_jinja"):
+            top_template = top.get("chat_template")
+            if asks_for_nothing(value) or value == top_template or (value == "tokenizer_default" and not top_template):
+                compat.no_effect.append(f"{where} (the request's chat template)")
+            else:
+                compat.refuse("a chat template per dataset (set chat_template once, at the top)", where)
+        elif key in DATASET_CAPABILITY_OF:
+            if asks_for_nothing(value):
+                compat.no_effect.append(where)
+            else:
+                compat.refuse(DATASET_CAPABILITY_OF[key], where)
+        elif key in DATASET_SPEED_ONLY:
+            (compat.no_effect if asks_for_nothing(value) else compat.ignored_here).append(where)
         elif key == "train_on_inputs":
             if value == top.get("train_on_inputs", False):
                 compat.no_effect.append(where)
             else:
                 compat.refuse("train_on_inputs per dataset (set it once, at the top)", where)
-        elif key in ("ds_type", "shards", "trust_remote_code") and asks_for_nothing(value):
-            compat.no_effect.append(where)
         else:
             continue
         entry.pop(key)
@@ -445,6 +383,7 @@ def normalise(data: dict, model_fields: set[str], dataset_fields: set[str]) -> t
         compat.translated.append("tokens: {...} -> special_tokens")
     if "save_strategy" in data:  # the Trainer's key, which Axolotl passes through
         value = data.pop("save_strategy")
+        value = "no" if value is False else value
         if value in (None, "steps"):
             compat.no_effect.append(f"save_strategy: {value}")
         elif value == "epoch" and "saves_per_epoch" not in data and "save_steps" not in data:
@@ -455,13 +394,19 @@ def normalise(data: dict, model_fields: set[str], dataset_fields: set[str]) -> t
     if "eot_tokens" in data:  # the end-of-turn tokens Axolotl trains: the factory trains each assistant turn's end
         compat.no_effect.append("eot_tokens (each assistant turn's end token, as the template renders it, is trained)")
         data.pop("eot_tokens")
-    if data.get("attn_implementation") == "xformers":
+    attn = data.get("attn_implementation")
+    if attn == "xformers":
         data["attn_implementation"] = "sdpa"
         compat.translated.append("attn_implementation: xformers -> sdpa (the same attention; xformers is not used)")
+    elif isinstance(attn, str) and "/" in attn:  # a kernel from the Hub: code the request would choose
+        data["attn_implementation"] = "sdpa"
+        compat.translated.append(f"attn_implementation: {attn} -> sdpa (the same attention; the factory loads no "
+                                 "attention kernel named by a request)")
+    _relative(data, compat)
     out = {}
     for key, value in data.items():
-        if key in model_fields and value is None:
-            compat.no_effect.append(f"{key}: null")  # Axolotl's "unset": the factory's default applies
+        if key in model_fields and (value is None or (key in ZERO_IS_OFF and value == 0 and value is not False)):
+            compat.no_effect.append(f"{key}: {'null' if value is None else value}")  # Axolotl's "unset" or "none"
             continue
         if not isinstance(key, str) or not _classify(key, value, compat, model_fields):
             out[key] = value

@@ -24,9 +24,7 @@ MAX_REQUEST_BYTES = 1 << 20  # a request is a page of YAML; front doors accept f
 # Axolotl options the factory does not implement yet, named in the error (see factory/request/axolotl.py for the
 # keys that ask for nothing, those ignored on this machine, and capabilities refused as a whole).
 AXOLOTL_UNSUPPORTED = {
-    "chat_template_jinja": "chat_template_jinja (put the Jinja string in chat_template)",
-    "xformers_attention": "xformers attention (attn_implementation: sdpa is its equivalent)",
-    "unsloth_lora_mlp": "Unsloth kernels", "local_rank": "local_rank (accelerate sets it)",
+    "unsloth_lora_mlp": "Unsloth kernels",
 }
 
 # from_pretrained's own arguments: they choose files, devices and code, not the model's settings.
@@ -36,6 +34,9 @@ LOADER_ARGUMENTS = {"subfolder", "gguf_file", "device_map", "offload_folder", "o
                     "from_tf", "from_flax", "use_safetensors", "weights_only", "key_mapping", "tp_plan", "tp_size",
                     "device_mesh", "adapter_name", "adapter_kwargs", "variant", "low_cpu_mem_usage",
                     "attn_implementation", "output_loading_info", "state_dict", "pretrained_model_name_or_path"}
+
+ONE_CYCLE_ARGS = {"pct_start", "anneal_strategy", "cycle_momentum", "base_momentum", "max_momentum", "div_factor",
+                  "final_div_factor", "three_phase"}  # torch.optim.lr_scheduler.OneCycleLR's own arguments
 
 Role = Literal["system", "user", "assistant"]
 # The transformers Trainer's optimizer names; some need their own package (bitsandbytes for the 8-bit, paged and
@@ -69,6 +70,12 @@ class DatasetSpec(Strict):
     message_property_mappings: dict[Literal["role", "content"], str] | None = None
     roles: dict[Role, list[str]] | None = Field(None, description="extra source role names mapped to system/user/assistant")
     drop_system_message: bool = Field(False, description="leave out system turns (conversation formats)")
+    field_thinking: str | None = Field(None, description="the assistant messages' key holding a reasoning trace "
+                                       "(default reasoning_content); the trace is trained with its reply")
+    template_thinking_key: str | None = Field(None, description="the message key the chat template reads the "
+                                              "trace from (default reasoning_content; gpt-oss: thinking)")
+    split_thinking: bool = Field(False, description="take a reasoning trace in <think>...</think> (or <reasoning>, "
+                                 "<|begin_of_thought|>) out of the reply into the trace")
     data_files: list[str] | None = Field(None, description="the dataset repo's files to read (instead of by split)")
     # preference rows (type: preference / kto): the columns, found by name when not given
     field_prompt: str | None = Field(None, description="preference/kto: prompt column (default: the first of prompt, "
@@ -296,6 +303,27 @@ class Request(Strict):
                                                      "MoE experts: experts.gate_up_proj (peft's target_parameters)")
     peft_use_rslora: bool = Field(False, description="rank-stabilised LoRA scaling (alpha / sqrt(r))")
     peft_use_dora: bool = Field(False, description="DoRA: weight-decomposed LoRA")
+    # more of peft's LoraConfig, under Axolotl's names
+    lora_fan_in_fan_out: bool = Field(False, description="the layers store weights as (fan_in, fan_out): GPT-2's Conv1D")
+    peft_layers_to_transform: list[int] | int | None = Field(None, description="adapt only these layer indices")
+    peft_layers_pattern: list[str] | None = Field(None, description="the name of the layer list that "
+                                                  "peft_layers_to_transform indexes (default: peft finds it)")
+    lora_rank_pattern: dict[str, int] | None = Field(None, description="another r for modules matching a name or "
+                                                     "regular expression")
+    lora_alpha_pattern: dict[str, int] | None = Field(None, description="another alpha for modules matching a name "
+                                                      "or regular expression")
+    peft_init_lora_weights: bool | Literal["gaussian", "eva", "olora", "pissa", "pissa_niter_4", "pissa_niter_16",
+                                           "corda", "loftq", "orthogonal"] | None = Field(
+        None, description="how LoRA's matrices start (peft's init_lora_weights; default: B = 0)")
+    peft_trainable_token_indices: list[int] | dict[str, list[int]] | None = Field(
+        None, description="train only these rows of the embedding (new tokens) instead of all of it")
+    peft_ensure_weight_tying: bool = Field(False, description="keep tied embedding and LM head tied in the adapter")
+    peft_autocast_adapter_dtype: bool = Field(True, description="keep the adapter's weights in float32 under "
+                                              "bf16/fp16 bases (peft's default)")
+    loraplus_lr_ratio: float | None = Field(None, gt=0, description="LoRA+: B matrices learn this many times faster "
+                                            "than A (the paper suggests 16)")
+    loraplus_lr_embedding: float | None = Field(None, gt=0, description="LoRA+: the learning rate of embedding "
+                                                "adapters (default 1e-6)")
     bnb_config_kwargs: dict[str, Any] | None = Field(None, description="QLoRA: more BitsAndBytesConfig arguments")
     # preference training (Axolotl's keys; the defaults are TRL's, as Axolotl passes them through)
     rl: Literal["dpo", "ipo", "orpo", "simpo", "kto"] | None = Field(
@@ -321,9 +349,16 @@ class Request(Strict):
     num_epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1, description="cosine decays to this fraction of "
-                                              "learning_rate instead of 0")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts",
+                          "polynomial", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay", "one_cycle",
+                          "rex"] = Field("cosine", description="transformers' schedules, and Axolotl's one_cycle "
+                                         "(torch's OneCycleLR) and rex (reflected exponential)")
+    lr_scheduler_kwargs: dict[str, Any] | None = Field(None, description="the schedule's own arguments (num_cycles, "
+                                                       "power, lr_end, min_lr_rate, num_decay_steps, ...)")
+    cosine_min_lr_ratio: float | None = Field(None, ge=0, le=1, description="cosine (and rex) decays to this fraction "
+                                              "of learning_rate instead of 0")
+    cosine_constant_lr_ratio: float | None = Field(None, ge=0, le=1, description="with cosine_min_lr_ratio: reach "
+                                                   "the floor at this fraction of the steps and stay there")
     lisa_n_layers: int | None = Field(None, ge=1, description="LISA: train only this many randomly chosen decoder "
                                       "layers at a time (full finetune); the rest of the model trains throughout")
     lisa_step_interval: int = Field(20, ge=1, description="LISA: choose new layers every this many steps")
@@ -335,6 +370,10 @@ class Request(Strict):
     warmup_steps: int | None = Field(None, ge=0)
     optimizer: Optimizer = Field("adamw_torch", description="the transformers Trainer's optimizer names (adamw_bnb_8bit "
                                  "and the paged ones need bitsandbytes)")
+    optim_args: str | dict[str, Any] | None = Field(None, description="the optimizer's own arguments "
+                                                   "(key=value,... or a mapping)")
+    optim_target_modules: list[str] | Literal["all_linear"] | None = Field(
+        None, description="the modules GaLore/APOLLO optimizers project (galore_*, apollo_adamw need it)")
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)
@@ -472,8 +511,29 @@ class Request(Strict):
     def _combinations(self) -> "Request":
         if self.adapter == "qlora" and not self.load_in_4bit:
             raise ValueError("adapter: qlora needs load_in_4bit: true (QLoRA trains LoRA on a 4-bit base)")
-        if self.cosine_min_lr_ratio is not None and self.lr_scheduler != "cosine":
-            raise ValueError("cosine_min_lr_ratio needs lr_scheduler: cosine")
+        if self.cosine_min_lr_ratio is not None and self.lr_scheduler not in ("cosine", "rex"):
+            raise ValueError("cosine_min_lr_ratio needs lr_scheduler: cosine (or rex)")
+        if self.cosine_constant_lr_ratio is not None and (self.cosine_min_lr_ratio is None or self.lr_scheduler != "cosine"):
+            raise ValueError("cosine_constant_lr_ratio needs lr_scheduler: cosine and cosine_min_lr_ratio (the floor "
+                             "it holds)")
+        if self.lr_scheduler == "one_cycle" and set(self.lr_scheduler_kwargs or {}) - ONE_CYCLE_ARGS:
+            raise ValueError(f"lr_scheduler_kwargs for one_cycle may set {', '.join(sorted(ONE_CYCLE_ARGS))} "
+                             f"(torch's OneCycleLR), not {', '.join(sorted(set(self.lr_scheduler_kwargs) - ONE_CYCLE_ARGS))}")
+        if self.lr_scheduler == "rex" and self.lr_scheduler_kwargs:
+            raise ValueError("lr_scheduler: rex takes no lr_scheduler_kwargs (its floor is cosine_min_lr_ratio)")
+        if self.optimizer.startswith(("galore", "apollo")) and not self.optim_target_modules:
+            raise ValueError(f"optimizer: {self.optimizer} projects the gradients of the modules optim_target_modules "
+                             "names: set it (e.g. [attn, mlp] or all_linear)")
+        peft_options = [k for k in ("lora_fan_in_fan_out", "peft_layers_to_transform", "peft_layers_pattern",
+                                    "lora_rank_pattern", "lora_alpha_pattern", "peft_init_lora_weights",
+                                    "peft_trainable_token_indices", "peft_ensure_weight_tying", "loraplus_lr_ratio",
+                                    "loraplus_lr_embedding") if getattr(self, k) not in (None, False, {}, [])]
+        if peft_options and not self.adapter:
+            raise ValueError(f"{', '.join(peft_options)} set{'s' if len(peft_options) == 1 else ''} up a LoRA adapter: "
+                             "add adapter: lora (or qlora), or remove "
+                             f"{'it' if len(peft_options) == 1 else 'them'}")
+        if self.loraplus_lr_embedding is not None and self.loraplus_lr_ratio is None:
+            raise ValueError("loraplus_lr_embedding is part of LoRA+: set loraplus_lr_ratio too")
         if self.lisa_n_layers and self.adapter:
             raise ValueError("lisa_n_layers is a full finetune (it switches which layers train); remove `adapter`")
         if self.lr_quadratic_warmup and (self.lr_scheduler != "cosine" or self.cosine_min_lr_ratio is not None):
@@ -658,8 +718,11 @@ def _explain(err: dict, lines: dict[tuple, int], source: str) -> str:
         owner = _model_at(loc)
         names = list(owner.model_fields) if owner else []
         close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+        from factory.request.axolotl_keys import VERSION
+
         hint = f"; did you mean `{close[0]}`?" if close else "; see `factory validate --keys` for the accepted keys"
-        return f"{where}: unknown key `{path}`{hint}"
+        return (f"{where}: unknown key `{path}`{hint} (it is in neither the factory's schema nor Axolotl {VERSION}'s: "
+                f"a config written for a newer Axolotl release than {VERSION} may use keys the factory does not know yet)")
     if err["type"] == "missing":
         return f"{where}: `{path}` is required"
     msg = err["msg"].removeprefix("Value error, ")

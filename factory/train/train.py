@@ -146,14 +146,19 @@ def wrap_adapter(request: Request, model, train_in_full: list[str] | None = None
         target_modules=targets,
         modules_to_save=sorted(set(request.lora_modules_to_save or []) | set(train_in_full or [])) or None,
         target_parameters=request.lora_target_parameters, use_rslora=request.peft_use_rslora,
-        use_dora=request.peft_use_dora,
+        use_dora=request.peft_use_dora, fan_in_fan_out=request.lora_fan_in_fan_out,
+        layers_to_transform=request.peft_layers_to_transform, layers_pattern=request.peft_layers_pattern,
+        rank_pattern=request.lora_rank_pattern or {}, alpha_pattern=request.lora_alpha_pattern or {},
+        init_lora_weights=True if request.peft_init_lora_weights is None else request.peft_init_lora_weights,
+        trainable_token_indices=request.peft_trainable_token_indices,
+        ensure_weight_tying=request.peft_ensure_weight_tying,
         task_type="CAUSAL_LM",
     )
     import warnings
 
     with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for the renamed is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+        return get_peft_model(model, config, autocast_adapter_dtype=request.peft_autocast_adapter_dtype)
 
 
 def _pause_here(step: int) -> None:
@@ -340,6 +345,25 @@ class Rows:
         return [self.samples[i] for i in self.bins[self.order[k]]]
 
 
+def lr_schedule_args(request: Request) -> dict:
+    """lr_scheduler_type and its kwargs for transformers' schedules (factory.train.schedules builds the others;
+    the type here is then only a placeholder the Trainer never uses)."""
+    kwargs = dict(request.lr_scheduler_kwargs or {})
+    kind = request.lr_scheduler
+    if request.cosine_min_lr_ratio is not None and kind == "cosine":
+        kind, kwargs = "cosine_with_min_lr", {"min_lr_rate": request.cosine_min_lr_ratio, **kwargs}
+    if kind in ("rex", "one_cycle"):
+        kind, kwargs = "constant", {}
+    return {"lr_scheduler_type": kind, "lr_scheduler_kwargs": kwargs or None}
+
+
+def optim_args(value: str | dict | None) -> str | None:
+    """Axolotl's optim_args (a mapping or the Trainer's key=value string) as the Trainer's string."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
 def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, has_eval: bool, rows_per_batch: int,
                        include_num_input_tokens_seen: str):
     """The Trainer's arguments from the request: one pass over rows that already hold every epoch in order.
@@ -357,10 +381,11 @@ def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, h
         max_steps=request.max_steps or -1,
         train_sampling_strategy="sequential",
         learning_rate=request.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr" if request.cosine_min_lr_ratio is not None else request.lr_scheduler,
-        lr_scheduler_kwargs={"min_lr_rate": request.cosine_min_lr_ratio} if request.cosine_min_lr_ratio is not None else None,
+        **lr_schedule_args(request),
         warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
         optim=request.optimizer,
+        optim_args=optim_args(request.optim_args),
+        optim_target_modules=request.optim_target_modules,
         adam_beta1=request.adam_beta1,
         adam_beta2=request.adam_beta2,
         adam_epsilon=request.adam_epsilon,
@@ -462,10 +487,14 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
         except ValueError as exc:  # an LM head it cannot read: the factory's own loss, and the logits again
             collator.hidden_states = False
             reporter.emit(Event("train", f"loss: Cut Cross Entropy not applied: {exc}"))
-    if request.lr_quadratic_warmup:
-        from factory.train.train_options import with_quadratic_warmup
+    from factory.train import schedules
 
-        Trainer = with_quadratic_warmup(Trainer)  # noqa: N806 - the Trainer, with Axolotl's warmup
+    if schedules.custom(request):
+        Trainer = schedules.with_schedule(Trainer, request)  # noqa: N806 - the Trainer, with Axolotl's schedule
+    if request.loraplus_lr_ratio:
+        from factory.train.train_options import with_loraplus
+
+        Trainer = with_loraplus(Trainer, request)  # noqa: N806
     trainer = Trainer(model=model, args=args, train_dataset=rows,
                       eval_dataset=Rows(eval_set, eval_bins, range(len(eval_bins))) if eval_bins else None,
                       data_collator=collator,

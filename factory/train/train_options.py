@@ -71,33 +71,6 @@ def lisa(request: Request, model, reporter):
     return Lisa()
 
 
-def with_quadratic_warmup(trainer_cls):
-    """The Trainer with Axolotl's cosine schedule with a quadratic warmup: (step/warmup)^2, then cosine to 0."""
-    from functools import partial
-
-    from torch.optim.lr_scheduler import LambdaLR
-
-    class QuadraticWarmup(trainer_cls):
-        def create_scheduler(self, num_training_steps: int, optimizer=None):
-            if self.lr_scheduler is None:
-                warmup = self.args.get_warmup_steps(num_training_steps)
-                self.lr_scheduler = LambdaLR(optimizer or self.optimizer,
-                                             partial(quadratic_warmup_cosine, warmup=warmup, total=num_training_steps))
-                self._created_lr_scheduler = True
-            return self.lr_scheduler
-
-    return QuadraticWarmup
-
-
-def quadratic_warmup_cosine(step: int, warmup: int, total: int) -> float:
-    import math
-
-    if step < warmup:
-        return (step / max(1, warmup)) ** 2
-    progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dict:
     """Checkpoint and evaluation cadence, and early stopping, as TrainingArguments."""
     save_steps = request.save_steps or max(1, steps_per_epoch // (request.saves_per_epoch or 1))
@@ -201,3 +174,23 @@ class environ:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def with_loraplus(trainer_cls, request: Request):
+    """The Trainer with LoRA+'s optimizer (peft's create_loraplus_optimizer): the adapter's B matrices learn
+    loraplus_lr_ratio times faster than its A matrices, the optimizer otherwise the request's."""
+
+    class LoraPlus(trainer_cls):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                from peft.optimizers import create_loraplus_optimizer
+
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                lr = kwargs.pop("lr", self.args.learning_rate)
+                self.optimizer = create_loraplus_optimizer(
+                    self.model, optimizer_cls, lr=lr, loraplus_lr_ratio=request.loraplus_lr_ratio,
+                    loraplus_lr_embedding=request.loraplus_lr_embedding or 1e-6,
+                    weight_decay=self.args.weight_decay, **kwargs)
+            return self.optimizer
+
+    return LoraPlus
