@@ -481,3 +481,22 @@ def test_the_contamination_check_covers_held_out_pairs_too(home, tiny_base, tmp_
     assert report["contamination"]["rows_flagged"] == 3 and report["contamination"]["rows_dropped"] == 3
     pairs = json.loads((run / "data" / "pairs.json").read_text())
     assert len(pairs["train"]) + len(pairs["held_out"]) == 30  # the three are in neither
+
+
+def test_preference_training_follows_the_requests_schedule_and_loraplus(home, tiny_base, tmp_path, capsys):
+    """The preference trainer gets the same schedule and optimizer options as SFT: rex's rates step by step."""
+    from factory.cli.main import main
+    from factory.train.schedules import rex
+
+    data = _pairs_file(tmp_path)
+    req = tmp_path / "req.yaml"
+    req.write_text(yaml.safe_dump({
+        "base_model": str(tiny_base), "rl": "dpo", "datasets": [{"path": data.name, "type": "preference"}],
+        "micro_batch_size": 2, "max_steps": 6, "learning_rate": 1e-3, "sequence_len": 128, "logging_steps": 1,
+        "warmup_steps": 2, "lr_scheduler": "rex", "cosine_min_lr_ratio": 0.1, "adapter": "lora",
+        "lora_target_linear": True, "loraplus_lr_ratio": 4, "publish": {"enabled": False}}))
+    assert main(["run", str(req)]) == 0, capsys.readouterr().err
+    run = next((home / "runs").iterdir())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["learning_rate"] for r in sorted(rows, key=lambda r: r["step"]) if "learning_rate" in r]
+    assert lrs == [pytest.approx(1e-3 * rex(s, 2, 6, 0.1), abs=1e-12) for s in range(6)], lrs

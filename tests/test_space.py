@@ -298,6 +298,43 @@ def _editor_text(page) -> str:
     return page.locator("#editor .cm-content").inner_text()
 
 
+def test_the_score_curve_beside_the_loss_in_a_real_browser(space, browser, tmp_path):
+    """A job that scores its held-out task at each evaluation: the Jobs tab's plot carries the score curve
+    (one point per evaluation, from the job's own events) beside the train and eval losses."""
+    from gradio_client import Client
+
+    from factory.frontdoor.job_views import loss_points
+
+    out = Path(os.environ.get("FACTORY_SCREENSHOTS", tmp_path / "screenshots")) / "scores"
+    out.mkdir(parents=True, exist_ok=True)
+    client, module, store = Client(space["url"], verbose=False), space["module"], space["store"]
+    request = short_demo(module, "hf:newcomer", max_steps=12, val_set_size=0.05, eval_steps=4,
+                         evals={"tasks": ["factory_demo_heldout"], "limit": 20, "during_training_limit": 8})
+    job = int(client.predict(request, api_name="/submit")[1])
+    space["start_worker"]()
+    scored_steps = lambda: [p["step"] for p in loss_points(store.events(job))  # noqa: E731
+                            if p["split"] == "factory_demo_heldout score"]
+    wait_for(lambda: len(scored_steps()) >= 3 or store.get(job).status in ("done", "failed", "refused"), 900,
+             "three evaluations during training", interval=1.0)
+    points = loss_points(store.events(job))
+    scored = [p for p in points if p["split"] == "factory_demo_heldout score"]
+    assert [p["step"] for p in scored] == [4, 8, 12], points  # one point per evaluation
+    assert [p["step"] for p in points if p["split"] == "eval"] == [4, 8, 12], points  # at the steps evaluated
+    assert {p["split"] for p in points} >= {"train", "eval", "factory_demo_heldout score"}
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(space["url"])
+    page.get_by_text("Running locally as").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Jobs").click()
+    page.get_by_label("Job (click a row above, or type its number)").fill(str(job))
+    page.keyboard.press("Enter")
+    page.locator("#loss canvas, #loss svg").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2500)  # a poll: the plot has its points
+    legend = page.locator("#loss").inner_text()
+    page.locator("#loss").screenshot(path=str(out / "score-curve.png"))
+    _shots(page, out, "jobs-with-scores")
+    assert "factory_demo_heldout score" in legend and "eval" in legend, legend
+
+
 def test_the_form_and_the_yaml_are_one_request(space, browser, tmp_path):
     """What the newcomer did: paste a dataset id into its field, then Submit. The YAML follows every kind of
     field change (paste, autofill, typing) with its comments kept, the verdict judges that text, and what

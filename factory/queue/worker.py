@@ -96,7 +96,7 @@ class JobReporter:
         payload = {"stage": event.stage, "step": event.step, "total": event.total,
                    "fraction": round(event.step / event.total, 4),
                    "eta_s": round((event.total - event.step) / rate, 1) if rate > 0 else None}
-        if event.loss is not None:
+        if event.loss is not None or event.extra.get("eval_loss") is not None:
             payload["loss"] = event.loss
             payload["loss_step"] = event.extra.get("step", event.step)  # the step the loss was logged at
         for key in ("eval_loss", "tokens_per_s", "scores"):  # scores: held-out task scores during training

@@ -411,7 +411,7 @@ def stage_card(run: Run, resolved: dict, data: dict, trained: dict, merged: dict
     has_margin = bool(run.request.rl) and loss_curve.write(run.dir / "metrics.jsonl", folder / "margin.svg",
                                                            loss_curve.MARGIN, "reward margin")
     has_scores = loss_curve.write(run.dir / "metrics.jsonl", folder / "scores.svg",
-                                  loss_curve.scores(run.request.evals.tasks), "held-out score")
+                                  loss_curve.scores(run.request.evals.tasks), "held-out score", y_range=(0.0, 1.0))
     facts = CardFacts(base_license=resolved.get("base_license"), base_language=resolved.get("base_language"),
                       base_revision=resolved["base_revision"], data=data, train=trained, scores=evaluated["scores"],
                       versions=versions(), merge_check=merged.get("check"), loss_image="loss.svg" if has_curve else None,

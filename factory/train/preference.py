@@ -211,7 +211,9 @@ def train_preference(request: Request, model_dir: Path, tokenizer, examples: lis
     rows = Groups(examples, bins, order, refs, kl_refs)
     collator = PairCollator(request.rl)
     args = training_arguments(request, ckpt_dir, steps_per_epoch, False, 1, include_num_input_tokens_seen="all")
-    trainer = preference_trainer(request)(
+    from factory.train.train_options import trainer_class
+
+    trainer = trainer_class(preference_trainer(request), request)(
         model=model, args=args, train_dataset=rows, data_collator=collator,
         callbacks=[_progress_callback(reporter, collator, run_dir / "metrics.jsonl", None, len(rows) / len(bins))])
     trainer.remove_callback(PrinterCallback)

@@ -186,6 +186,11 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                 _pause_here(state.global_step)
             _safe_point_on_every_rank()
 
+        def on_train_end(self, args, state, control, **kw):  # the last step's losses, logged after its step end
+            if self.last.get("step") == state.global_step:
+                reporter.emit(Event("train", step=state.global_step, total=state.max_steps,
+                                    loss=self.last.get("loss"), extra=dict(self.last)))
+
         def on_prediction_step(self, args, state, control, **kw):  # the eval loss's batches
             if world_size() == 1:
                 interrupt.safe_point()
@@ -202,7 +207,8 @@ def _progress_callback(reporter: Reporter, collator, metrics_path: Path, efficie
                    "tokens_per_s": (collator.tokens_seen - self.tok0) * world_size() / elapsed}  # every process alike
             if efficiency is not None:
                 row["packing_efficiency"] = efficiency
-            self.last = row
+            # an evaluation logs after the train loss of the same step: keep both for the next progress event
+            self.last = {**self.last, **row} if self.last.get("step") == row["step"] else row
             if state.is_world_process_zero:  # one metrics.jsonl per job, not per process
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -487,14 +493,9 @@ def train(request: Request, model_dir: Path, tokenizer, train_set: Sequence[Enco
         except ValueError as exc:  # an LM head it cannot read: the factory's own loss, and the logits again
             collator.hidden_states = False
             reporter.emit(Event("train", f"loss: Cut Cross Entropy not applied: {exc}"))
-    from factory.train import schedules
+    from factory.train.train_options import trainer_class
 
-    if schedules.custom(request):
-        Trainer = schedules.with_schedule(Trainer, request)  # noqa: N806 - the Trainer, with Axolotl's schedule
-    if request.loraplus_lr_ratio:
-        from factory.train.train_options import with_loraplus
-
-        Trainer = with_loraplus(Trainer, request)  # noqa: N806
+    Trainer = trainer_class(Trainer, request)  # noqa: N806 - with the request's schedule and LoRA+
     trainer = Trainer(model=model, args=args, train_dataset=rows,
                       eval_dataset=Rows(eval_set, eval_bins, range(len(eval_bins))) if eval_bins else None,
                       data_collator=collator,

@@ -194,3 +194,15 @@ def with_loraplus(trainer_cls, request: Request):
             return self.optimizer
 
     return LoraPlus
+
+
+def trainer_class(base, request: Request):
+    """The Trainer class a request trains with: `base` (the transformers Trainer or the preference trainer) with
+    the request's own learning-rate schedule (factory.train.schedules) and LoRA+'s optimizer where it asks."""
+    from factory.train import schedules
+
+    if schedules.custom(request):
+        base = schedules.with_schedule(base, request)
+    if request.loraplus_lr_ratio:
+        base = with_loraplus(base, request)
+    return base
