@@ -20,7 +20,7 @@ BASE = {"base_model": "org/base", "datasets": [{"path": "org/data", "type": "alp
 
 def on_value(type_text: str):
     """A value that asks for the feature, from the schema's type."""
-    if type_text.startswith(("bool", "Optional[bool]")) or type_text in ("bool | None",):
+    if type_text.startswith(("bool", "Optional[bool]")):
         return True
     for kind, value in (("dict", {"a": 1}), ("list", ["x"]), ("int", 2), ("float", 0.5)):
         if type_text.startswith((kind, f"Optional[{kind}", f"Annotated[{kind}")):

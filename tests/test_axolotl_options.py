@@ -292,26 +292,12 @@ def test_an_mlflow_folder_store_is_named_before_the_run_not_failed_at_its_first_
                 if f.rule == "tracker-unavailable"]
 
 
-def _one_cycle_rates(total: int, warmup: int, lr: float, **kwargs) -> list[float]:
+def _stepped_rates(make_scheduler, total: int, lr: float) -> list[float]:
+    """The rate each of `total` steps trains at under the scheduler make_scheduler(optimizer) builds."""
     import torch
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
-                                                **{"pct_start": warmup / total, "anneal_strategy": "cos", **kwargs})
-    rates = []
-    for _ in range(total):
-        rates.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return rates
-
-
-def _polynomial_rates(total: int, warmup: int, lr: float, power: float) -> list[float]:
-    import torch
-    from transformers import get_polynomial_decay_schedule_with_warmup
-
-    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = get_polynomial_decay_schedule_with_warmup(opt, warmup, total, power=power)
+    sched = make_scheduler(opt)
     rates = []
     for _ in range(total):
         rates.append(opt.param_groups[0]["lr"])
@@ -342,9 +328,14 @@ def test_axolotls_learning_rate_schedules_are_followed_step_by_step(tmp_path, ho
         expected = [1e-3 * schedules.cosine_floor_constant(s, 2, 8, 0.2, 0.5) for s in range(8)]
         assert expected[4:] == [pytest.approx(2e-4)] * 4  # the floor from half the steps on
     elif kind == "one_cycle":
-        expected = _one_cycle_rates(8, 2, 1e-3, div_factor=10)
+        from torch.optim.lr_scheduler import OneCycleLR
+
+        expected = _stepped_rates(lambda opt: OneCycleLR(opt, max_lr=1e-3, total_steps=8, pct_start=2 / 8,
+                                                         anneal_strategy="cos", div_factor=10), 8, 1e-3)
     else:
-        expected = _polynomial_rates(8, 2, 1e-3, power=2.0)
+        from transformers import get_polynomial_decay_schedule_with_warmup
+
+        expected = _stepped_rates(lambda opt: get_polynomial_decay_schedule_with_warmup(opt, 2, 8, power=2.0), 8, 1e-3)
     assert lrs == [pytest.approx(e, abs=1e-12) for e in expected], (lrs, expected)
     assert len(set(round(x, 12) for x in lrs)) > 3  # a shape, not a constant
 

@@ -19,6 +19,18 @@ def custom(request: Request) -> bool:
             or (request.cosine_constant_lr_ratio is not None and request.cosine_min_lr_ratio is not None))
 
 
+def trainer_args(request: Request) -> dict:
+    """lr_scheduler_type and its kwargs for TrainingArguments: transformers' own schedules as named (cosine with a
+    floor is its cosine_with_min_lr); for this module's, a placeholder the Trainer never builds."""
+    kwargs = dict(request.lr_scheduler_kwargs or {})
+    kind = request.lr_scheduler
+    if request.cosine_min_lr_ratio is not None and kind == "cosine":
+        kind, kwargs = "cosine_with_min_lr", {"min_lr_rate": request.cosine_min_lr_ratio, **kwargs}
+    if kind in OWN:
+        kind, kwargs = "constant", {}
+    return {"lr_scheduler_type": kind, "lr_scheduler_kwargs": kwargs or None}
+
+
 def quadratic_warmup_cosine(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step / max(1, warmup)) ** 2

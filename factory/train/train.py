@@ -22,7 +22,9 @@ from factory.data.encoded_store import Samples
 from factory.base.errors import Stopped
 from factory.train.packing import FlattenCollator, PadCollator, pack_lengths
 from factory.base.progress import Event, MainOnly, Reporter
-from factory.train.train_options import environ, loss_watchdog, report_to, schedule_args, tracker_args, tracker_env
+from factory.train import schedules
+from factory.train.train_options import (environ, loss_watchdog, optim_args, report_to, schedule_args, tracker_args,
+                                          tracker_env)
 
 
 @dataclass
@@ -351,25 +353,6 @@ class Rows:
         return [self.samples[i] for i in self.bins[self.order[k]]]
 
 
-def lr_schedule_args(request: Request) -> dict:
-    """lr_scheduler_type and its kwargs for transformers' schedules (factory.train.schedules builds the others;
-    the type here is then only a placeholder the Trainer never uses)."""
-    kwargs = dict(request.lr_scheduler_kwargs or {})
-    kind = request.lr_scheduler
-    if request.cosine_min_lr_ratio is not None and kind == "cosine":
-        kind, kwargs = "cosine_with_min_lr", {"min_lr_rate": request.cosine_min_lr_ratio, **kwargs}
-    if kind in ("rex", "one_cycle"):
-        kind, kwargs = "constant", {}
-    return {"lr_scheduler_type": kind, "lr_scheduler_kwargs": kwargs or None}
-
-
-def optim_args(value: str | dict | None) -> str | None:
-    """Axolotl's optim_args (a mapping or the Trainer's key=value string) as the Trainer's string."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    return value
-
-
 def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, has_eval: bool, rows_per_batch: int,
                        include_num_input_tokens_seen: str):
     """The Trainer's arguments from the request: one pass over rows that already hold every epoch in order.
@@ -387,7 +370,7 @@ def training_arguments(request: Request, ckpt_dir: Path, steps_per_epoch: int, h
         max_steps=request.max_steps or -1,
         train_sampling_strategy="sequential",
         learning_rate=request.learning_rate,
-        **lr_schedule_args(request),
+        **schedules.trainer_args(request),
         warmup_steps=request.warmup_steps if request.warmup_steps is not None else request.warmup_ratio,
         optim=request.optimizer,
         optim_args=optim_args(request.optim_args),

@@ -71,6 +71,13 @@ def lisa(request: Request, model, reporter):
     return Lisa()
 
 
+def optim_args(value: str | dict | None) -> str | None:
+    """Axolotl's optim_args (a mapping or the Trainer's key=value string) as the Trainer's string."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return value
+
+
 def schedule_args(request: Request, steps_per_epoch: int, has_eval: bool) -> dict:
     """Checkpoint and evaluation cadence, and early stopping, as TrainingArguments."""
     save_steps = request.save_steps or max(1, steps_per_epoch // (request.saves_per_epoch or 1))
